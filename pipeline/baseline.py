@@ -1,0 +1,90 @@
+"""Mean-shape baseline: per category, the mean relative keypoint positions.
+
+For every (category, fold) the mean of x / width and y / height over the
+training folds' annotated points predicts the held-out fold (OOF) and the
+test set. It writes the same files as a trained model (fold<k>/oof.npz,
+test.npz, metrics.json) under OUTPUT/runs/meanshape/, so ensemble, submit
+and score treat it like any other run; its NE is the yardstick.
+
+CLI: python -m pipeline.baseline --output DIR [--config C]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import add_config_args, config_from_args
+from .fsutil import write_text_atomic
+from .keypoints import category_indices
+from .metrics import normalized_error
+from .predictions import fold_dir, save_npz
+from .preprocess import load_index
+
+RUN = "meanshape"
+
+
+def mean_shape(keypoints: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Mean relative position of each point over the images where it is annotated.
+
+    keypoints: (N, K, 3) original pixels; sizes: (N, 2) width, height.
+    Returns (K, 2) in [0, 1] (0.5 for a point never annotated).
+    """
+    rel = keypoints[..., :2] / sizes[:, None, :].astype(np.float64)
+    seen = keypoints[..., 2] >= 0
+    total = (rel * seen[..., None]).sum(0)
+    count = seen.sum(0)[:, None]
+    return np.where(count > 0, total / np.maximum(count, 1), 0.5)
+
+
+def place(shape: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Relative shape (K, 2) placed on images of sizes (M, 2) → (M, K, 2) pixels."""
+    return shape[None, :, :] * sizes[:, None, :].astype(np.float64)
+
+
+def run_baseline(output, k: int) -> dict:
+    """Write OOF/test predictions of the mean shape for every category and fold."""
+    prep = Path(output) / "prep"
+    train = load_index(prep, "train")
+    folds = pd.read_csv(prep / "folds.csv").set_index("image_id").loc[train.image_id, "fold"].to_numpy()
+    test = load_index(prep, "test") if (prep / "test_index.csv").exists() else None
+    summary = {}
+    for cat in sorted(set(train.category)):
+        idx = category_indices(cat)
+        in_cat = train.category == cat
+        for f in range(k):
+            fit, val = in_cat & (folds != f), in_cat & (folds == f)
+            shape = mean_shape(train.keypoints[fit][:, idx], train.sizes[fit])
+            xy = place(shape, train.sizes[val])
+            out = fold_dir(output, RUN, cat, f)
+            save_npz(out / "oof.npz", image_id=train.image_id[val], xy=xy, score=np.ones(xy.shape[:2]))
+            full = np.zeros((val.sum(), 24, 2))
+            full[:, idx] = xy
+            ne = normalized_error(train.keypoints[val], full, train.category[val])["ne"]
+            write_text_atomic(out / "metrics.json", json.dumps({"val_ne": ne, "model": "meanshape"}))
+            summary[f"{cat}/fold{f}"] = ne
+            if test is not None:
+                t_mask = test.category == cat
+                t_xy = place(shape, test.sizes[t_mask])
+                save_npz(out / "test.npz", image_id=test.image_id[t_mask], xy=t_xy,
+                         score=np.ones(t_xy.shape[:2]))
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Mean-shape baseline predictions.")
+    parser.add_argument("--output", default="output")
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    summary = run_baseline(args.output, cfg.data.folds)
+    print("meanshape val NE per fold: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Coordinate frames and the heatmap codec (keypoints ↔ Gaussian heatmaps).
+
+Three frames, all with pixel-centre convention (pixel i covers [i-0.5, i+0.5]):
+
+* original pixels — the image as shipped (W × H);
+* input pixels — the letterboxed square model input / image cache (S × S),
+  `input = (orig + 0.5) * scale - 0.5 + offset`, per axis;
+* heatmap cells — (S / stride) cells a side,
+  `cell = (input + 0.5) / stride - 0.5`.
+
+With these conventions a horizontal flip of the input (x → S-1-x) is exactly
+a column reversal of the heatmap (u → W-1-u): no one-cell shift is needed.
+This module is the only place that converts between frames.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+# --------------------------------------------------------------------------- frames
+
+
+def letterbox_params(width: int, height: int, size: int) -> np.ndarray:
+    """Transform of an image of (width, height) into a size×size letterbox.
+
+    Returns float64 (4,): scale_x, scale_y, offset_x, offset_y such that the
+    image resized to (round(width*s), round(height*s)) with s = size/max(w, h)
+    is pasted at integer (offset_x, offset_y).
+    """
+    s = size / max(width, height)
+    new_w = min(size, max(1, int(round(width * s))))
+    new_h = min(size, max(1, int(round(height * s))))
+    return np.array([new_w / width, new_h / height, (size - new_w) // 2, (size - new_h) // 2],
+                    dtype=np.float64)
+
+
+def resized_shape(params: np.ndarray, width: int, height: int) -> Tuple[int, int]:
+    """(new_w, new_h) of the resized image inside the letterbox."""
+    return int(round(width * params[0])), int(round(height * params[1]))
+
+
+def orig_to_input(xy: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Original pixels → input pixels. xy: (..., 2); params: (..., 4) broadcastable against xy."""
+    params = np.asarray(params, dtype=np.float64)
+    scale, offset = params[..., :2], params[..., 2:]
+    return (np.asarray(xy, dtype=np.float64) + 0.5) * scale - 0.5 + offset
+
+
+def input_to_orig(xy: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Input pixels → original pixels (inverse of orig_to_input)."""
+    params = np.asarray(params, dtype=np.float64)
+    scale, offset = params[..., :2], params[..., 2:]
+    return (np.asarray(xy, dtype=np.float64) - offset + 0.5) / scale - 0.5
+
+
+def input_to_cell(xy: np.ndarray, stride: int) -> np.ndarray:
+    """Input pixels → heatmap cells."""
+    return (np.asarray(xy, dtype=np.float64) + 0.5) / stride - 0.5
+
+
+def cell_to_input(uv: np.ndarray, stride: int) -> np.ndarray:
+    """Heatmap cells → input pixels."""
+    return (np.asarray(uv, dtype=np.float64) + 0.5) * stride - 0.5
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def encode(uv: np.ndarray, weight: np.ndarray, shape: Tuple[int, int], sigma: float) -> np.ndarray:
+    """Gaussian heatmaps for K keypoints.
+
+    uv: (K, 2) keypoints in heatmap cells (x, y); weight: (K,) 0 for points not
+    supervised (their map is all zero); shape: (H, W) of the heatmap.
+    Returns float32 (H, W, K) with peak 1 at each supervised point.
+    """
+    h, w = shape
+    uv = np.asarray(uv, dtype=np.float32)
+    xs = np.arange(w, dtype=np.float32)
+    ys = np.arange(h, dtype=np.float32)
+    gx = np.exp(-((xs[None, :] - uv[:, :1]) ** 2) / (2 * sigma ** 2))  # (K, W)
+    gy = np.exp(-((ys[None, :] - uv[:, 1:2]) ** 2) / (2 * sigma ** 2))  # (K, H)
+    maps = gy[:, :, None] * gx[:, None, :] * (np.asarray(weight) > 0)[:, None, None]
+    return np.ascontiguousarray(maps.transpose(1, 2, 0), dtype=np.float32)
+
+
+def inside(uv: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
+    """(K,) bool: keypoint (heatmap cells) lies within the heatmap."""
+    h, w = shape
+    uv = np.asarray(uv)
+    return (uv[..., 0] >= -0.5) & (uv[..., 0] <= w - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] <= h - 0.5)
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def _argmax_2d(hm: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """hm: (N, H, W, K) → integer x, y (N, K) of the maximum and its value."""
+    n, h, w, k = hm.shape
+    flat = hm.transpose(0, 3, 1, 2).reshape(n, k, h * w)
+    idx = flat.argmax(-1)
+    return idx % w, idx // w, np.take_along_axis(flat, idx[..., None], -1)[..., 0]
+
+
+def _gather(hm_nkhw: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Values of hm (N, K, H, W) at clipped integer (x, y) of shape (N, K)."""
+    n, k, h, w = hm_nkhw.shape
+    xc, yc = np.clip(x, 0, w - 1), np.clip(y, 0, h - 1)
+    ni, ki = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
+    return hm_nkhw[ni, ki, yc, xc]
+
+
+def _blur(hm_nkhw: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of every map (DARK's distribution modulation)."""
+    import cv2
+
+    n, k, h, w = hm_nkhw.shape
+    ksize = int(2 * round(3 * sigma) + 1)
+    flat = hm_nkhw.reshape(n * k, h, w).astype(np.float32)
+    out = np.stack([cv2.GaussianBlur(m, (ksize, ksize), sigma) for m in flat])
+    return out.reshape(n, k, h, w)
+
+
+def decode(heatmaps: np.ndarray, refine: str = "dark", sigma: float = 1.5) -> Tuple[np.ndarray, np.ndarray]:
+    """Heatmaps → keypoints in heatmap cells, with sub-pixel refinement.
+
+    heatmaps: (N, H, W, K). refine: "none" (integer argmax), "quarter" (a
+    quarter cell toward the higher neighbour, as HRNet) or "dark" (a Newton
+    step on the log of the blurred heatmap, as DARK).
+    Returns uv (N, K, 2) float64 in heatmap cells and score (N, K) (peak value).
+    """
+    hm = np.asarray(heatmaps, dtype=np.float32)
+    x, y, score = _argmax_2d(hm)
+    uv = np.stack([x, y], -1).astype(np.float64)
+    if refine == "none":
+        return uv, score.astype(np.float64)
+    nkhw = hm.transpose(0, 3, 1, 2)
+    if refine == "quarter":
+        dx = _gather(nkhw, x + 1, y) - _gather(nkhw, x - 1, y)
+        dy = _gather(nkhw, x, y + 1) - _gather(nkhw, x, y - 1)
+        uv += 0.25 * np.stack([np.sign(dx), np.sign(dy)], -1)
+        return uv, score.astype(np.float64)
+    if refine != "dark":
+        raise ValueError(f"unknown refine {refine!r}")
+    logm = np.log(np.maximum(_blur(nkhw, sigma), 1e-10)).astype(np.float64)
+
+    def at(ddx, ddy):
+        return _gather(logm, x + ddx, y + ddy)
+
+    c = at(0, 0)
+    gx = 0.5 * (at(1, 0) - at(-1, 0))
+    gy = 0.5 * (at(0, 1) - at(0, -1))
+    hxx = at(1, 0) - 2 * c + at(-1, 0)
+    hyy = at(0, 1) - 2 * c + at(0, -1)
+    hxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+    det = hxx * hyy - hxy ** 2
+    ok = (det > 1e-12) & (hxx < 0) & (hyy < 0)  # a proper maximum: Hessian negative definite
+    safe = np.where(ok, det, 1.0)
+    off_x = -(hyy * gx - hxy * gy) / safe
+    off_y = -(hxx * gy - hxy * gx) / safe
+    offset = np.stack([off_x, off_y], -1)
+    offset = np.where(ok[..., None], np.clip(offset, -1.0, 1.0), 0.0)
+    h, w = hm.shape[1:3]
+    border = (x == 0) | (y == 0) | (x == w - 1) | (y == h - 1)
+    uv += np.where(border[..., None], 0.0, offset)
+    return uv, score.astype(np.float64)
+
+
+def decode_to_original(heatmaps: np.ndarray, params: np.ndarray, stride: int,
+                       refine: str = "dark", sigma: float = 1.5) -> Tuple[np.ndarray, np.ndarray]:
+    """Heatmaps (N, H, W, K) → keypoints (N, K, 2) in original pixels and scores (N, K).
+
+    params: (N, 4) letterbox transform of each image (see letterbox_params).
+    """
+    uv, score = decode(heatmaps, refine, sigma)
+    return cells_to_original(uv, params, stride), score
+
+
+def cells_to_original(uv: np.ndarray, params: np.ndarray, stride: int) -> np.ndarray:
+    """Heatmap cells (N, K, 2) → original pixels (N, K, 2); params (N, 4)."""
+    return input_to_orig(cell_to_input(uv, stride), np.asarray(params)[:, None, :])

@@ -1,0 +1,288 @@
+"""YAML configs → frozen dataclasses.
+
+A config file may name a parent with `base: other.yaml` (resolved relative to
+the file); values are merged section by section, the child winning. Unknown
+keys are rejected with the key's dotted name and the file it came from.
+Command-line overrides are `section.key=value` strings parsed as YAML scalars.
+The resolved config is saved beside every output (`save_config`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import yaml
+
+from .fsutil import write_text_atomic
+from .keypoints import CATEGORIES
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    folds: int = 3                 # k of the stratified k-fold split
+    fold_seed: int = 42            # seed of the split (folds are made once and stored)
+    categories: Tuple[str, ...] = CATEGORIES
+    jobs: int = -1                 # joblib workers for preprocessing (-1: all cores)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str = "cpm"              # key of pipeline.models.MODELS
+    input_size: int = 128          # square input side in pixels (also the image cache side)
+    stride: int = 4                # input pixels per heatmap cell
+    stages: int = 3                # CPM stages, every one supervised
+    width: int = 64                # channels of the shared features and stage convs
+    stage_kernel: int = 3          # kernel of stage convs (dilations give the receptive field)
+    backbone: str = "simple"       # simple | mobilenetv2 | resnet50 (keras.applications)
+    weights: Optional[str] = None  # null | imagenet (imagenet needs the internet)
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecConfig:
+    sigma: float = 1.5             # Gaussian sigma in heatmap cells
+    refine: str = "dark"           # none | quarter | dark : sub-pixel decoding
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    enabled: bool = True
+    rotation: float = 25.0         # max degrees
+    scale_min: float = 0.8
+    scale_max: float = 1.2
+    translate: float = 0.08        # max shift as a fraction of the input side
+    flip: bool = True              # horizontal flip with left/right swap
+    color: float = 0.2             # brightness/contrast/saturation jitter amplitude
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 2e-3
+    min_lr: float = 1e-5
+    lr_patience: int = 3           # epochs without val NE gain before the LR is halved
+    patience: int = 8              # early stopping on val NE
+    supervise_occluded: bool = True
+    distribute: str = "auto"       # auto | none | mirrored | multiworker
+    precision: str = "auto"        # auto | float32 | mixed_bfloat16 | mixed_float16
+    threads: int = 0               # TF intra-op threads (0: TF default)
+    time_budget_s: float = 0.0     # stop after this many seconds of training (0: no limit)
+    steps_per_epoch: int = 0       # 0: one pass over the training folds
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    flip_tta: bool = True
+    merge: str = "heatmap"         # heatmap | coords : how the flip pass is combined
+    batch_size: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleConfig:
+    name: str = ""                 # ensemble name ("" : the run name)
+    members: Tuple[str, ...] = ()  # runs averaged ((): just this run)
+
+
+@dataclasses.dataclass(frozen=True)
+class StackConfig:
+    mode: str = "auto"             # auto | on | off
+    min_gain: float = 0.0          # relative CV NE gain needed for `auto` to use the stacker
+    n_estimators: int = 200
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    jobs: int = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    name: str = "base"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    codec: CodecConfig = CodecConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+    predict: PredictConfig = PredictConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    stack: StackConfig = StackConfig()
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def digest(self) -> str:
+        """Short hash of the resolved config (leaderboard `config_hash`)."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+    @property
+    def heatmap_size(self) -> int:
+        return self.model.input_size // self.model.stride
+
+
+_CHOICES = {
+    ("model", "backbone"): ("simple", "mobilenetv2", "resnet50"),
+    ("model", "weights"): (None, "imagenet"),
+    ("codec", "refine"): ("none", "quarter", "dark"),
+    ("train", "distribute"): ("auto", "none", "mirrored", "multiworker"),
+    ("train", "precision"): ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+    ("predict", "merge"): ("heatmap", "coords"),
+    ("stack", "mode"): ("auto", "on", "off"),
+}
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a mapping")
+    return data
+
+
+def _merge(into: Dict[str, Any], update: Dict[str, Any], sources: Dict[str, str], origin: str,
+           prefix: str = "") -> None:
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, sources, origin, dotted + ".")
+        else:
+            into[key] = value
+            sources[dotted] = origin
+            if isinstance(value, dict):
+                for sub in value:
+                    sources[f"{dotted}.{sub}"] = origin
+
+
+def _load_chain(path: Path, seen: Sequence[Path] = ()) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    path = path.resolve()
+    if path in seen:
+        raise ValueError(f"{path}: circular `base:` chain")
+    raw = _read_yaml(path)
+    merged: Dict[str, Any] = {}
+    sources: Dict[str, str] = {}
+    parent = raw.pop("base", None)
+    if parent:
+        merged, sources = _load_chain((path.parent / parent), (*seen, path))
+    _merge(merged, raw, sources, str(path))
+    return merged, sources
+
+
+def _coerce(cls, values: Dict[str, Any], sources: Dict[str, str], prefix: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            where = sources.get(dotted, "command line")
+            raise ValueError(f"{where}: unknown config key {dotted!r} "
+                             f"(known: {', '.join(sorted(fields))})")
+        default = fields[key].default
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted!r} must be a mapping")
+            kwargs[key] = _coerce(type(default), value, sources, dotted + ".")
+            continue
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted!r} must be true or false")
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        choices = _CHOICES.get(tuple(dotted.split(".")))
+        if choices is not None and value not in choices:
+            raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted}={value!r} "
+                             f"is not one of {choices}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
+    """['train.epochs=3', 'model.width=32'] → nested dict (values parsed as YAML)."""
+    out: Dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        key, text = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(text)
+    return out
+
+
+def load_config(path, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config (following `base:` parents) with CLI overrides applied."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} not found")
+    merged, sources = _load_chain(path)
+    if not raw_has_name(path):
+        merged["name"] = path.stem
+    _merge(merged, parse_overrides(overrides), sources, "command line")
+    cfg = _coerce(Config, merged, sources, "")
+    unknown = [c for c in cfg.data.categories if c not in CATEGORIES]
+    if unknown:
+        raise ValueError(f"{path}: data.categories holds unknown categories {unknown}")
+    if cfg.model.input_size % cfg.model.stride:
+        raise ValueError(f"{path}: model.input_size must be a multiple of model.stride")
+    return cfg
+
+
+def raw_has_name(path: Path) -> bool:
+    """True when the file itself (not a parent) sets `name`."""
+    return "name" in _read_yaml(path)
+
+
+def config_from_dict(values: Dict[str, Any]) -> Config:
+    """Rebuild a Config from `to_dict()` output (e.g. a saved config.yaml)."""
+    return _coerce(Config, values, {}, "")
+
+
+def save_config(cfg: Config, path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def add_config_args(parser) -> None:
+    """Standard --config / --set arguments for the stage CLIs."""
+    parser.add_argument("--config", default="configs/demo.yaml", help="YAML config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+
+
+def config_from_args(args) -> Config:
+    return load_config(args.config, args.overrides)
+
+
+def main(argv=None) -> int:
+    """Print the resolved config (YAML) or one value (`--get section.key`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Resolve a config.")
+    add_config_args(parser)
+    parser.add_argument("--get", metavar="SECTION.KEY", help="print one value (lists space-separated)")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    if not args.get:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    value = cfg.to_dict()
+    for part in args.get.split("."):
+        value = value[part]
+    print(" ".join(map(str, value)) if isinstance(value, list) else value)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""tf.data input pipeline from the image cache.
+
+Training samples are addressed by a global sample counter i: epoch e = i // N
+uses its own seeded permutation, and sample i its own RNG, so the stream is
+identical whatever the number of parallel workers, and a resumed run
+continues the very same stream from its first unfinished epoch.
+
+A batch is built by one numpy call (`make_batch`: cache rows → augmented
+uint8 images, Gaussian heatmaps and per-point weights), mapped in parallel
+and prefetched.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from . import augment, codec
+from .config import Config
+
+
+@dataclasses.dataclass
+class SampleSet:
+    """Images and keypoints of one category's split, in input pixels.
+
+    images: (M, S, S, 3) uint8 (a memmap is fine); rows: (N,) rows of `images`;
+    xy: (N, K, 2) keypoints in input pixels; vis: (N, K) visibility -1/0/1.
+    """
+
+    images: np.ndarray
+    rows: np.ndarray
+    xy: np.ndarray
+    vis: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def point_weights(vis: np.ndarray, supervise_occluded: bool) -> np.ndarray:
+    """(…, K) float32 loss weight: 1 for supervised points, 0 otherwise."""
+    return ((vis >= 0) if supervise_occluded else (vis == 1)).astype(np.float32)
+
+
+def sample_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """Permutation of the n training samples used in `epoch`."""
+    return np.random.default_rng([seed, epoch, 7]).permutation(n)
+
+
+def make_batch(samples: SampleSet, counters: np.ndarray, cfg: Config, flip_index: Sequence[int],
+               training: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Build one batch from global sample counters.
+
+    Returns images (B, S, S, 3) uint8, heatmaps (B, h, w, K) float32 and
+    weights (B, K) float32 (0 for points absent, pushed outside, or occluded
+    when occluded points are not supervised).
+    """
+    n = len(samples)
+    size = cfg.model.input_size
+    hm = cfg.heatmap_size
+    aug = cfg.augment
+    images, maps, weights = [], [], []
+    for counter in counters:
+        counter = int(counter)
+        epoch, pos = divmod(counter, n)
+        index = sample_order(n, cfg.train.seed, epoch)[pos] if training else pos
+        image = np.asarray(samples.images[samples.rows[index]])
+        xy, vis = samples.xy[index], samples.vis[index]
+        weight = point_weights(vis, cfg.train.supervise_occluded)
+        if training and aug.enabled:
+            rng = np.random.default_rng([cfg.train.seed, counter])
+            matrix, flip = augment.random_affine(rng, size, aug.rotation, aug.scale_min, aug.scale_max,
+                                                 aug.translate, 0.5 if aug.flip else 0.0)
+            image, xy, valid = augment.apply_geometry(image, xy, weight > 0, matrix, flip, flip_index)
+            image = augment.color_jitter(rng, image, aug.color)
+            weight = valid.astype(np.float32)
+        uv = codec.input_to_cell(xy, cfg.model.stride)
+        weight = weight * codec.inside(uv, (hm, hm))
+        images.append(image)
+        maps.append(codec.encode(uv, weight, (hm, hm), cfg.codec.sigma))
+        weights.append(weight)
+    return np.stack(images), np.stack(maps), np.stack(weights).astype(np.float32)
+
+
+def train_dataset(samples: SampleSet, cfg: Config, flip_index: Sequence[int], start_counter: int = 0):
+    """Endless tf.data stream of (images, (heatmaps, weights)) batches, from `start_counter`."""
+    import tensorflow as tf
+
+    bs = cfg.train.batch_size
+    k = samples.xy.shape[1]
+    hm = cfg.heatmap_size
+    size = cfg.model.input_size
+
+    def load(first):
+        counters = np.arange(int(first), int(first) + bs)
+        return make_batch(samples, counters, cfg, flip_index, training=True)
+
+    def tf_load(first):
+        images, maps, weights = tf.numpy_function(load, [first], [tf.uint8, tf.float32, tf.float32],
+                                                  stateful=False)
+        images.set_shape((bs, size, size, 3))
+        maps.set_shape((bs, hm, hm, k))
+        weights.set_shape((bs, k))
+        return images, (maps, weights)
+
+    options = tf.data.Options()
+    options.deterministic = True
+    ds = tf.data.Dataset.range(start_counter, 2 ** 62, bs)
+    ds = ds.map(tf_load, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def to_input_frame(keypoints: np.ndarray, params: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Original-pixel keypoints (N, K, 3) → input-pixel xy (N, K, 2) and visibility (N, K)."""
+    xy = codec.orig_to_input(keypoints[..., :2].astype(np.float64), params[:, None, :])
+    return xy, keypoints[..., 2].astype(np.int64)

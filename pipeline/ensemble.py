@@ -1,0 +1,106 @@
+"""Ensemble: fold OOF predictions → one CV prediction; test predictions averaged.
+
+For each category, the OOF files of every fold of every member run are
+assembled into one prediction per training image (members averaged), and the
+test files are averaged over folds and members. A missing member, fold or
+image is an error naming it, never silently skipped.
+
+Writes OUTPUT/runs/<name>/<category>/oof.csv and test.csv (float coordinates).
+CLI: python -m pipeline.ensemble --output DIR [--config C] [--run RUN]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from .config import add_config_args, config_from_args
+from .predictions import fold_dir, load_npz, run_dir, write_category_csv
+
+
+def _average(parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], ids: np.ndarray,
+             what: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Average (image_id, xy, score) parts over the images `ids`; every part must cover them."""
+    xy_sum, score_sum = None, None
+    for part_ids, xy, score in parts:
+        pos = pd.Series(np.arange(len(part_ids)), index=part_ids)
+        missing = set(ids) - set(part_ids)
+        if missing:
+            raise ValueError(f"{what}: {len(missing)} image(s) without a prediction, e.g. {sorted(missing)[0]}")
+        order = pos.loc[ids].to_numpy()
+        xy_sum = xy[order] if xy_sum is None else xy_sum + xy[order]
+        score_sum = score[order] if score_sum is None else score_sum + score[order]
+    return xy_sum / len(parts), score_sum / len(parts)
+
+
+def member_oof(output, run: str, category: str, k: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate one run's OOF predictions over its k folds."""
+    ids, xys, scores = [], [], []
+    for f in range(k):
+        data = load_npz(fold_dir(output, run, category, f) / "oof.npz")
+        ids.append(data["image_id"])
+        xys.append(data["xy"])
+        scores.append(data["score"])
+    return np.concatenate(ids), np.concatenate(xys), np.concatenate(scores)
+
+
+def ensemble_category(output, members: Sequence[str], category: str, k: int,
+                      train_ids: np.ndarray, test_ids: np.ndarray = None) -> Dict[str, tuple]:
+    """OOF and test ensembles of one category.
+
+    Returns {"oof": (xy (M, K, 2), score), "test": (xy, score)} aligned with
+    train_ids / test_ids.
+    """
+    out = {}
+    oof_parts = [member_oof(output, m, category, k) for m in members]
+    out["oof"] = _average(oof_parts, train_ids, f"OOF of {category} ({', '.join(members)})")
+    if test_ids is not None:
+        parts = []
+        for m in members:
+            for f in range(k):
+                data = load_npz(fold_dir(output, m, category, f) / "test.npz")
+                parts.append((data["image_id"], data["xy"], data["score"]))
+        out["test"] = _average(parts, test_ids, f"test predictions of {category}")
+    return out
+
+
+def run_ensemble(output, name: str, members: Sequence[str], k: int, categories: Sequence[str]) -> None:
+    from .preprocess import load_index
+
+    prep = Path(output) / "prep"
+    train = load_index(prep, "train")
+    test = load_index(prep, "test") if (prep / "test_index.csv").exists() else None
+    for cat in categories:
+        train_ids = train.image_id[train.category == cat]
+        test_ids = None if test is None else test.image_id[test.category == cat]
+        result = ensemble_category(output, members, cat, k, train_ids, test_ids)
+        write_category_csv(run_dir(output, name) / cat / "oof.csv", train_ids, cat, *result["oof"])
+        if test is not None:
+            write_category_csv(run_dir(output, name) / cat / "test.csv", test_ids, cat, *result["test"])
+    print(f"ensemble {name}: {', '.join(members)} × {k} folds → {run_dir(output, name)}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Average fold/member predictions.")
+    parser.add_argument("--output", default="output")
+    parser.add_argument("--run", default=None, help="run name (default: config name)")
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    run = args.run or cfg.name
+    name = cfg.ensemble.name or run
+    members = list(cfg.ensemble.members) or [run]
+    try:
+        run_ensemble(args.output, name, members, cfg.data.folds, cfg.data.categories)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"ensemble: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Small filesystem helpers: atomic writes and freshness checks."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it into place on success.
+
+    On an exception the temporary file is removed and `path` is untouched, so a
+    reader never sees a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def is_fresh(output: PathLike, inputs) -> bool:
+    """True when `output` exists and is newer than every existing path in `inputs`."""
+    output = Path(output)
+    if not output.exists():
+        return False
+    out_mtime = output.stat().st_mtime
+    return all(Path(p).stat().st_mtime <= out_mtime for p in inputs if Path(p).exists())

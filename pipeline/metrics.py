@@ -1,0 +1,172 @@
+"""Normalized error (NE), the FashionAI leaderboard metric — pure numpy.
+
+NE = sum over counted points of d_k / s_i / number of counted points, where
+
+* counted points are the keypoints whose ground-truth visibility is 1 (one
+  pooled mean over all points of all evaluated images);
+* d_k is the Euclidean distance in original-image pixels;
+* s_i is the per-image distance between the ground-truth normalizer pair
+  (armpits for blouse/outwear/dress, waistband for skirt/trousers). Images
+  whose normalizer points are not annotated (v = -1) or coincide are skipped
+  and counted in `n_images_skipped`.
+
+CLI: python -m pipeline.metrics --truth T.csv --pred P.csv [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Dict, Sequence
+
+import numpy as np
+
+from .keypoints import CATEGORIES, KEYPOINT_INDEX, KEYPOINTS, NORMALIZER
+
+
+def image_normalizers(truth: np.ndarray, categories: Sequence[str]) -> np.ndarray:
+    """Per-image normalizer distance s_i in original pixels.
+
+    truth: (N, 24, 3) ground truth x, y, v. Returns (N,) float64 with NaN where
+    the image cannot be normalized (a normalizer point absent, or both equal).
+    """
+    truth = np.asarray(truth, dtype=np.float64)
+    out = np.full(len(truth), np.nan)
+    for i, cat in enumerate(categories):
+        a, b = (KEYPOINT_INDEX[n] for n in NORMALIZER[cat])
+        pa, pb = truth[i, a], truth[i, b]
+        if pa[2] < 0 or pb[2] < 0:
+            continue
+        dist = float(np.hypot(*(pa[:2] - pb[:2])))
+        if dist > 0:
+            out[i] = dist
+    return out
+
+
+def point_errors(truth: np.ndarray, pred: np.ndarray, categories: Sequence[str]) -> np.ndarray:
+    """Normalized distance of every counted point, NaN for points not counted.
+
+    truth: (N, 24, 3) x, y, v; pred: (N, 24, 2) x, y, both in original pixels.
+    Returns (N, 24) float64: d_k / s_i where truth v == 1 and s_i is usable.
+    """
+    truth = np.asarray(truth, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)[..., :2]
+    if truth.shape[:2] != pred.shape[:2]:
+        raise ValueError(f"truth {truth.shape} and prediction {pred.shape} do not align")
+    s = image_normalizers(truth, categories)
+    d = np.hypot(*(pred - truth[..., :2]).transpose(2, 0, 1))
+    err = d / s[:, None]
+    counted = (truth[..., 2] == 1) & np.isfinite(s)[:, None]
+    if np.any(counted & ~np.isfinite(err)):
+        raise ValueError("prediction holds NaN or inf for a counted point")
+    return np.where(counted, err, np.nan)
+
+
+def _mean(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def normalized_error(truth: np.ndarray, pred: np.ndarray, categories: Sequence[str]) -> Dict:
+    """NE overall, per category and per keypoint.
+
+    truth: (N, 24, 3); pred: (N, 24, 2) (extra trailing columns ignored);
+    categories: (N,) names. Returns a dict with `ne` (fraction), `ne_percent`,
+    `n_points`, `n_images`, `n_images_skipped`, `per_category` and
+    `per_keypoint` (NaN-free: entries with no counted point are omitted).
+    """
+    categories = np.asarray(categories, dtype=object)
+    err = point_errors(truth, pred, categories)
+    s = image_normalizers(truth, categories)
+    ne = _mean(err)
+    per_category = {}
+    for cat in CATEGORIES:
+        mask = categories == cat
+        if mask.any() and np.isfinite(err[mask]).any():
+            per_category[cat] = _mean(err[mask])
+    per_keypoint = {}
+    for k, name in enumerate(KEYPOINTS):
+        if np.isfinite(err[:, k]).any():
+            per_keypoint[name] = _mean(err[:, k])
+    return {
+        "ne": ne,
+        "ne_percent": ne * 100.0,
+        "n_points": int(np.isfinite(err).sum()),
+        "n_images": int(len(categories)),
+        "n_images_skipped": int((~np.isfinite(s)).sum()),
+        "per_category": per_category,
+        "per_keypoint": per_keypoint,
+    }
+
+
+def score_files(truth_csv, pred_csv) -> Dict:
+    """NE of a prediction CSV against a truth CSV (both in the Tianchi format).
+
+    Rows are matched by image_id; every truth row needs a prediction.
+    """
+    from .tianchi import read_annotations
+
+    truth, t_problems = read_annotations(truth_csv)
+    if t_problems:
+        raise ValueError("; ".join(str(p) for p in t_problems[:5]))
+    pred, p_problems = _read_predictions(pred_csv)
+    if p_problems:
+        raise ValueError("; ".join(p_problems[:5]))
+    missing = [i for i in truth.image_id if i not in pred]
+    if missing:
+        raise ValueError(f"{pred_csv}: no prediction for {len(missing)} image(s), e.g. {missing[0]}")
+    pred_xy = np.stack([pred[i] for i in truth.image_id]) if len(truth) else np.zeros((0, 24, 2))
+    return normalized_error(truth.keypoints, pred_xy, truth.image_category)
+
+
+def _read_predictions(path):
+    """image_id → (24, 2) float predicted coordinates from a Tianchi CSV."""
+    import csv
+
+    from .tianchi import HEADER, parse_cell
+
+    out, problems = {}, []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = tuple(h.strip() for h in next(reader, []))
+        if header != HEADER:
+            return {}, [f"{path}: row 1: header does not match the Tianchi format"]
+        for line_no, fields in enumerate(reader, start=2):
+            if len(fields) != len(HEADER):
+                problems.append(f"{path}: row {line_no}: expected {len(HEADER)} fields")
+                continue
+            xy = np.zeros((len(KEYPOINTS), 2))
+            for k, text in enumerate(fields[2:]):
+                try:
+                    x, y, _ = parse_cell(text)
+                except ValueError as err:
+                    problems.append(f"{path}: row {line_no}, column {KEYPOINTS[k]}: {err}")
+                    break
+                xy[k] = (x, y)
+            out[fields[0].strip()] = xy
+    return out, problems
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--truth", required=True, help="ground truth CSV (Tianchi format)")
+    parser.add_argument("--pred", required=True, help="prediction CSV (Tianchi format)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        result = score_files(args.truth, args.pred)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(f"NE {result['ne']:.5f} ({result['ne_percent']:.3f} %) over {result['n_points']} points, "
+              f"{result['n_images_skipped']} image(s) skipped")
+        for cat, v in result["per_category"].items():
+            print(f"  {cat:10s} {v:.5f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

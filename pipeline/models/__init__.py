@@ -1,0 +1,22 @@
+"""Model registry: config `model.name` → builder(cfg, num_keypoints) → keras.Model.
+
+Every builder returns a model mapping uint8 images (B, S, S, 3) to stacked
+stage heatmaps (B, T, S/stride, S/stride, K) in float32; the last stage is the
+prediction. Add a head by writing a builder and listing it here.
+"""
+from __future__ import annotations
+
+from .cpm import build_cpm
+
+MODELS = {
+    "cpm": build_cpm,
+}
+
+
+def build_model(cfg, num_keypoints: int):
+    """Build the model named by cfg.model.name."""
+    try:
+        builder = MODELS[cfg.model.name]
+    except KeyError:
+        raise ValueError(f"unknown model.name {cfg.model.name!r}; known: {sorted(MODELS)}") from None
+    return builder(cfg, num_keypoints)

@@ -1,0 +1,77 @@
+"""Run directories and prediction files: the interfaces between stages.
+
+Layout under OUTPUT/runs/<run>/<category>/:
+
+* fold<k>/oof.npz, fold<k>/test.npz — per fold model: `image_id` (M,),
+  `xy` (M, K, 2) float original pixels, `score` (M, K), and optionally
+  `xy_flip` (M, K, 2) the mirror pass alone (for the stacker);
+  K = number of keypoints of the category, in CATEGORY_KEYPOINTS order;
+* oof.csv, test.csv — the ensemble's float predictions, columns
+  image_id, image_category, then `<kp>_x`, `<kp>_y`, `<kp>_score` per keypoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+import pandas as pd
+
+from .fsutil import atomic_path
+from .keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, NUM_KEYPOINTS
+
+
+def run_dir(output, run: str) -> Path:
+    return Path(output) / "runs" / run
+
+
+def fold_dir(output, run: str, category: str, fold: int) -> Path:
+    return run_dir(output, run) / category / f"fold{fold}"
+
+
+def save_npz(path, **arrays) -> None:
+    """np.savez to a temporary file, renamed into place."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def load_npz(path) -> Dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"missing prediction file {path}")
+    with np.load(path, allow_pickle=True) as data:
+        return {k: data[k] for k in data.files}
+
+
+def write_category_csv(path, image_id, category: str, xy: np.ndarray, score: np.ndarray) -> None:
+    """Float predictions of one category: xy (M, K, 2) original pixels, score (M, K)."""
+    names = CATEGORY_KEYPOINTS[category]
+    frame = pd.DataFrame({"image_id": list(image_id), "image_category": category})
+    cols = {}
+    for k, name in enumerate(names):
+        cols[f"{name}_x"] = xy[:, k, 0]
+        cols[f"{name}_y"] = xy[:, k, 1]
+        cols[f"{name}_score"] = score[:, k]
+    frame = pd.concat([frame, pd.DataFrame(cols)], axis=1)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.3f")
+
+
+def read_category_csv(path, category: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of write_category_csv: (image_id (M,), xy (M, K, 2), score (M, K))."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"missing prediction file {path} (run `make ensemble` first)")
+    frame = pd.read_csv(path, keep_default_na=False)
+    names = CATEGORY_KEYPOINTS[category]
+    xy = np.stack([frame[[f"{n}_x", f"{n}_y"]].to_numpy(np.float64) for n in names], 1)
+    score = frame[[f"{n}_score" for n in names]].to_numpy(np.float64)
+    return frame["image_id"].to_numpy(object), xy, score
+
+
+def to_full(xy: np.ndarray, category: str) -> np.ndarray:
+    """Category-ordered (M, K, 2) → (M, 24, 2) CSV-ordered, NaN for other points."""
+    full = np.full((len(xy), NUM_KEYPOINTS, 2), np.nan)
+    full[:, [KEYPOINT_INDEX[n] for n in CATEGORY_KEYPOINTS[category]]] = xy
+    return full

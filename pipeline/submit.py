@@ -1,0 +1,194 @@
+"""Submission writer and validator (Tianchi format).
+
+Rounding and clipping to the image happen only here (`finalize`). The
+submission is written to a temporary file, validated by `validate`, and only
+then renamed into place; a file the validator rejects is never written.
+
+CLI:
+  python -m pipeline.submit --validate FILE --test INPUT/test/test.csv
+  python -m pipeline.submit --output DIR [--config C] [--run RUN]   (write OUTPUT/submission.csv)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .config import add_config_args, config_from_args
+from .fsutil import atomic_path
+from .keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS, NUM_KEYPOINTS
+from .tianchi import ABSENT_CELL, HEADER, read_test_list, write_annotations
+
+
+def finalize(xy: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Float predictions → integer submission coordinates inside their image.
+
+    xy: (N, K, 2) original pixels; sizes: (N, 2) width, height.
+    Returns int64 (N, K, 2), rounded and clipped to [0, width-1] × [0, height-1].
+    NaN (points of other categories) becomes 0.
+    """
+    xy = np.nan_to_num(np.asarray(xy, dtype=np.float64))
+    hi = (np.asarray(sizes)[:, None, :] - 1).astype(np.float64)
+    return np.clip(np.rint(xy), 0, hi).astype(np.int64)
+
+
+def image_sizes_for(test_csv, image_ids: Sequence[str]) -> Dict[str, Tuple[int, int]]:
+    """(width, height) of the test images that can be read, from their headers."""
+    from PIL import Image
+
+    base = Path(test_csv).parent
+    sizes = {}
+    for iid in image_ids:
+        try:
+            with Image.open(base / iid) as im:
+                sizes[iid] = im.size
+        except Exception:  # noqa: BLE001 - unreadable images are simply not bounds-checked
+            continue
+    return sizes
+
+
+def validate(path, test_csv, sizes: Optional[Dict[str, Tuple[int, int]]] = None) -> List[str]:
+    """Problems of a submission file for the test set `test_csv` (empty list: valid).
+
+    Checks the header, the exact rows and order of test.csv, categories, that
+    the category's keypoints are `x_y_1` integer cells (inside the image when
+    its size is known) and all other cells `-1_-1_-1`.
+    """
+    path = Path(path)
+    test_ids, test_cats = read_test_list(test_csv)
+    if sizes is None:
+        sizes = image_sizes_for(test_csv, test_ids)
+    problems: List[str] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as err:
+        return [f"{path}: cannot read: {err}"]
+    if not rows or tuple(h.strip() for h in rows[0]) != HEADER:
+        problems.append(f"{path}: row 1: header must be {','.join(HEADER[:3])},... (26 columns in CSV order)")
+        return problems
+    body = rows[1:]
+    if len(body) != len(test_ids):
+        problems.append(f"{path}: has {len(body)} data rows, test.csv has {len(test_ids)}")
+    for i, (fields, tid, tcat) in enumerate(zip(body, test_ids, test_cats)):
+        row = i + 2
+        if len(fields) != len(HEADER):
+            problems.append(f"{path}: row {row}: expected {len(HEADER)} fields, found {len(fields)}")
+            continue
+        if fields[0] != tid:
+            problems.append(f"{path}: row {row}, column image_id: {fields[0]!r} where test.csv has {tid!r}")
+            continue
+        if fields[1] != tcat:
+            problems.append(f"{path}: row {row}, column image_category: {fields[1]!r}, expected {tcat!r}")
+            continue
+        wanted = set(CATEGORY_KEYPOINTS[tcat])
+        size = sizes.get(tid)
+        for name, cell in zip(KEYPOINTS, fields[2:]):
+            where = f"{path}: row {row}, column {name}"
+            if name not in wanted:
+                if cell != ABSENT_CELL:
+                    problems.append(f"{where}: {cell!r} should be {ABSENT_CELL} (not a {tcat} keypoint)")
+                continue
+            parts = cell.split("_")
+            if len(parts) != 3 or not all(p.lstrip("-").isdigit() for p in parts):
+                problems.append(f"{where}: {cell!r} is not an integer x_y_1 cell")
+                continue
+            x, y, v = (int(p) for p in parts)
+            if v != 1:
+                problems.append(f"{where}: {cell!r} must have visibility 1")
+            elif x < 0 or y < 0 or (size and (x >= size[0] or y >= size[1])):
+                bound = f" {size[0]}x{size[1]}" if size else ""
+                problems.append(f"{where}: ({x}, {y}) outside the{bound} image")
+    return problems
+
+
+def write_submission(path, test_csv, image_id: Sequence[str], category: Sequence[str], xy: np.ndarray,
+                     sizes: np.ndarray) -> None:
+    """Round, clip, write, validate, then rename into place.
+
+    xy: (N, 24, 2) float original pixels (NaN for other categories' points) in
+    test.csv order; sizes: (N, 2). Raises ValueError listing the problems when
+    the validator rejects the file (nothing is written then).
+    """
+    coords = finalize(xy, sizes)
+    kps = np.concatenate([coords, np.ones((len(coords), NUM_KEYPOINTS, 1), np.int64)], -1)
+    with atomic_path(path) as tmp:
+        write_annotations(tmp, image_id, category, kps)
+        size_map = {i: (int(w), int(h)) for i, (w, h) in zip(image_id, sizes)}
+        problems = validate(tmp, test_csv, size_map)
+        if problems:
+            raise ValueError(f"refusing to write {path}: {len(problems)} problem(s):\n" + "\n".join(problems[:20]))
+
+
+def gather_test_predictions(output, name: str, test_index, use_stack: bool = False) -> np.ndarray:
+    """Per-category ensemble test CSVs → (N, 24, 2) in test_index order."""
+    from .predictions import read_category_csv, run_dir
+
+    xy = np.full((len(test_index.image_id), NUM_KEYPOINTS, 2), np.nan)
+    pos = {iid: i for i, iid in enumerate(test_index.image_id)}
+    for cat in sorted(set(test_index.category)):
+        fname = "test_stack.csv" if use_stack else "test.csv"
+        ids, cat_xy, _ = read_category_csv(run_dir(output, name) / cat / fname, cat)
+        cols = [KEYPOINT_INDEX[n] for n in CATEGORY_KEYPOINTS[cat]]
+        rows = np.array([pos[i] for i in ids], np.int64)
+        xy[rows[:, None], np.array(cols)[None, :]] = cat_xy
+    missing = [iid for iid, c, p in zip(test_index.image_id, test_index.category, xy)
+               if np.isnan(p[[KEYPOINT_INDEX[n] for n in CATEGORY_KEYPOINTS[c]]]).any()]
+    if missing:
+        raise ValueError(f"no prediction for {len(missing)} test image(s) of {name}, e.g. {missing[0]}")
+    return xy
+
+
+def stack_choice(output, name: str) -> bool:
+    """Whether the stacker's output should be submitted (decided by `make stack`)."""
+    from .predictions import run_dir
+
+    path = run_dir(output, name) / "stack.json"
+    return path.exists() and json.loads(path.read_text()).get("use_stack", False)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Write or validate a Tianchi submission.")
+    parser.add_argument("--validate", metavar="FILE", help="validate FILE and exit")
+    parser.add_argument("--test", metavar="TEST_CSV", help="test.csv the submission answers")
+    parser.add_argument("--output", default="output")
+    parser.add_argument("--run", default=None)
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    if args.validate:
+        if not args.test:
+            parser.error("--validate needs --test INPUT/test/test.csv")
+        problems = validate(args.validate, args.test)
+        for p in problems:
+            print(p)
+        print(f"{args.validate}: {'valid' if not problems else f'{len(problems)} problem(s)'}",
+              file=sys.stderr)
+        return 1 if problems else 0
+
+    from .preprocess import load_index
+
+    cfg = config_from_args(args)
+    name = cfg.ensemble.name or args.run or cfg.name
+    prep = Path(args.output) / "prep"
+    test = load_index(prep, "test")
+    test_csv = Path(json.loads((prep / "manifest.json").read_text())["input"]) / "test" / "test.csv"
+    use_stack = stack_choice(args.output, name)
+    try:
+        xy = gather_test_predictions(args.output, name, test, use_stack)
+        out = Path(args.output) / "submission.csv"
+        write_submission(out, test_csv, test.image_id, test.category, xy, test.sizes)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"submit: error: {err}", file=sys.stderr)
+        return 1
+    print(f"submit: {out} ({len(test.image_id)} rows, predictions of {name}"
+          f"{' + stacker' if use_stack else ''}, validated)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Tianchi FashionAI CSV formats: `x_y_v` cells, annotation files, test lists.
+
+Coordinates in these files are integer pixels of the original image.
+Visibility: 1 visible, 0 occluded (position annotated), -1 absent (-1_-1_-1).
+Row numbers reported in errors are 1-based line numbers of the file (the
+header is line 1, the first data row line 2).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from .fsutil import atomic_path
+from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS, NUM_KEYPOINTS
+
+HEADER: Tuple[str, ...] = ("image_id", "image_category") + KEYPOINTS
+TEST_HEADER: Tuple[str, ...] = ("image_id", "image_category")
+ABSENT_CELL = "-1_-1_-1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One rejected row or cell: where it is and why."""
+
+    file: str
+    row: int
+    column: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: row {self.row}, column {self.column}: {self.reason}"
+
+
+def parse_cell(text: str) -> Tuple[int, int, int]:
+    """Parse an `x_y_v` cell into integers; raise ValueError with the reason."""
+    parts = text.strip().split("_")
+    if len(parts) != 3:
+        raise ValueError(f"cell {text!r} is not of the form x_y_v")
+    try:
+        x, y, v = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"cell {text!r} holds a non-integer value") from None
+    if v not in (-1, 0, 1):
+        raise ValueError(f"cell {text!r} has visibility {v}, expected -1, 0 or 1")
+    if v == -1 and (x, y) != (-1, -1):
+        raise ValueError(f"cell {text!r} is absent (v=-1) but has coordinates")
+    if v >= 0 and (x < 0 or y < 0):
+        raise ValueError(f"cell {text!r} has negative coordinates")
+    return x, y, v
+
+
+def format_cell(x: float, y: float, v: int) -> str:
+    """Format one keypoint as `x_y_v` (coordinates rounded to integers)."""
+    if v < 0:
+        return ABSENT_CELL
+    return f"{int(round(x))}_{int(round(y))}_{int(v)}"
+
+
+@dataclasses.dataclass
+class KeypointTable:
+    """Parsed annotation rows.
+
+    image_id: (N,) str; image_category: (N,) str;
+    keypoints: (N, 24, 3) int32 — x, y in original pixels and v in {-1, 0, 1};
+    rows: (N,) int — line numbers in the source file.
+    """
+
+    image_id: np.ndarray
+    image_category: np.ndarray
+    keypoints: np.ndarray
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.image_id)
+
+    def subset(self, mask: np.ndarray) -> "KeypointTable":
+        return KeypointTable(self.image_id[mask], self.image_category[mask],
+                             self.keypoints[mask], self.rows[mask])
+
+
+def _parse_row(fields: Sequence[str], header: Sequence[str]) -> Tuple[str, str, np.ndarray]:
+    """Parse one annotation row; raise _RowError(column, reason)."""
+    if len(fields) != len(header):
+        raise _RowError("*", f"expected {len(header)} fields, found {len(fields)}")
+    image_id, category = fields[0].strip(), fields[1].strip()
+    if not image_id:
+        raise _RowError("image_id", "empty image_id")
+    if category not in CATEGORIES:
+        raise _RowError("image_category", f"unknown category {category!r}")
+    kps = np.full((NUM_KEYPOINTS, 3), -1, dtype=np.int32)
+    wanted = set(CATEGORY_KEYPOINTS[category])
+    for name, text in zip(header[2:], fields[2:]):
+        try:
+            cell = parse_cell(text)
+        except ValueError as err:
+            raise _RowError(name, str(err)) from None
+        if name not in wanted:
+            continue  # other categories' points are ignored (they should be -1_-1_-1)
+        kps[KEYPOINT_INDEX[name]] = cell
+    if (kps[:, 2] >= 0).sum() == 0:
+        raise _RowError("*", "no annotated keypoint of the category")
+    return image_id, category, kps
+
+
+class _RowError(Exception):
+    def __init__(self, column: str, reason: str):
+        super().__init__(reason)
+        self.column, self.reason = column, reason
+
+
+def read_annotations(path) -> Tuple[KeypointTable, List[Problem]]:
+    """Read an annotation CSV (`image_id,image_category,<24 cells>`).
+
+    Every malformed row is returned as a Problem; good rows are kept.
+    Duplicate image_ids keep their first occurrence.
+    Raises ValueError when the header itself is wrong.
+    """
+    path = Path(path)
+    problems: List[Problem] = []
+    ids, cats, kps, rows = [], [], [], []
+    seen = set()
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{path}: empty file, expected header {','.join(HEADER[:3])},...")
+        header = [h.strip() for h in header]
+        if tuple(header) != HEADER:
+            raise ValueError(f"{path}: row 1: header does not match the Tianchi format "
+                             f"(image_id,image_category,<24 keypoint columns>)")
+        for line_no, fields in enumerate(reader, start=2):
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            try:
+                image_id, category, points = _parse_row(fields, header)
+            except _RowError as err:
+                problems.append(Problem(str(path), line_no, err.column, err.reason))
+                continue
+            if image_id in seen:
+                problems.append(Problem(str(path), line_no, "image_id", f"duplicate image_id {image_id!r}"))
+                continue
+            seen.add(image_id)
+            ids.append(image_id)
+            cats.append(category)
+            kps.append(points)
+            rows.append(line_no)
+    table = KeypointTable(
+        np.array(ids, dtype=object), np.array(cats, dtype=object),
+        np.array(kps, dtype=np.int32).reshape(-1, NUM_KEYPOINTS, 3), np.array(rows, dtype=np.int64))
+    return table, problems
+
+
+def write_annotations(path, image_id: Sequence[str], image_category: Sequence[str],
+                      keypoints: np.ndarray) -> None:
+    """Write rows in the Tianchi annotation/submission format, atomically.
+
+    keypoints: (N, 24, 3) — x, y (original pixels, rounded here) and v.
+    Points of other categories are written as -1_-1_-1 whatever the array holds.
+    """
+    keypoints = np.asarray(keypoints)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(HEADER)
+            for iid, cat, pts in zip(image_id, image_category, keypoints):
+                wanted = set(CATEGORY_KEYPOINTS[cat])
+                cells = [format_cell(*pts[k]) if name in wanted else ABSENT_CELL
+                         for k, name in enumerate(KEYPOINTS)]
+                w.writerow([iid, cat, *cells])
+
+
+def read_test_list(path) -> Tuple[List[str], List[str]]:
+    """Read `test.csv` (image_id,image_category); return the two columns in file order."""
+    path = Path(path)
+    ids, cats = [], []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if tuple(header[:2]) != TEST_HEADER:
+            raise ValueError(f"{path}: row 1: header must start with image_id,image_category")
+        for line_no, fields in enumerate(reader, start=2):
+            if not fields:
+                continue
+            if len(fields) < 2 or fields[1].strip() not in CATEGORIES:
+                raise ValueError(f"{path}: row {line_no}: column image_category: "
+                                 f"unknown or missing category")
+            ids.append(fields[0].strip())
+            cats.append(fields[1].strip())
+    return ids, cats
+
+
+def write_test_list(path, image_id: Sequence[str], image_category: Sequence[str]) -> None:
+    """Write `test.csv` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(TEST_HEADER)
+            w.writerows(zip(image_id, image_category))
+
+
+def discover_train_sources(input_dir) -> List[Tuple[str, Path, Path]]:
+    """Every training directory under `input_dir` holding `Annotations/*.csv`.
+
+    Returns (source name, split directory, csv path) sorted by source name, e.g.
+    ("train", input/train, input/train/Annotations/train.csv). The test split
+    is never a training source.
+    """
+    input_dir = Path(input_dir)
+    found = []
+    for csv_path in sorted(input_dir.glob("*/Annotations/*.csv")):
+        split_dir = csv_path.parent.parent
+        if split_dir.name == "test":
+            continue
+        name = split_dir.name if len(list(csv_path.parent.glob("*.csv"))) == 1 \
+            else f"{split_dir.name}/{csv_path.stem}"
+        found.append((name, split_dir, csv_path))
+    return found

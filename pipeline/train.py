@@ -1,0 +1,349 @@
+"""Train one CPM for one (category, fold): `make train CAT=dress FOLD=0`.
+
+Trains on the other folds of folds.csv and validates on fold k. After every
+epoch the validation NE (original pixels, no TTA, the project's own metric)
+drives checkpointing (`model.keras`), the learning-rate schedule and early
+stopping. The whole training state — weights, optimizer, epoch, schedule
+counters, elapsed time — is saved after every epoch, so a run killed at any
+moment (even SIGKILL) resumes from its last finished epoch and appends to
+`history.csv`. A NaN loss stops the run with a message; the best checkpoint
+is kept.
+
+Artifacts in OUTPUT/runs/<run>/<cat>/fold<k>/: config.yaml, model.keras,
+history.csv, metrics.json, tensorboard/, resume/.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import pandas as pd
+
+from . import codec, hardware
+from .config import Config, add_config_args, config_from_args, save_config
+from .data import SampleSet, to_input_frame, train_dataset
+from .fsutil import atomic_path, write_text_atomic
+from .keypoints import category_flip_index, category_indices
+from .metrics import normalized_error
+from .predictions import fold_dir
+from .preprocess import load_cache, load_index
+
+HISTORY_FIELDS = ["epoch", "loss", "val_ne", "lr", "seconds", "img_per_s"]
+
+
+# --------------------------------------------------------------------------- data selection
+
+
+class FoldData:
+    """One category's training and validation split of the image cache.
+
+    train/val: SampleSet in input pixels; val_keypoints: (M, 24, 3) original
+    pixels; val_params: (M, 4) letterbox transforms; val_ids: (M,).
+    """
+
+    def __init__(self, output, cfg: Config, category: str, fold: int):
+        prep = Path(output) / "prep"
+        index = load_index(prep, "train")
+        folds = pd.read_csv(prep / "folds.csv").set_index("image_id").loc[index.image_id, "fold"].to_numpy()
+        images = load_cache(prep, "train", cfg.model.input_size)
+        cols = category_indices(category)
+        in_cat = index.category == category
+        self.category = category
+        self.num_keypoints = len(cols)
+        self.flip_index = category_flip_index(category)
+        splits = {"train": in_cat & (folds != fold), "val": in_cat & (folds == fold)}
+        if not splits["val"].any():
+            raise SystemExit(f"train: fold {fold} holds no {category} image (data.folds={cfg.data.folds})")
+        for name, mask in splits.items():
+            xy, vis = to_input_frame(index.keypoints[mask][:, cols], index.params[mask])
+            setattr(self, name, SampleSet(images, index.cache_row[mask], xy, vis))
+        val = splits["val"]
+        self.val_ids = index.image_id[val]
+        self.val_keypoints = index.keypoints[val]
+        self.val_params = index.params[val]
+        self.val_categories = index.category[val]
+        self.val_images = np.stack([images[r] for r in index.cache_row[val]])  # (M, S, S, 3) uint8
+        self.cols = cols
+
+
+def predict_heatmaps(model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Last-stage heatmaps (N, h, w, K) float32 for uint8 images (N, S, S, 3)."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        out.append(np.asarray(model(np.asarray(images[i:i + batch_size]), training=False))[:, -1])
+    return np.concatenate(out).astype(np.float32)
+
+
+def validation_ne(model, data: FoldData, cfg: Config) -> float:
+    """NE of the model on the validation fold (original pixels, no TTA)."""
+    heatmaps = predict_heatmaps(model, data.val_images, cfg.predict.batch_size)
+    xy, _ = codec.decode_to_original(heatmaps, data.val_params, cfg.model.stride, cfg.codec.refine,
+                                     cfg.codec.sigma)
+    full = np.zeros((len(xy), 24, 2))
+    full[:, data.cols] = xy
+    return normalized_error(data.val_keypoints, full, data.val_categories)["ne"]
+
+
+# --------------------------------------------------------------------------- model + loss
+
+
+def heatmap_loss(heatmaps, weights, beliefs):
+    """Masked MSE over all stages.
+
+    heatmaps: (B, h, w, K) targets; weights: (B, K); beliefs: (B, T, h, w, K).
+    Returns the mean over batch, stages and keypoints of the per-map sum of
+    squared errors (each stage supervised; unsupervised points weigh 0).
+    """
+    from keras import ops
+
+    beliefs = ops.cast(beliefs, "float32")
+    diff = ops.square(beliefs - ops.expand_dims(heatmaps, 1))  # (B, T, h, w, K)
+    per_map = ops.sum(diff, axis=(2, 3))                        # (B, T, K)
+    per_map = per_map * ops.expand_dims(weights, 1)
+    return 0.5 * ops.mean(per_map)
+
+
+def make_trainer(base):
+    """Wrap a heatmap model in a keras.Model whose loss is `heatmap_loss`."""
+    import keras
+    from keras.src.losses import loss as loss_module
+
+    class HeatmapTrainer(keras.Model):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def call(self, x, training=False):
+            return self.net(x, training=training)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            heatmaps, weights = y
+            loss = heatmap_loss(heatmaps, weights, y_pred)
+            return loss_module.scale_loss_for_distribution(loss)
+
+    return HeatmapTrainer(base)
+
+
+# --------------------------------------------------------------------------- resume + monitor
+
+
+class RunState:
+    """Persistent training state in fold<k>/resume/ (state.json + weights file)."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory / "resume"
+        self.path = self.dir / "state.json"
+
+    def load(self) -> Optional[Dict]:
+        if not self.path.exists():
+            return None
+        state = json.loads(self.path.read_text())
+        return state if (self.dir / state["weights"]).exists() else None
+
+    def save(self, trainer, state: Dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"epoch{state['epoch']}.weights.h5"
+        tmp = self.dir / f"tmp-{name}"
+        trainer.save_weights(tmp)
+        os.replace(tmp, self.dir / name)
+        write_text_atomic(self.path, json.dumps({**state, "weights": name}))
+        for old in self.dir.glob("epoch*.weights.h5"):
+            if old.name != name:
+                old.unlink()
+
+
+def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: Dict, run_state: RunState,
+                 started: float):
+    """Keras callback: val NE, best checkpoint, LR plateau, early stop, time budget, resume state."""
+    import keras
+
+    class Monitor(keras.callbacks.Callback):
+        nan_epoch = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.nan_epoch = state["epoch"]
+                trainer.stop_training = True
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.nan_epoch is not None:
+                return
+            logs = logs if logs is not None else {}
+            seconds = time.time() - self.t0
+            val_ne = validation_ne(base, data, cfg)
+            logs["val_ne"] = val_ne
+            lr = float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))
+            state["epoch"] = epoch + 1
+            state["seconds"] += time.time() - self.t0
+            state["train_seconds"] += seconds
+            state["images"] += state["steps"] * cfg.train.batch_size
+            if val_ne < state["best_ne"]:
+                state.update(best_ne=val_ne, best_epoch=epoch + 1, wait=0, lr_wait=0)
+                with atomic_path(out / "model.keras") as tmp:  # tmp name ends in .keras too
+                    base.save(tmp)
+            else:
+                state["wait"] += 1
+                state["lr_wait"] += 1
+                if state["lr_wait"] >= cfg.train.lr_patience and lr > cfg.train.min_lr:
+                    lr = max(cfg.train.min_lr, lr * 0.5)
+                    trainer.optimizer.learning_rate.assign(lr)
+                    state["lr_wait"] = 0
+            state["lr"] = lr
+            row = {"epoch": epoch, "loss": float(logs.get("loss", float("nan"))), "val_ne": val_ne, "lr": lr,
+                   "seconds": seconds, "img_per_s": state["steps"] * cfg.train.batch_size / max(seconds, 1e-9)}
+            _append_history(out / "history.csv", row)
+            stop = state["wait"] >= cfg.train.patience
+            budget = cfg.train.time_budget_s
+            if budget and time.time() - started + state["seconds_before"] >= budget:
+                stop = True
+                state["stopped_by_budget"] = True
+            state["finished"] = stop or epoch + 1 >= cfg.train.epochs
+            run_state.save(trainer, state)
+            if stop:
+                trainer.stop_training = True
+
+    return Monitor()
+
+
+def _append_history(path: Path, row: Dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row[k] for k in HISTORY_FIELDS})
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _truncate_history(path: Path, epochs_done: int) -> None:
+    """Drop history rows of epochs that the resume state does not hold (killed mid-save)."""
+    if not path.exists():
+        return
+    hist = pd.read_csv(path)
+    keep = hist[hist["epoch"] < epochs_done]
+    if len(keep) != len(hist):
+        with atomic_path(path) as tmp:
+            keep.to_csv(tmp, index=False)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def train(output, cfg: Config, run: str, category: str, fold: int, force: bool = False,
+          devices=None) -> Dict:
+    """Train (or resume) one model; returns metrics.json's content."""
+    out = fold_dir(output, run, category, fold)
+    metrics_path = out / "metrics.json"
+    run_state = RunState(out)
+    state = run_state.load()
+    if force and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+        state = None
+    if state and state.get("finished") and metrics_path.exists():
+        print(f"train: {out} already finished (val NE {state['best_ne']:.4f}); use --force to retrain")
+        return json.loads(metrics_path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    threads = hardware.configure_threads(cfg.train.threads)
+    import keras
+    import tensorflow as tf
+
+    policy = hardware.set_precision(cfg.train.precision)
+    keras.utils.set_random_seed(cfg.train.seed + 1000 * fold)
+    save_config(cfg, out / "config.yaml")
+    data = FoldData(output, cfg, category, fold)
+    strategy = hardware.make_strategy(cfg.train.distribute, devices)
+    from .models import build_model
+
+    with strategy.scope():
+        base = build_model(cfg, data.num_keypoints)
+        trainer = make_trainer(base)
+        trainer.compile(optimizer=keras.optimizers.Adam(cfg.train.lr), jit_compile=False)
+        trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
+        trainer.optimizer.build(trainer.trainable_variables)
+    steps = cfg.train.steps_per_epoch or max(1, math.ceil(len(data.train) / cfg.train.batch_size))
+    fresh = {"epoch": 0, "best_ne": float("inf"), "best_epoch": 0, "wait": 0, "lr_wait": 0,
+             "lr": cfg.train.lr, "seconds": 0.0, "train_seconds": 0.0, "images": 0, "steps": steps,
+             "finished": False}
+    if state:
+        trainer.load_weights(run_state.dir / state["weights"])
+        trainer.optimizer.learning_rate.assign(state["lr"])
+        print(f"train: resuming {out} after epoch {state['epoch']} (best val NE {state['best_ne']:.4f})")
+    else:
+        state = fresh
+        for stale in ("history.csv", "model.keras", "metrics.json"):
+            (out / stale).unlink(missing_ok=True)
+    state["steps"] = steps
+    state["seconds_before"] = state["seconds"]
+    _truncate_history(out / "history.csv", state["epoch"])
+    start = state["epoch"] * steps * cfg.train.batch_size
+    dataset = train_dataset(data.train, cfg, data.flip_index, start_counter=start)
+    if strategy.num_replicas_in_sync > 1:
+        dataset = strategy.experimental_distribute_dataset(dataset)
+    started = time.time()
+    monitor = make_monitor(trainer, base, data, cfg, out, state, run_state, started)
+    callbacks = [monitor, keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False,
+                                                      profile_batch=0)]
+    print(f"train: {category} fold {fold}: {len(data.train)} train / {len(data.val)} val images, "
+          f"{steps} steps/epoch, policy {policy}, {threads} thread(s), "
+          f"{strategy.num_replicas_in_sync} replica(s) → {out}")
+    if state["epoch"] < cfg.train.epochs:
+        trainer.fit(dataset, epochs=cfg.train.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps,
+                    callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    if monitor.nan_epoch is not None:
+        msg = (f"train: NaN loss in epoch {monitor.nan_epoch} of {category} fold {fold}; stopped. "
+               f"Best checkpoint kept: {out / 'model.keras'} (val NE {state['best_ne']:.4f}). "
+               "Lower train.lr or use train.precision=float32.")
+        raise FloatingPointError(msg)
+    metrics = {
+        "val_ne": state["best_ne"], "best_epoch": state["best_epoch"], "epochs": state["epoch"],
+        "seconds": state["seconds"], "train_img_per_s": state["images"] / max(state["train_seconds"], 1e-9),
+        "category": category, "fold": fold, "run": run, "n_train": len(data.train), "n_val": len(data.val),
+        "precision": policy, "threads": threads, "replicas": strategy.num_replicas_in_sync,
+        "params": int(base.count_params()), "stopped_by_budget": bool(state.get("stopped_by_budget")),
+        "tf_version": tf.__version__,
+    }
+    write_text_atomic(metrics_path, json.dumps(metrics, indent=2))
+    print(f"train: {category} fold {fold}: best val NE {metrics['val_ne']:.4f} at epoch {metrics['best_epoch']}"
+          f" ({metrics['epochs']} epochs, {metrics['seconds']:.0f} s, {metrics['train_img_per_s']:.1f} img/s)")
+    return metrics
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Train one CPM for one category and fold.")
+    parser.add_argument("--output", default="output")
+    parser.add_argument("--run", default=None, help="run name (default: config name)")
+    parser.add_argument("--category", required=True)
+    parser.add_argument("--fold", type=int, required=True)
+    parser.add_argument("--force", action="store_true", help="discard previous state and retrain")
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    if args.category not in cfg.data.categories:
+        parser.error(f"--category must be one of {cfg.data.categories}")
+    if not 0 <= args.fold < cfg.data.folds:
+        parser.error(f"--fold must be in 0..{cfg.data.folds - 1}")
+    try:
+        train(args.output, cfg, args.run or cfg.name, args.category, args.fold, args.force)
+    except FloatingPointError as err:
+        print(err, file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
