@@ -66,6 +66,7 @@ class TrainConfig:
     lr_patience: int = 3           # epochs without val NE gain before the LR is halved
     patience: int = 8              # early stopping on val NE
     supervise_occluded: bool = True
+    loss: str = "mse"              # mse | softmax_ce (spatial cross-entropy to the Gaussian)
     distribute: str = "auto"       # auto | none | mirrored | multiworker
     precision: str = "auto"        # auto | float32 | mixed_bfloat16 | mixed_float16
     threads: int = 0               # TF intra-op threads (0: TF default)
@@ -127,6 +128,7 @@ _CHOICES = {
     ("model", "weights"): (None, "imagenet"),
     ("codec", "refine"): ("none", "quarter", "dark"),
     ("train", "distribute"): ("auto", "none", "mirrored", "multiworker"),
+    ("train", "loss"): ("mse", "softmax_ce"),
     ("train", "precision"): ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
     ("predict", "merge"): ("heatmap", "coords"),
     ("stack", "mode"): ("auto", "on", "off"),
@@ -198,6 +200,14 @@ def _coerce(cls, values: Dict[str, Any], sources: Dict[str, str], prefix: str):
             raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted!r} must be true or false")
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        elif isinstance(default, float) and isinstance(value, str):
+            try:
+                value = float(value)  # PyYAML reads exponents without a dot (1e-3) as strings
+            except ValueError:
+                pass
+        if default is not None and not isinstance(default, tuple) and type(value) is not type(default):
+            raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted}={value!r} "
+                             f"must be of type {type(default).__name__}")
         choices = _CHOICES.get(tuple(dotted.split(".")))
         if choices is not None and value not in choices:
             raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted}={value!r} "

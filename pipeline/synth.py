@@ -115,8 +115,9 @@ def _bezier(p0: np.ndarray, ctrl: np.ndarray, p1: np.ndarray, n: int = 8) -> np.
 def _bulge(p0: np.ndarray, p1: np.ndarray, amount: float, n: int = 8) -> np.ndarray:
     """Curve p0 -> p1 whose control point lies `amount` (canonical units) off the chord.
 
-    Positive `amount` bows it towards (-dy, dx), the right-hand side of p0 -> p1
-    in the y-down frame: outwards for a garment outline traced clockwise.
+    Positive `amount` bows it towards (-dy, dx) of the chord (dx, dy): outwards
+    for the outlines here, which run down the image-left side of a garment,
+    left to right along its hem and up its image-right side.
     """
     d = p1 - p0
     normal = np.array([-d[1], d[0]]) / (np.hypot(*d) + 1e-12)
@@ -444,6 +445,20 @@ def texture(rng: np.random.Generator, h: int, w: int, base: np.ndarray,
     return np.clip(base32 * (1 - t) + other32 * t, 0, 255).astype(np.uint8)
 
 
+def paint_texture(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray,
+                  base: np.ndarray, contrast: float) -> None:
+    """Fill the pixels of `mask` (h, w) in `img` (h, w, 3) with a texture, in place.
+
+    The texture is drawn over the mask's bounding box only (cheaper).
+    """
+    x, y, w, h = cv2.boundingRect(mask)
+    if w == 0 or h == 0:
+        return
+    sel = mask[y:y + h, x:x + w] > 0
+    tex = texture(rng, h, w, base, contrast)
+    img[y:y + h, x:x + w][sel] = tex[sel]
+
+
 def background(rng: np.random.Generator, h: int, w: int, lum: float) -> np.ndarray:
     """(h, w, 3) uint8 cluttered background around brightness `lum`.
 
@@ -491,6 +506,12 @@ def _to_px(pts: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(pts) * _SCALE).astype(np.int32)
 
 
+def _px_tuple(pt: np.ndarray) -> Tuple[int, int]:
+    """One image-frame point as a fixed-point (x, y) tuple for cv2 drawing with shift."""
+    x, y = _to_px(pt)
+    return int(x), int(y)
+
+
 def _occluders(rng: np.random.Generator, img: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Draw 0-3 occluders near random `targets` (K, 2) points; return their mask (h, w) bool."""
     h, w = img.shape[:2]
@@ -505,7 +526,7 @@ def _occluders(rng: np.random.Generator, img: np.ndarray, targets: np.ndarray) -
         layer = np.zeros((h, w), np.uint8)
         if kind == 0:
             axes = (int(r * _SCALE), int(r * rng.uniform(0.4, 1.0) * _SCALE))
-            cv2.ellipse(layer, tuple(int(v) for v in _to_px(centre)), axes, rng.uniform(0, 180), 0, 360, 255, -1,
+            cv2.ellipse(layer, _px_tuple(centre), axes, rng.uniform(0, 180), 0, 360, 255, -1,
                         cv2.LINE_8, _SHIFT)
         elif kind == 1:
             box = cv2.boxPoints(((float(centre[0]), float(centre[1])),
@@ -517,9 +538,10 @@ def _occluders(rng: np.random.Generator, img: np.ndarray, targets: np.ndarray) -
             rad = r * rng.uniform(0.5, 1.2, len(ang))
             blob = centre + np.stack([np.cos(ang), np.sin(ang)], 1) * rad[:, None]
             cv2.fillPoly(layer, [_to_px(blob)], 255, cv2.LINE_8, _SHIFT)
-        on = layer > 0
-        fill = texture(rng, h, w, np.array(col), 40.0) if rng.random() < 0.3 else col
-        img[on] = fill[on] if isinstance(fill, np.ndarray) else fill
+        if rng.random() < 0.3:
+            paint_texture(rng, img, layer, np.array(col), 40.0)
+        else:
+            img[layer > 0] = col
         mask |= layer
     return mask > 0
 
@@ -575,8 +597,7 @@ def render_sample(rng: np.random.Generator, category: str) -> Sample:
     mask = np.zeros((h, w), np.uint8)
     cv2.fillPoly(mask, [sil], 255, cv2.LINE_8, _SHIFT)
     garment = mask > 0
-    tex = texture(rng, h, w, base, 30.0)
-    img[garment] = tex[garment]
+    paint_texture(rng, img, mask, base, 30.0)
 
     thick = max(1, int(round(min(w, h) / 200)))
     shade = tuple(float(v) for v in np.clip(base + away * rng.uniform(25, 45), 0, 255))
@@ -586,8 +607,8 @@ def render_sample(rng: np.random.Generator, category: str) -> Sample:
         cv2.polylines(img, [_to_px(apply_homography(hom, line))], False, shade, thick,
                       cv2.LINE_AA, _SHIFT)
     for dot in g.dots:
-        cv2.circle(img, tuple(int(v) for v in _to_px(apply_homography(hom, dot))), int(thick * 2 * _SCALE),
-                   shade, -1, cv2.LINE_AA, _SHIFT)
+        cv2.circle(img, _px_tuple(apply_homography(hom, dot)), int(thick * 2 * _SCALE), shade, -1,
+                   cv2.LINE_AA, _SHIFT)
     outline = tuple(float(v) for v in np.clip(base + away * rng.uniform(50, 90), 0, 255))
     cv2.polylines(img, [sil], True, outline, thick + 1, cv2.LINE_AA, _SHIFT)
 
@@ -696,7 +717,8 @@ def generate(out_dir, train_per_cat: int, test_per_cat: int, seed: int = 0,
     params = _params(train_per_cat, test_per_cat, seed, warm_per_cat)
     check_not_real(out_dir)
     counts = {s: n * len(CATEGORIES) for s, n in _split_counts(params).items()}
-    if _read_marker(out_dir) == params and all((out_dir / c).exists() for c in _expected_csvs(params)):
+    complete = all((out_dir / c).exists() for c in _expected_csvs(params))
+    if complete and _read_marker(out_dir) == params:
         return {"out_dir": str(out_dir), "params": params, "images": counts, "skipped": True}
 
     start = time.perf_counter()
@@ -752,7 +774,8 @@ def _run_tasks(out_dir: str, seed: int, tasks: List, jobs: int, progress: bool) 
 
         parallel = Parallel(n_jobs=n_jobs, return_as="generator")
         results = []
-        for rows in parallel(delayed(_render_batch)(out_dir, seed, s, c, list(i)) for s, c, i in tasks):
+        calls = (delayed(_render_batch)(out_dir, seed, s, c, list(i)) for s, c, i in tasks)
+        for rows in parallel(calls):
             results.append(rows)
             bar.update(len(rows))
     bar.close()

@@ -95,23 +95,27 @@ def validation_ne(model, data: FoldData, cfg: Config) -> float:
 # --------------------------------------------------------------------------- model + loss
 
 
-def heatmap_loss(heatmaps, weights, beliefs):
-    """Masked MSE over all stages.
+def heatmap_loss(heatmaps, weights, beliefs, kind: str = "mse"):
+    """Masked loss over all stages (each stage supervised; unsupervised points weigh 0).
 
-    heatmaps: (B, h, w, K) targets; weights: (B, K); beliefs: (B, T, h, w, K).
-    Returns the mean over batch, stages and keypoints of the per-map sum of
-    squared errors (each stage supervised; unsupervised points weigh 0).
+    heatmaps: (B, h, w, K) Gaussian targets; weights: (B, K); beliefs:
+    (B, T, h, w, K). kind "mse": half the per-map sum of squared errors;
+    "softmax_ce": cross-entropy between the target normalised to a
+    distribution over cells and the (softmax) beliefs. Mean over B, T, K.
     """
     from keras import ops
 
     beliefs = ops.cast(beliefs, "float32")
-    diff = ops.square(beliefs - ops.expand_dims(heatmaps, 1))  # (B, T, h, w, K)
-    per_map = ops.sum(diff, axis=(2, 3))                        # (B, T, K)
-    per_map = per_map * ops.expand_dims(weights, 1)
-    return 0.5 * ops.mean(per_map)
+    target = ops.expand_dims(heatmaps, 1)
+    if kind == "mse":
+        per_map = 0.5 * ops.sum(ops.square(beliefs - target), axis=(2, 3))   # (B, T, K)
+    else:
+        dist = target / ops.maximum(ops.sum(target, axis=(2, 3), keepdims=True), 1e-6)
+        per_map = -ops.sum(dist * ops.log(beliefs + 1e-8), axis=(2, 3))
+    return ops.mean(per_map * ops.expand_dims(weights, 1))
 
 
-def make_trainer(base):
+def make_trainer(base, kind: str = "mse"):
     """Wrap a heatmap model in a keras.Model whose loss is `heatmap_loss`."""
     import keras
     from keras.src.losses import loss as loss_module
@@ -126,7 +130,7 @@ def make_trainer(base):
 
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
             heatmaps, weights = y
-            loss = heatmap_loss(heatmaps, weights, y_pred)
+            loss = heatmap_loss(heatmaps, weights, y_pred, kind)
             return loss_module.scale_loss_for_distribution(loss)
 
     return HeatmapTrainer(base)
@@ -271,7 +275,7 @@ def train(output, cfg: Config, run: str, category: str, fold: int, force: bool =
 
     with strategy.scope():
         base = build_model(cfg, data.num_keypoints)
-        trainer = make_trainer(base)
+        trainer = make_trainer(base, cfg.train.loss)
         trainer.compile(optimizer=keras.optimizers.Adam(cfg.train.lr), jit_compile=False)
         trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
         trainer.optimizer.build(trainer.trainable_variables)

@@ -197,7 +197,8 @@ def test_realism_figures(moderate):
 
     def load(split, rel):
         table, _ = read_annotations(moderate / rel)
-        sizes = np.array([cv2.imread(str(moderate / split / i)).shape[1::-1] for i in table.image_id])
+        images = [cv2.imread(str(moderate / split / i)) for i in table.image_id]
+        sizes = np.array([img.shape[1::-1] for img in images])
         return table, sizes.astype(float)
 
     train, train_sizes = load("train", "train/Annotations/train.csv")
@@ -224,7 +225,8 @@ def test_left_points_lie_left(moderate, category, pairs):
         assert both.sum() >= 20
         assert np.mean(pa[both, 0] < pb[both, 0]) >= 0.9, (a, b)
     if category == "blouse":      # hems below armpits below shoulders, in most images
-        y = {n: kps[:, KEYPOINT_INDEX[n], 1] for n in ("shoulder_left", "armpit_left", "top_hem_left")}
+        names = ("shoulder_left", "armpit_left", "top_hem_left")
+        y = {n: kps[:, KEYPOINT_INDEX[n], 1] for n in names}
         ok = np.all([kps[:, KEYPOINT_INDEX[n], 2] >= 0 for n in y], axis=0)
         assert np.mean((y["shoulder_left"] < y["armpit_left"])[ok]) >= 0.8
         assert np.mean((y["armpit_left"] < y["top_hem_left"])[ok]) >= 0.9

@@ -5,6 +5,10 @@ keras.applications backbone) → stage 1 belief maps from the features → each
 later stage from [features, previous beliefs] through dilated convolutions
 (a large receptive field at little cost) → stacked beliefs of all stages,
 each supervised; the last stage predicts.
+
+With `train.loss: softmax_ce` every stage ends in a spatial softmax, so the
+beliefs are probability maps (each sums to 1 over the cells); with `mse` they
+are raw Gaussian-like maps. Decoding and flip TTA treat both alike.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ def conv_bn(x, filters: int, kernel: int = 3, stride: int = 1, dilation: int = 1
     """Conv → BatchNorm → ReLU."""
     x = layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation, padding="same",
                       use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)  # few steps per epoch on CPU
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -67,12 +71,21 @@ def applications_stem(x, cfg):
     return conv_bn(y, cfg.model.width, kernel=1, name="neck")
 
 
-def stage(x, width: int, kernel: int, num_keypoints: int, dilations, name: str):
+def spatial_softmax(x, name: str):
+    """Softmax over the h×w cells of each of the K maps: (B, h, w, K) → probability maps."""
+    h, w, k = x.shape[1:]
+    x = layers.Reshape((h * w, k), name=f"{name}_flat")(x)
+    x = layers.Softmax(axis=1, dtype="float32", name=f"{name}_softmax")(x)
+    return layers.Reshape((h, w, k), name=f"{name}_maps")(x)
+
+
+def stage(x, width: int, kernel: int, num_keypoints: int, dilations, name: str, softmax: bool):
     """One CPM stage: dilated convs → 1×1 → K belief maps (float32)."""
     for j, d in enumerate(dilations):
         x = conv_bn(x, width, kernel=kernel, dilation=d, name=f"{name}_c{j}")
     x = conv_bn(x, width, kernel=1, name=f"{name}_p")
-    return layers.Conv2D(num_keypoints, 1, dtype="float32", name=f"{name}_out")(x)
+    x = layers.Conv2D(num_keypoints, 1, dtype="float32", name=f"{name}_out")(x)
+    return spatial_softmax(x, name) if softmax else x
 
 
 def build_cpm(cfg, num_keypoints: int) -> keras.Model:
@@ -84,10 +97,11 @@ def build_cpm(cfg, num_keypoints: int) -> keras.Model:
         features = simple_stem(x, m.width, m.stride)
     else:
         features = applications_stem(x, cfg)
-    beliefs = [stage(features, m.width, m.stage_kernel, num_keypoints, (1, 2, 4), "stage1")]
+    softmax = cfg.train.loss == "softmax_ce"
+    beliefs = [stage(features, m.width, m.stage_kernel, num_keypoints, (1, 2, 4), "stage1", softmax)]
     for t in range(2, m.stages + 1):
         joined = layers.Concatenate(name=f"stage{t}_in")([features, beliefs[-1]])
-        beliefs.append(stage(joined, m.width, m.stage_kernel, num_keypoints, (1, 2, 4, 8), f"stage{t}"))
+        beliefs.append(stage(joined, m.width, m.stage_kernel, num_keypoints, (1, 2, 4, 8), f"stage{t}", softmax))
     hm = m.input_size // m.stride
     expanded = [layers.Reshape((1, hm, hm, num_keypoints), name=f"stage{t + 1}_expand")(b)
                 for t, b in enumerate(beliefs)]

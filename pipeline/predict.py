@@ -1,0 +1,189 @@
+"""Predict: out-of-fold and test predictions of every (category, fold) model.
+
+Each image and its mirror go through the model in one batch; the mirror's
+heatmaps are flipped back with the left/right channels swapped (tta.py) and
+combined with the plain ones, by heatmap averaging or coordinate averaging
+(`predict.merge`). Both merges and the plain pass are stored, and their OOF
+NE is written to `predict.json`, so the choice is measured, not assumed.
+
+Writes OUTPUT/runs/<run>/<cat>/fold<k>/oof.npz and test.npz with `image_id`,
+`xy` (M, K, 2 float, original pixels, the configured merge), `score`, and the
+variants `xy_plain`, `xy_mirror`, `xy_heatmap`, `xy_coords` plus peak
+features (`peak2_val`, `peak2_dist`, `sharpness`) for the stacker.
+
+CLI: python -m pipeline.predict --output DIR [--config C] [--run RUN]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import codec, hardware, tta
+from .config import Config, add_config_args, config_from_args
+from .fsutil import write_text_atomic
+from .keypoints import category_flip_index, category_indices
+from .metrics import normalized_error
+from .predictions import fold_dir, save_npz
+from .preprocess import load_cache, load_index
+
+
+def peak_features(heatmaps: np.ndarray, uv: np.ndarray, radius: int = 2) -> Dict[str, np.ndarray]:
+    """Confidence features of heatmaps (N, h, w, K) around decoded peaks uv (N, K, 2) in cells.
+
+    sharpness: peak minus the mean of its 5×5 neighbourhood; peak2_val and
+    peak2_dist: value of, and distance (cells) to, the highest point farther
+    than `radius` cells from the peak. Each (N, K).
+    """
+    n, h, w, k = heatmaps.shape
+    maps = heatmaps.transpose(0, 3, 1, 2)
+    ys, xs = np.mgrid[0:h, 0:w]
+    px = np.clip(np.rint(uv[..., 0]), 0, w - 1)[..., None, None]
+    py = np.clip(np.rint(uv[..., 1]), 0, h - 1)[..., None, None]
+    dist = np.hypot(xs - px, ys - py)  # (N, K, h, w)
+    peak = maps.reshape(n, k, -1).max(-1)
+    near = dist <= 2.0 * np.sqrt(2)
+    local_mean = (maps * near).sum((-1, -2)) / np.maximum(near.sum((-1, -2)), 1)
+    far = np.where(dist > radius, maps, -np.inf).reshape(n, k, -1)
+    idx = far.argmax(-1)
+    peak2 = np.take_along_axis(far, idx[..., None], -1)[..., 0]
+    peak2_dist = np.take_along_axis(dist.reshape(n, k, -1), idx[..., None], -1)[..., 0]
+    return {"sharpness": peak - local_mean, "peak2_val": np.where(np.isfinite(peak2), peak2, 0.0),
+            "peak2_dist": peak2_dist}
+
+
+def predict_images(model, images: np.ndarray, params: np.ndarray, cfg: Config,
+                   flip_index: Sequence[int]) -> Dict[str, np.ndarray]:
+    """Keypoints of uint8 images (N, S, S, 3) with letterbox params (N, 4).
+
+    Returns arrays in original pixels: xy (the configured merge), xy_plain,
+    and with flip TTA xy_mirror, xy_heatmap, xy_coords; score (N, K) and the
+    peak features. One model call per batch holds both the images and their mirrors.
+    """
+    stride, refine, sigma = cfg.model.stride, cfg.codec.refine, cfg.codec.sigma
+    flip = cfg.predict.flip_tta
+    plain, mirror = [], []
+    for i in range(0, len(images), cfg.predict.batch_size):
+        batch = np.asarray(images[i:i + cfg.predict.batch_size])
+        inputs = np.concatenate([batch, tta.flip_images(batch)]) if flip else batch
+        out = np.asarray(model(inputs, training=False))[:, -1].astype(np.float32)
+        plain.append(out[:len(batch)])
+        if flip:
+            mirror.append(out[len(batch):])
+    hm = np.concatenate(plain) if plain else np.zeros((0,) + model.output_shape[2:], np.float32)
+    uv_plain, score = codec.decode(hm, refine, sigma)
+    result = {"xy_plain": uv_plain}
+    chosen_hm, chosen_uv = hm, uv_plain
+    if flip:
+        hm_mirror = np.concatenate(mirror)
+        uv_m, _ = codec.decode(hm_mirror, refine, sigma)
+        result["xy_mirror"] = tta.flip_back_cells(uv_m, hm.shape[2], flip_index)
+        merged = tta.merge_heatmaps(hm, tta.flip_back_heatmaps(hm_mirror, flip_index))
+        result["xy_heatmap"], merged_score = codec.decode(merged, refine, sigma)
+        result["xy_coords"] = tta.merge_coords(uv_plain, result["xy_mirror"])
+        chosen_hm = merged
+        chosen_uv = result["xy_heatmap"] if cfg.predict.merge == "heatmap" else result["xy_coords"]
+        score = merged_score
+    features = peak_features(chosen_hm, chosen_uv)
+    out = {name: codec.cells_to_original(uv, params, stride) for name, uv in result.items()}
+    out["xy"] = codec.cells_to_original(chosen_uv, params, stride)
+    out["score"] = score
+    out.update(features)
+    return out
+
+
+def _variant_ne(pred: Dict[str, np.ndarray], truth: np.ndarray, categories, cols) -> Dict[str, float]:
+    scores = {}
+    for name in ("xy_plain", "xy_mirror", "xy_heatmap", "xy_coords"):
+        if name in pred:
+            full = np.zeros((len(truth), 24, 2))
+            full[:, cols] = pred[name]
+            scores[name.replace("xy_", "ne_")] = normalized_error(truth, full, categories)["ne"]
+    return scores
+
+
+def load_model(path: Path):
+    import keras
+
+    if not path.exists():
+        raise FileNotFoundError(f"missing model {path} (run `make train-all` first)")
+    return keras.models.load_model(path, compile=False)
+
+
+def predict_fold(output, cfg: Config, run: str, category: str, fold: int, train_index, folds: np.ndarray,
+                 test_index=None, force: bool = False) -> Dict:
+    """OOF and test predictions of one fold model; returns the OOF NE of each variant."""
+    out = fold_dir(output, run, category, fold)
+    model_path = out / "model.keras"
+    outputs = [out / "oof.npz", out / "predict.json"] + ([out / "test.npz"] if test_index is not None else [])
+    if not force and model_path.exists() and all(
+            p.exists() and p.stat().st_mtime >= model_path.stat().st_mtime for p in outputs):
+        return json.loads((out / "predict.json").read_text())
+    model = load_model(model_path)
+    prep = Path(output) / "prep"
+    size = cfg.model.input_size
+    flip_index = category_flip_index(category)
+    cols = category_indices(category)
+    val = (train_index.category == category) & (folds == fold)
+    cache = load_cache(prep, "train", size)
+    images = np.stack([cache[r] for r in train_index.cache_row[val]])
+    pred = predict_images(model, images, train_index.params[val], cfg, flip_index)
+    save_npz(out / "oof.npz", image_id=train_index.image_id[val], **pred)
+    report = _variant_ne(pred, train_index.keypoints[val], train_index.category[val], cols)
+    if test_index is not None:
+        t_mask = test_index.category == category
+        t_cache = load_cache(prep, "test", size)
+        t_images = np.stack([t_cache[r] for r in test_index.cache_row[t_mask]]) if t_mask.any() \
+            else np.zeros((0, size, size, 3), np.uint8)
+        t_pred = predict_images(model, t_images, test_index.params[t_mask], cfg, flip_index)
+        save_npz(out / "test.npz", image_id=test_index.image_id[t_mask], **t_pred)
+    report["merge"] = cfg.predict.merge
+    report["flip_tta"] = cfg.predict.flip_tta
+    write_text_atomic(out / "predict.json", json.dumps(report, indent=2))
+    return report
+
+
+def run_predict(output, cfg: Config, run: str, force: bool = False) -> pd.DataFrame:
+    prep = Path(output) / "prep"
+    train_index = load_index(prep, "train")
+    folds = pd.read_csv(prep / "folds.csv").set_index("image_id").loc[train_index.image_id, "fold"].to_numpy()
+    test_index = load_index(prep, "test") if (prep / "test_index.csv").exists() else None
+    rows = []
+    from tqdm import tqdm
+
+    jobs = [(c, f) for c in cfg.data.categories for f in range(cfg.data.folds)]
+    for cat, fold in tqdm(jobs, desc="predict", unit="model"):
+        report = predict_fold(output, cfg, run, cat, fold, train_index, folds, test_index, force)
+        rows.append({"category": cat, "fold": fold, **report})
+    table = pd.DataFrame(rows)
+    return table
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="OOF and test predictions with flip TTA.")
+    parser.add_argument("--output", default="output")
+    parser.add_argument("--run", default=None)
+    parser.add_argument("--force", action="store_true")
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    hardware.configure_threads(cfg.train.threads)
+    hardware.set_precision(cfg.train.precision)
+    try:
+        table = run_predict(args.output, cfg, args.run or cfg.name, args.force)
+    except FileNotFoundError as err:
+        print(f"predict: error: {err}", file=sys.stderr)
+        return 1
+    ne_cols = [c for c in table.columns if c.startswith("ne_")]
+    print("predict: mean OOF NE over folds by TTA variant (plain / mirror only / heatmap avg / coord avg):")
+    print(table.groupby("category")[ne_cols].mean().to_string(float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
