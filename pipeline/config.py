@@ -66,7 +66,7 @@ class TrainConfig:
     lr_patience: int = 3           # epochs without val NE gain before the LR is halved
     patience: int = 8              # early stopping on val NE
     supervise_occluded: bool = True
-    loss: str = "mse"              # mse | softmax_ce (spatial cross-entropy to the Gaussian)
+    loss: str = "softmax_ce"       # softmax_ce (spatial cross-entropy to the Gaussian) | mse
     distribute: str = "auto"       # auto | none | mirrored | multiworker
     precision: str = "auto"        # auto | float32 | mixed_bfloat16 | mixed_float16
     threads: int = 0               # TF intra-op threads (0: TF default)

@@ -159,7 +159,9 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result, sort_keys=True))
+        # NaN (nothing could be scored) is not JSON: print null instead
+        plain = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.items()}
+        print(json.dumps(plain, sort_keys=True, allow_nan=False))
     else:
         print(f"NE {result['ne']:.5f} ({result['ne_percent']:.3f} %) over {result['n_points']} points, "
               f"{result['n_images_skipped']} image(s) skipped")

@@ -71,7 +71,7 @@ def predict_images(model, images: np.ndarray, params: np.ndarray, cfg: Config,
     for i in range(0, len(images), cfg.predict.batch_size):
         batch = np.asarray(images[i:i + cfg.predict.batch_size])
         inputs = np.concatenate([batch, tta.flip_images(batch)]) if flip else batch
-        out = np.asarray(model(inputs, training=False))[:, -1].astype(np.float32)
+        out = model.predict_on_batch(inputs)[:, -1].astype(np.float32)
         plain.append(out[:len(batch)])
         if flip:
             mirror.append(out[len(batch):])

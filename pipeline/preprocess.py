@@ -89,7 +89,9 @@ def load_letterboxed(path, size: int) -> Tuple[np.ndarray, int, int, np.ndarray]
     width, height = _image_size(data)
     reduce = 1
     for r in (8, 4, 2):
-        if max(width, height) / r >= size:
+        # only exact reductions: a side not divisible by r decodes to ceil(side / r) pixels,
+        # which would stretch the picture by up to r-1 original pixels against `params`
+        if max(width, height) / r >= size and width % r == 0 and height % r == 0:
             reduce = r
             break
     flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
@@ -268,9 +270,9 @@ def load_cache(prep_dir, split: str, size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- main stage
 
 
-def _fingerprint(input_dir: Path, size: int, k: int, seed: int) -> str:
+def _fingerprint(input_dir: Path, size: int, k: int, seed: int, categories: Sequence[str] = CATEGORIES) -> str:
     """Hash of what preprocessing depends on: annotation files, image files, settings."""
-    h = hashlib.sha1(f"{size}/{k}/{seed}".encode())
+    h = hashlib.sha1(f"{size}/{k}/{seed}/{','.join(categories)}".encode())
     for path in sorted(input_dir.glob("*/Annotations/*.csv")) + sorted(input_dir.glob("test/*.csv")):
         st = path.stat()
         h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -287,7 +289,7 @@ def preprocess(input_dir, output_dir, size: int = 128, k: int = 3, seed: int = 4
     input_dir, prep = Path(input_dir), Path(output_dir) / "prep"
     prep.mkdir(parents=True, exist_ok=True)
     manifest_path = prep / "manifest.json"
-    fingerprint = _fingerprint(input_dir, size, k, seed)
+    fingerprint = _fingerprint(input_dir, size, k, seed, categories)
     if not force and manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("fingerprint") == fingerprint and all(

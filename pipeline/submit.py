@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -23,6 +24,8 @@ from .config import add_config_args, config_from_args
 from .fsutil import atomic_path
 from .keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS, NUM_KEYPOINTS
 from .tianchi import ABSENT_CELL, HEADER, read_test_list, write_annotations
+
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def finalize(xy: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -69,12 +72,15 @@ def validate(path, test_csv, sizes: Optional[Dict[str, Tuple[int, int]]] = None)
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError) as err:
         return [f"{path}: cannot read: {err}"]
-    if not rows or tuple(h.strip() for h in rows[0]) != HEADER:
-        problems.append(f"{path}: row 1: header must be {','.join(HEADER[:3])},... (26 columns in CSV order)")
+    header = tuple(h.strip() for h in rows[0]) if rows else ()
+    if header != HEADER:
+        col = next((j for j, (a, b) in enumerate(zip(header, HEADER)) if a != b), min(len(header), len(HEADER)))
+        found = repr(header[col]) if col < len(header) else "nothing"
+        expected = repr(HEADER[col]) if col < len(HEADER) else "no column"
+        problems.append(f"{path}: row 1, column {col + 1}: header has {found} where {expected} is expected "
+                        f"(header must be {','.join(HEADER[:3])},..., 26 columns in CSV order)")
         return problems
     body = rows[1:]
-    if len(body) != len(test_ids):
-        problems.append(f"{path}: has {len(body)} data rows, test.csv has {len(test_ids)}")
     for i, (fields, tid, tcat) in enumerate(zip(body, test_ids, test_cats)):
         row = i + 2
         if len(fields) != len(HEADER):
@@ -95,7 +101,7 @@ def validate(path, test_csv, sizes: Optional[Dict[str, Tuple[int, int]]] = None)
                     problems.append(f"{where}: {cell!r} should be {ABSENT_CELL} (not a {tcat} keypoint)")
                 continue
             parts = cell.split("_")
-            if len(parts) != 3 or not all(p.lstrip("-").isdigit() for p in parts):
+            if len(parts) != 3 or not all(_INTEGER.fullmatch(p) for p in parts):
                 problems.append(f"{where}: {cell!r} is not an integer x_y_1 cell")
                 continue
             x, y, v = (int(p) for p in parts)
@@ -104,6 +110,13 @@ def validate(path, test_csv, sizes: Optional[Dict[str, Tuple[int, int]]] = None)
             elif x < 0 or y < 0 or (size and (x >= size[0] or y >= size[1])):
                 bound = f" {size[0]}x{size[1]}" if size else ""
                 problems.append(f"{where}: ({x}, {y}) outside the{bound} image")
+    for i in range(len(body), len(test_ids)):
+        problems.append(f"{path}: row {i + 2}, column image_id: missing, test.csv row {i + 2} is "
+                        f"{test_ids[i]!r} ({len(body)} data rows, test.csv has {len(test_ids)})")
+    for i in range(len(test_ids), len(body)):
+        extra = body[i][0] if body[i] else ""
+        problems.append(f"{path}: row {i + 2}, column image_id: extra row {extra!r}, "
+                        f"test.csv has only {len(test_ids)} data rows")
     return problems
 
 

@@ -78,7 +78,7 @@ def predict_heatmaps(model, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Last-stage heatmaps (N, h, w, K) float32 for uint8 images (N, S, S, 3)."""
     out = []
     for i in range(0, len(images), batch_size):
-        out.append(np.asarray(model(np.asarray(images[i:i + batch_size]), training=False))[:, -1])
+        out.append(model.predict_on_batch(np.asarray(images[i:i + batch_size]))[:, -1])
     return np.concatenate(out).astype(np.float32)
 
 
@@ -208,12 +208,17 @@ def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: D
             row = {"epoch": epoch, "loss": float(logs.get("loss", float("nan"))), "val_ne": val_ne, "lr": lr,
                    "seconds": seconds, "img_per_s": state["steps"] * cfg.train.batch_size / max(seconds, 1e-9)}
             _append_history(out / "history.csv", row)
-            stop = state["wait"] >= cfg.train.patience
             budget = cfg.train.time_budget_s
-            if budget and time.time() - started + state["seconds_before"] >= budget:
-                stop = True
-                state["stopped_by_budget"] = True
-            state["finished"] = stop or epoch + 1 >= cfg.train.epochs
+            reason = None
+            if state["wait"] >= cfg.train.patience:
+                reason = "early_stop"
+            elif budget and time.time() - started + state["seconds_before"] >= budget:
+                reason = "budget"
+            elif epoch + 1 >= cfg.train.epochs:
+                reason = "epochs"
+            stop = reason in ("early_stop", "budget")
+            state["finished"] = reason is not None
+            state["stop_reason"] = reason
             run_state.save(trainer, state)
             if stop:
                 trainer.stop_training = True
@@ -258,7 +263,8 @@ def train(output, cfg: Config, run: str, category: str, fold: int, force: bool =
 
         shutil.rmtree(out)
         state = None
-    if state and state.get("finished") and metrics_path.exists():
+    more_epochs = state is not None and state.get("stop_reason") == "epochs" and state["epoch"] < cfg.train.epochs
+    if state and state.get("finished") and metrics_path.exists() and not more_epochs:
         print(f"train: {out} already finished (val NE {state['best_ne']:.4f}); use --force to retrain")
         return json.loads(metrics_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
@@ -307,7 +313,7 @@ def train(output, cfg: Config, run: str, category: str, fold: int, force: bool =
           f"{strategy.num_replicas_in_sync} replica(s) → {out}")
     if state["epoch"] < cfg.train.epochs:
         trainer.fit(dataset, epochs=cfg.train.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps,
-                    callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+                    callbacks=callbacks, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
     if monitor.nan_epoch is not None:
         msg = (f"train: NaN loss in epoch {monitor.nan_epoch} of {category} fold {fold}; stopped. "
                f"Best checkpoint kept: {out / 'model.keras'} (val NE {state['best_ne']:.4f}). "
@@ -318,7 +324,7 @@ def train(output, cfg: Config, run: str, category: str, fold: int, force: bool =
         "seconds": state["seconds"], "train_img_per_s": state["images"] / max(state["train_seconds"], 1e-9),
         "category": category, "fold": fold, "run": run, "n_train": len(data.train), "n_val": len(data.val),
         "precision": policy, "threads": threads, "replicas": strategy.num_replicas_in_sync,
-        "params": int(base.count_params()), "stopped_by_budget": bool(state.get("stopped_by_budget")),
+        "params": int(base.count_params()), "stop_reason": state.get("stop_reason"),
         "tf_version": tf.__version__,
     }
     write_text_atomic(metrics_path, json.dumps(metrics, indent=2))

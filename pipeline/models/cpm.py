@@ -47,12 +47,15 @@ def simple_stem(x, width: int, stride: int):
 
 
 def applications_stem(x, cfg):
-    """A keras.applications backbone cut at the config's stride (weights: null | imagenet).
+    """A keras.applications backbone as an FPN-lite feature extractor (weights: null | imagenet).
 
-    x: images scaled to [-1, 1] (MobileNetV2's convention; ResNet50 gets its own).
+    x: images scaled to [-1, 1] (MobileNetV2's convention; ResNet50 gets its
+    own). The deepest cut (stride 16) is upsampled to `model.stride` and added
+    to the backbone's features at that stride, then refined by a 3×3 conv.
     """
     app_name, cuts = BACKBONES[cfg.model.backbone]
-    if cfg.model.stride not in cuts:
+    stride = cfg.model.stride
+    if stride not in cuts:
         raise ValueError(f"backbone {cfg.model.backbone} supports model.stride in {sorted(cuts)}")
     ctor = getattr(keras.applications, app_name)
     try:
@@ -63,12 +66,20 @@ def applications_stem(x, cfg):
                                "ImageNet weights need the internet (or a warm keras cache); "
                                "use model.weights: null offline.") from err
         raise
-    feature = keras.Model(base.input, base.get_layer(cuts[cfg.model.stride]).output, name=app_name)
+    deepest = max(cuts)
+    feature = keras.Model(base.input, [base.get_layer(cuts[stride]).output,
+                                       base.get_layer(cuts[deepest]).output], name=app_name)
     if cfg.model.backbone == "resnet50":  # caffe-style BGR mean subtraction
         x = layers.Rescaling(127.5, offset=127.5)(x)
         x = layers.Lambda(keras.applications.resnet50.preprocess_input)(x)
-    y = feature(x)
-    return conv_bn(y, cfg.model.width, kernel=1, name="neck")
+    shallow, deep = feature(x)
+    width = cfg.model.width
+    merged = conv_bn(shallow, width, kernel=1, name="neck_shallow")
+    if deepest > stride:
+        up = layers.UpSampling2D(deepest // stride, interpolation="bilinear", name="neck_up")(
+            conv_bn(deep, width, kernel=1, name="neck_deep"))
+        merged = layers.Add(name="neck_add")([merged, up])
+    return conv_bn(merged, width, name="neck")
 
 
 def spatial_softmax(x, name: str):

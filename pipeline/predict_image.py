@@ -1,0 +1,63 @@
+"""Keypoints of one image with the trained fold ensemble, printed as JSON.
+
+python -m pipeline.predict_image IMAGE --category dress [--output DIR] [--config C] [--run RUN]
+
+Every fold model of the run predicts the image with flip TTA; the fold
+predictions are averaged (as `make ensemble` does) and printed in original
+pixels, keypoint name → [x, y, score].
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from . import hardware
+from .config import add_config_args, config_from_args
+from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, category_flip_index
+from .predict import load_model, predict_images
+from .predictions import fold_dir
+from .preprocess import ImageError, load_letterboxed
+
+
+def predict_one(image_path, category: str, output, cfg, run: str) -> dict:
+    """{keypoint name: [x, y, score]} in original pixels, averaged over the run's folds."""
+    image, width, height, params = load_letterboxed(image_path, cfg.model.input_size)
+    xys, scores = [], []
+    for f in range(cfg.data.folds):
+        model = load_model(fold_dir(output, run, category, f) / "model.keras")
+        pred = predict_images(model, image[None], params[None], cfg, category_flip_index(category))
+        xys.append(pred["xy"][0])
+        scores.append(pred["score"][0])
+    xy, score = np.mean(xys, 0), np.mean(scores, 0)
+    xy[:, 0] = np.clip(xy[:, 0], 0, width - 1)
+    xy[:, 1] = np.clip(xy[:, 1], 0, height - 1)
+    return {"image": str(image_path), "category": category, "width": width, "height": height,
+            "keypoints": {n: [round(float(p[0]), 2), round(float(p[1]), 2), round(float(s), 4)]
+                          for n, p, s in zip(CATEGORY_KEYPOINTS[category], xy, score)}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Predict the keypoints of one image.")
+    parser.add_argument("image")
+    parser.add_argument("--category", required=True, choices=CATEGORIES)
+    parser.add_argument("--output", default="output")
+    parser.add_argument("--run", default=None)
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    hardware.configure_threads(cfg.train.threads)
+    hardware.set_precision(cfg.train.precision)
+    try:
+        result = predict_one(args.image, args.category, args.output, cfg, args.run or cfg.name)
+    except (ImageError, FileNotFoundError) as err:
+        print(f"predict_image: error: {args.image}: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

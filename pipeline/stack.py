@@ -1,0 +1,261 @@
+"""LightGBM level-2 stacker: corrections to the averaged keypoints.
+
+Per category and keypoint, two LightGBM regressors predict the correction
+(dx, dy) to the ensemble's prediction in units of the image's *predicted*
+normalizer distance (armpits / waistband of the prediction: the truth is
+unknown at test time). Features come from the OOF predictions: each member's
+TTA variants (plain, mirror, heatmap- and coordinate-merged) relative to the
+ensemble, heatmap peak value and sharpness, distance to and height of the
+second peak, flip disagreement, spread across members and variants, the
+other predicted keypoints of the image relative to this one, and image size.
+(Models are per category, so the category is implicit.)
+
+Honest validation: nested CV on the stored folds. The corrections of fold f
+come from a stacker fitted on the OOF rows of the other folds only, so it
+never sees the labels of the rows it corrects; its CV NE is computed exactly
+like the ensemble's. The test-time stacker is fitted on all OOF rows, with
+test features built the same way from the fold-averaged test predictions.
+
+Writes runs/<name>/<cat>/oof_stack.csv and test_stack.csv, runs/<name>/stack.json
+(CV NE of both, the relative gain and whether the submission uses the
+stacker: `stack.mode` on | off | auto — auto uses it only when it beats
+plain averaging), and OUTPUT/report/stack_importance.png.
+
+CLI: python -m pipeline.stack --output DIR [--config C] [--run RUN]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from .config import Config, add_config_args, config_from_args
+from .ensemble import member_oof
+from .fsutil import write_text_atomic
+from .keypoints import CATEGORY_KEYPOINTS, category_indices, normalizer_local_indices
+from .metrics import normalized_error
+from .predictions import fold_dir, load_npz, read_category_csv, run_dir, write_category_csv
+from .preprocess import load_index
+
+VARIANTS = ("xy_plain", "xy_mirror", "xy_heatmap", "xy_coords")
+PEAK_FEATURES = ("score", "sharpness", "peak2_val", "peak2_dist")
+
+
+def _align(ids: np.ndarray, arrays: Dict[str, np.ndarray], wanted: np.ndarray, what: str) -> Dict[str, np.ndarray]:
+    pos = pd.Series(np.arange(len(ids)), index=ids)
+    missing = set(wanted) - set(ids)
+    if missing:
+        raise ValueError(f"{what}: no prediction for {len(missing)} image(s), e.g. {sorted(missing)[0]}")
+    order = pos.loc[wanted].to_numpy()
+    return {k: v[order] for k, v in arrays.items()}
+
+
+def member_arrays(output, member: str, category: str, k: int, split: str, wanted: np.ndarray) -> Dict:
+    """A member's variants and peak features aligned with `wanted` ids.
+
+    split "oof": each image's held-out fold model; "test": averaged over folds.
+    """
+    keys = [v for v in VARIANTS] + list(PEAK_FEATURES)
+    parts = [load_npz(fold_dir(output, member, category, f) / f"{split}.npz") for f in range(k)]
+    for p in parts:
+        for key in keys:
+            if key not in p:  # no flip TTA: the plain pass stands in for the variants
+                p[key] = p["xy_plain"] if key.startswith("xy_") else np.zeros(p["score"].shape)
+    if split == "oof":
+        ids = np.concatenate([p["image_id"] for p in parts])
+        arrays = {key: np.concatenate([p[key] for p in parts]) for key in keys}
+        return _align(ids, arrays, wanted, f"OOF of {member}/{category}")
+    aligned = [_align(p["image_id"], {key: p[key] for key in keys}, wanted, f"test of {member}/{category}")
+               for p in parts]
+    return {key: np.mean([a[key] for a in aligned], axis=0) for key in keys}
+
+
+def predicted_normalizer(xy: np.ndarray, sizes: np.ndarray, category: str) -> np.ndarray:
+    """Distance between the predicted normalizer points (M,), floored at 2 % of the image side."""
+    a, b = normalizer_local_indices(category)
+    dist = np.hypot(*(xy[:, a] - xy[:, b]).T)
+    return np.maximum(dist, 0.02 * sizes.max(1))
+
+
+def features(ens_xy: np.ndarray, members: Sequence[Dict], sizes: np.ndarray, category: str
+             ) -> Tuple[List[np.ndarray], List[str], np.ndarray]:
+    """Feature matrices, one (M, F) per keypoint of the category, their names, and s_hat (M,)."""
+    s_hat = predicted_normalizer(ens_xy, sizes, category)
+    names = CATEGORY_KEYPOINTS[category]
+    mats = []
+    for k in range(len(names)):
+        cols, col_names = [], []
+        all_xy = []
+        for m, arrays in enumerate(members):
+            for v in VARIANTS:
+                rel = (arrays[v][:, k] - ens_xy[:, k]) / s_hat[:, None]
+                cols += [rel[:, 0], rel[:, 1]]
+                col_names += [f"m{m}_{v}_dx", f"m{m}_{v}_dy"]
+                all_xy.append(arrays[v][:, k])
+            for f in PEAK_FEATURES:
+                cols.append(arrays[f][:, k])
+                col_names.append(f"m{m}_{f}")
+            cols.append(np.hypot(*(arrays["xy_plain"][:, k] - arrays["xy_mirror"][:, k]).T) / s_hat)
+            col_names.append(f"m{m}_flip_disagreement")
+        spread = np.stack(all_xy).std(0).mean(-1) / s_hat
+        cols.append(spread)
+        col_names.append("spread")
+        for j, other in enumerate(names):
+            if j != k:
+                rel = (ens_xy[:, j] - ens_xy[:, k]) / s_hat[:, None]
+                cols += [rel[:, 0], rel[:, 1]]
+                col_names += [f"rel_{other}_x", f"rel_{other}_y"]
+        cols += [sizes[:, 0].astype(float), sizes[:, 1].astype(float), s_hat / sizes.max(1)]
+        col_names += ["width", "height", "s_hat_rel"]
+        mats.append(np.stack(cols, 1))
+    return mats, col_names, s_hat
+
+
+def _fit_predict(x_fit, y_fit, x_apply, cfg: Config):
+    """Fit dx and dy regressors; return (corrections (N, 2), gain importances (F,))."""
+    import lightgbm as lgb
+
+    out = np.zeros((len(x_apply), 2))
+    importance = np.zeros(x_fit.shape[1])
+    if len(x_fit) < 20:
+        return out, importance
+    for axis in range(2):
+        model = lgb.LGBMRegressor(n_estimators=cfg.stack.n_estimators, learning_rate=cfg.stack.learning_rate,
+                                  num_leaves=cfg.stack.num_leaves, min_child_samples=10, subsample=0.8,
+                                  subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0, n_jobs=1,
+                                  random_state=cfg.train.seed, verbose=-1)
+        model.fit(x_fit, y_fit[:, axis])
+        out[:, axis] = model.predict(x_apply)
+        importance += model.booster_.feature_importance("gain")
+    return out, importance
+
+
+def _keypoint_job(k, x_train, y_train, has_truth, folds, x_test, n_folds, cfg):
+    """Nested-CV OOF corrections and full-fit test corrections of one keypoint."""
+    oof = np.zeros((len(x_train), 2))
+    for f in range(n_folds):
+        fit = (folds != f) & has_truth
+        apply = folds == f
+        oof[apply], _ = _fit_predict(x_train[fit], y_train[fit], x_train[apply], cfg)
+    test, importance = _fit_predict(x_train[has_truth], y_train[has_truth],
+                                    x_test if x_test is not None else x_train[:0], cfg)
+    return k, oof, test, importance
+
+
+def stack_category(output, cfg: Config, name: str, members: Sequence[str], category: str, train, folds,
+                   test=None) -> Dict:
+    from joblib import Parallel, delayed
+
+    k = cfg.data.folds
+    mask = train.category == category
+    ids = train.image_id[mask]
+    sizes = train.sizes[mask]
+    truth = train.keypoints[mask][:, category_indices(category)]
+    fold_of = folds[mask]
+    _, ens_xy, ens_score = read_category_csv(run_dir(output, name) / category / "oof.csv", category)
+    oof_members = [member_arrays(output, m, category, k, "oof", ids) for m in members]
+    x_train, col_names, s_hat = features(ens_xy, oof_members, sizes, category)
+    test_parts = None
+    if test is not None:
+        t_mask = test.category == category
+        t_ids, t_xy, t_score = read_category_csv(run_dir(output, name) / category / "test.csv", category)
+        t_members = [member_arrays(output, m, category, k, "test", t_ids) for m in members]
+        t_sizes = test.sizes[t_mask]
+        x_test, _, t_s_hat = features(t_xy, t_members, t_sizes, category)
+        test_parts = (t_ids, t_xy, t_score, x_test, t_s_hat)
+    jobs = []
+    for j in range(truth.shape[1]):
+        has_truth = truth[:, j, 2] >= 0
+        y = (truth[:, j, :2] - ens_xy[:, j]) / s_hat[:, None]
+        jobs.append(delayed(_keypoint_job)(j, x_train[j], y, has_truth, fold_of,
+                                           None if test_parts is None else test_parts[3][j], k, cfg))
+    results = Parallel(n_jobs=cfg.stack.jobs)(jobs)
+    oof_xy = ens_xy.copy()
+    importance = np.zeros(len(col_names))
+    t_xy_new = None if test_parts is None else test_parts[1].copy()
+    for j, oof_corr, test_corr, imp in results:
+        oof_xy[:, j] += oof_corr * s_hat[:, None]
+        if test_parts is not None:
+            t_xy_new[:, j] += test_corr * test_parts[4][:, None]
+        importance += imp / max(imp.sum(), 1e-12)
+    write_category_csv(run_dir(output, name) / category / "oof_stack.csv", ids, category, oof_xy, ens_score)
+    if test_parts is not None:
+        write_category_csv(run_dir(output, name) / category / "test_stack.csv", test_parts[0], category,
+                           t_xy_new, test_parts[2])
+    return {"importance": pd.Series(importance, index=col_names)}
+
+
+def plot_importance(importance: pd.Series, path: Path, top: int = 20) -> None:
+    from .report import _plt, _save
+
+    plt = _plt()
+    imp = importance.sort_values(ascending=False).head(top)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(imp) + 1))
+    ax.barh(imp.index, imp.values, color="darkorange")
+    ax.set(xlabel="relative gain (summed over keypoints and categories)", title="Stacker feature importance")
+    _save(fig, path)
+
+
+def _generic(name: str) -> str:
+    """Feature name with the keypoint-specific part folded (rel_<kp>_x → rel_x)."""
+    return "rel_other_" + name[-1] if name.startswith("rel_") else name
+
+
+def run_stack(output, cfg: Config, name: str, members: Sequence[str]) -> Dict:
+    from tqdm import tqdm
+
+    from .score import oof_predictions
+
+    prep = Path(output) / "prep"
+    train = load_index(prep, "train")
+    folds = pd.read_csv(prep / "folds.csv").set_index("image_id").loc[train.image_id, "fold"].to_numpy()
+    test = load_index(prep, "test") if (prep / "test_index.csv").exists() else None
+    total = None
+    for cat in tqdm(cfg.data.categories, desc="stack", unit="category"):
+        imp = stack_category(output, cfg, name, members, cat, train, folds, test)["importance"]
+        imp = imp.groupby(_generic).sum()
+        total = imp if total is None else total.add(imp, fill_value=0)
+    plain = normalized_error(train.keypoints, oof_predictions(output, name, train), train.category)["ne"]
+    stacked = normalized_error(train.keypoints, oof_predictions(output, name, train, "_stack"), train.category)["ne"]
+    gain = (plain - stacked) / plain
+    use = cfg.stack.mode == "on" or (cfg.stack.mode == "auto" and gain > cfg.stack.min_gain)
+    result = {"cv_ne_plain": plain, "cv_ne_stack": stacked, "relative_gain": gain, "mode": cfg.stack.mode,
+              "use_stack": bool(use), "members": list(members)}
+    write_text_atomic(run_dir(output, name) / "stack.json", json.dumps(result, indent=2))
+    plot_importance(total, Path(output) / "report" / "stack_importance.png")
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="LightGBM level-2 stacker on OOF predictions.")
+    parser.add_argument("--output", default="output")
+    parser.add_argument("--run", default=None)
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    run = args.run or cfg.name
+    name = cfg.ensemble.name or run
+    members = list(cfg.ensemble.members) or [run]
+    if cfg.stack.mode == "off":
+        write_text_atomic(run_dir(args.output, name) / "stack.json",
+                          json.dumps({"mode": "off", "use_stack": False}))
+        print("stack: off (stack.mode=off); the submission uses plain averaging")
+        return 0
+    try:
+        r = run_stack(args.output, cfg, name, members)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"stack: error: {err}", file=sys.stderr)
+        return 1
+    print(f"stack: CV NE plain {r['cv_ne_plain']:.4f} → stacked {r['cv_ne_stack']:.4f} "
+          f"(relative gain {100 * r['relative_gain']:+.1f} %); submission uses "
+          f"{'the stacker' if r['use_stack'] else 'plain averaging'} (stack.mode={r['mode']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Mean-shape baseline (pipeline/baseline.py)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import good_dataset
+from pipeline.baseline import RUN, mean_shape, place, run_baseline
+from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, category_indices
+from pipeline.predictions import fold_dir, load_npz
+from pipeline.preprocess import load_index, preprocess
+
+K = 3
+
+
+def test_mean_shape_hand_computed():
+    kps = np.array([
+        [[10, 20, 1], [-1, -1, -1], [-1, -1, -1]],   # image 100 wide, 200 high
+        [[100, 50, 0], [50, 25, 1], [-1, -1, -1]],   # image 200 wide, 100 high
+    ])
+    sizes = np.array([[100, 200], [200, 100]])
+    shape = mean_shape(kps, sizes)
+    # point 0: (0.1, 0.1) and (0.5, 0.5) (occluded still counts); point 1: only (0.25, 0.25); point 2: never
+    np.testing.assert_allclose(shape, [[0.3, 0.3], [0.25, 0.25], [0.5, 0.5]])
+    placed = place(shape, np.array([[10, 20], [300, 100]]))
+    assert placed.shape == (2, 3, 2)
+    np.testing.assert_allclose(placed, [[[3, 6], [2.5, 5], [5, 10]], [[90, 30], [75, 25], [150, 50]]])
+
+
+def test_mean_shape_of_one_image_places_it_back():
+    kps = np.array([[[30, 40, 1], [299, 0, 1]]])
+    sizes = np.array([[300, 200]])
+    np.testing.assert_allclose(place(mean_shape(kps, sizes), sizes)[0], kps[0, :, :2])
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("baseline")
+    good_dataset(root / "input", per_cat=4, warm_per_cat=2, n_test_per_cat=2)
+    preprocess(root / "input", root / "output", size=32, k=K, seed=1, jobs=1)
+    summary = run_baseline(root / "output", K)
+    return root / "output", summary
+
+
+def test_oof_covers_every_training_image_exactly_once(baseline_run):
+    output, summary = baseline_run
+    train = load_index(output / "prep")
+    assert set(summary) == {f"{c}/fold{f}" for c in CATEGORIES for f in range(K)}
+    all_ids = []
+    for cat in CATEGORIES:
+        ids = []
+        for f in range(K):
+            oof = load_npz(fold_dir(output, RUN, cat, f) / "oof.npz")
+            n = len(CATEGORY_KEYPOINTS[cat])
+            assert oof["xy"].shape == (len(oof["image_id"]), n, 2)
+            assert oof["score"].shape == (len(oof["image_id"]), n)
+            ids += list(oof["image_id"])
+        assert len(ids) == len(set(ids))
+        assert set(ids) == set(train.image_id[train.category == cat])
+        all_ids += ids
+    assert sorted(all_ids) == sorted(train.image_id)
+
+
+def test_oof_predictions_use_only_the_other_folds(baseline_run):
+    output, _ = baseline_run
+    train = load_index(output / "prep")
+    folds = pd.read_csv(output / "prep" / "folds.csv").set_index("image_id").loc[train.image_id, "fold"].to_numpy()
+    for cat in ("dress", "trousers"):
+        idx = category_indices(cat)
+        for f in range(K):
+            fit = (train.category == cat) & (folds != f)
+            # mean relative position, computed point by point
+            expected_shape = np.zeros((len(idx), 2))
+            for j, k in enumerate(idx):
+                rel = [train.keypoints[i, k, :2] / train.sizes[i] for i in np.nonzero(fit)[0]
+                       if train.keypoints[i, k, 2] >= 0]
+                expected_shape[j] = np.mean(rel, axis=0) if rel else 0.5
+            oof = load_npz(fold_dir(output, RUN, cat, f) / "oof.npz")
+            pos = [list(train.image_id).index(i) for i in oof["image_id"]]
+            assert (folds[pos] == f).all()
+            np.testing.assert_allclose(oof["xy"], expected_shape[None] * train.sizes[pos][:, None, :])
+            metrics = json.loads((fold_dir(output, RUN, cat, f) / "metrics.json").read_text())
+            assert metrics["model"] == "meanshape" and 0 < metrics["val_ne"] < 10
+
+
+def test_test_predictions_for_every_test_image(baseline_run):
+    output, _ = baseline_run
+    test = load_index(output / "prep", "test")
+    for cat in CATEGORIES:
+        for f in range(K):
+            pred = load_npz(fold_dir(output, RUN, cat, f) / "test.npz")
+            assert list(pred["image_id"]) == list(test.image_id[test.category == cat])
+            sizes = test.sizes[test.category == cat]
+            assert ((pred["xy"] >= 0) & (pred["xy"] <= sizes[:, None, :])).all()

@@ -1,0 +1,139 @@
+"""End-to-end smoke test of the whole chain on a tiny synthetic set, CPU only.
+
+preprocess → train (every category, both folds, a tiny CPM) → resume → predict
+(flip TTA) → ensemble → stack → submit (validated) → score → report, plus the
+meaning of the stage outputs (OOF covers every training image once, the
+leaderboard's test NE equals an independent NE of submission.csv).
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import synth
+from pipeline.config import load_config
+from pipeline.keypoints import CATEGORIES
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data.folds=2", "model.input_size=64", "model.width=16", "model.stages=2", "train.batch_size=4",
+        "train.epochs=2", "train.steps_per_epoch=3", "train.threads=2", "predict.batch_size=8",
+        "stack.n_estimators=10", "stack.jobs=1"]
+
+
+def tiny_config(*extra):
+    return load_config(ROOT / "configs" / "demo.yaml", TINY + list(extra))
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """Tiny dataset, preprocessed and trained once for the module."""
+    from pipeline.baseline import run_baseline
+    from pipeline.preprocess import preprocess
+    from pipeline.train import train
+
+    root = tmp_path_factory.mktemp("chain")
+    data, out = root / "input", root / "output"
+    synth.generate(data, train_per_cat=8, test_per_cat=3, seed=3, warm_per_cat=2, jobs=1, progress=False)
+    cfg = tiny_config()
+    preprocess(data, out, cfg.model.input_size, cfg.data.folds, cfg.data.fold_seed, jobs=1)
+    run_baseline(out, cfg.data.folds)
+    metrics = {(c, f): train(out, cfg, "tiny", c, f) for c in CATEGORIES for f in range(cfg.data.folds)}
+    return {"data": data, "out": out, "cfg": cfg, "metrics": metrics}
+
+
+def test_training_artifacts(chain):
+    out = chain["out"] / "runs" / "tiny" / "dress" / "fold1"
+    for name in ("config.yaml", "model.keras", "history.csv", "metrics.json", "tensorboard"):
+        assert (out / name).exists(), name
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("val_ne", "best_epoch", "epochs", "seconds", "train_img_per_s"):
+        assert key in m
+    assert m["epochs"] == 2 and 1 <= m["best_epoch"] <= 2
+    assert np.isfinite(m["val_ne"]) and m["val_ne"] > 0
+    hist = pd.read_csv(out / "history.csv")
+    assert list(hist["epoch"]) == [0, 1]
+    assert hist["val_ne"].min() == pytest.approx(m["val_ne"])
+
+
+def test_resume_continues_history(chain):
+    """A finished run asked for more epochs resumes from its saved state and appends."""
+    from pipeline.train import train
+
+    cfg = tiny_config("train.epochs=3")
+    before = pd.read_csv(chain["out"] / "runs/tiny/skirt/fold0/history.csv")
+    m = train(chain["out"], cfg, "tiny", "skirt", 0)
+    after = pd.read_csv(chain["out"] / "runs/tiny/skirt/fold0/history.csv")
+    assert list(after["epoch"]) == [0, 1, 2]
+    pd.testing.assert_frame_equal(after.iloc[:2], before)
+    assert m["epochs"] == 3
+    # already finished: a rerun does nothing
+    again = train(chain["out"], cfg, "tiny", "skirt", 0)
+    assert again == m
+
+
+def test_predict_ensemble_submit_score(chain):
+    from pipeline.ensemble import run_ensemble
+    from pipeline.metrics import score_files
+    from pipeline.predict import run_predict
+    from pipeline.preprocess import load_index
+    from pipeline.score import score_run, update_leaderboard
+    from pipeline.stack import run_stack
+    from pipeline.submit import gather_test_predictions, validate, write_submission
+
+    out, cfg = chain["out"], chain["cfg"]
+    table = run_predict(out, cfg, "tiny")
+    assert {"ne_plain", "ne_mirror", "ne_heatmap", "ne_coords"} <= set(table.columns)
+    oof = np.load(out / "runs/tiny/dress/fold0/oof.npz", allow_pickle=True)
+    assert oof["xy"].shape[1:] == (15, 2) and np.isfinite(oof["xy"]).all()
+
+    run_ensemble(out, "tiny", ["tiny"], cfg.data.folds, cfg.data.categories)
+    train = load_index(out / "prep", "train")
+    covered = np.concatenate([pd.read_csv(out / f"runs/tiny/{c}/oof.csv")["image_id"] for c in CATEGORIES])
+    assert sorted(covered) == sorted(train.image_id)  # every training image exactly once
+
+    result = run_stack(out, cfg, "tiny", ["tiny"])
+    assert set(result) >= {"cv_ne_plain", "cv_ne_stack", "use_stack"}
+
+    test = load_index(out / "prep", "test")
+    xy = gather_test_predictions(out, "tiny", test)
+    sub = out / "submission.csv"
+    write_submission(sub, chain["data"] / "test" / "test.csv", test.image_id, test.category, xy, test.sizes)
+    assert validate(sub, chain["data"] / "test" / "test.csv") == []
+
+    row = score_run(out, "tiny", cfg.digest())
+    independent = score_files(chain["data"] / "test" / "answers.csv", sub)
+    assert row["test_ne"] == pytest.approx(independent["ne"], abs=1e-9)
+    board = update_leaderboard(out, row)
+    assert "tiny" in set(board["name"])
+
+
+def test_missing_member_is_an_error(chain):
+    from pipeline.ensemble import run_ensemble
+
+    with pytest.raises(FileNotFoundError, match="no_such_run"):
+        run_ensemble(chain["out"], "bad", ["tiny", "no_such_run"], 2, ["skirt"])
+
+
+def test_cli_chain_and_report(chain):
+    """The make-facing CLIs: score, report, predict_image."""
+    env_out = str(chain["out"])
+    args = ["--config", str(ROOT / "configs/demo.yaml")] + sum((["--set", s] for s in TINY), [])
+    subprocess.run([sys.executable, "-m", "pipeline.ensemble", "--output", env_out, "--run", "meanshape"] + args,
+                   check=True, cwd=ROOT)
+    res = subprocess.run([sys.executable, "-m", "pipeline.score", "--output", env_out, "--run", "meanshape"] + args,
+                         check=True, cwd=ROOT, capture_output=True, text=True)
+    assert "meanshape" in res.stdout and "cv_ne" in res.stdout
+    subprocess.run([sys.executable, "-m", "pipeline.report", "--output", env_out, "--run", "tiny"] + args,
+                   check=True, cwd=ROOT)
+    html = (chain["out"] / "report" / "index.html").read_text()
+    assert "examples_dress.png" in html and "learning_curves_skirt.png" in html
+    image = next((chain["data"] / "test" / "Images" / "skirt").glob("*.jpg"))
+    res = subprocess.run([sys.executable, "-m", "pipeline.predict_image", str(image), "--category", "skirt",
+                          "--output", env_out, "--run", "tiny"] + args,
+                         check=True, cwd=ROOT, capture_output=True, text=True)
+    result = json.loads(res.stdout)
+    assert set(result["keypoints"]) == {"waistband_left", "waistband_right", "hemline_left", "hemline_right"}

@@ -1,0 +1,315 @@
+"""Preprocess (pipeline/preprocess.py) on a tiny dataset in the real layout, bad inputs included."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import Dataset, cells, good_dataset, random_keypoints, write_csv, write_image
+from pipeline import codec
+from pipeline.keypoints import CATEGORIES, KEYPOINT_INDEX
+from pipeline.preprocess import ImageError, cache_path, load_cache, load_index, load_letterboxed, preprocess
+from pipeline.tianchi import ABSENT_CELL
+
+SIZE, K = 64, 3
+#: blouses with a bright dot at a known original pixel, annotated there (neckline_left):
+#: (name, size, dot centre, dot radius); the 512x512 one goes through the reduced JPEG decoder
+DOTS = [("dot_landscape", (300, 200), (150, 60), 5), ("dot_portrait", (200, 300), (57, 211), 5),
+        ("dot_square", (512, 512), (301, 170), 9), ("dot_png", (340, 512), (250, 400), 6)]
+
+
+def build_bad_dataset(root) -> dict:
+    """Good rows in train/ and train_warm/, plus one row of every bad-input kind.
+
+    Returns the builder, the unique ids of the good rows (`<source>/<image_id>`)
+    and, per bad kind, (csv file, line, column, words of the reason) of its reject.
+    """
+    ds = Dataset(root, seed=0)
+    good = []
+
+    def add_good(source, *args, **kwargs):
+        image_id = ds.add(source, *args, **kwargs)
+        good.append(f"{source}/{image_id}")
+        return image_id
+
+    sizes = [(300, 200), (512, 512), (200, 300)]
+    for cat in CATEGORIES:
+        for i in range(4):
+            add_good("train", cat, sizes[i % 3])
+        for i in range(2):
+            add_good("train_warm", cat, sizes[(i + 1) % 3])
+    for name, size, dot, radius in DOTS:
+        kps = random_keypoints("blouse", *size, ds.rng)
+        kps[KEYPOINT_INDEX["neckline_left"]] = (*dot, 1)
+        add_good("train", "blouse", size, name=name, kps=kps, dots=[dot], dot_radius=radius,
+                 image="png_as_jpg" if name == "dot_png" else "jpg")
+    # the same image_id in both sources: both kept, made unique by the source
+    same_kps = random_keypoints("skirt", 512, 512, ds.rng)
+    add_good("train", "skirt", (512, 512), name="same", kps=same_kps)
+    add_good("train_warm", "skirt", (512, 512), name="same", kps=same_kps)
+    # images that must be kept
+    gray_id = add_good("train", "dress", (300, 200), name="gray", image="gray")
+    png_id = add_good("train_warm", "outwear", (200, 300), name="png", image="png_as_jpg")
+
+    train_csv = str(ds.csv_path("train"))
+    warm_csv = str(ds.csv_path("train_warm"))
+    bad = {}
+    ds.add("train", "blouse", (300, 200), name="truncated", image="truncated", tag="truncated")
+    bad["truncated"] = (train_csv, ds.lines[("train", "truncated")], "image_id", "truncated")
+    ds.add("train", "outwear", (300, 200), name="missing", image="missing", tag="missing")
+    bad["missing"] = (train_csv, ds.lines[("train", "missing")], "image_id", "cannot read")
+    k = random_keypoints("dress", 300, 200, ds.rng)
+    fields = ["Images/dress/malformed.jpg", "dress", *cells(k)]
+    fields[2 + KEYPOINT_INDEX["armpit_right"]] = "12_13"
+    line = ds.add_raw("train_warm", fields)
+    bad["malformed"] = (warm_csv, line, "armpit_right", "not of the form")
+    line = ds.add_raw("train", ["Images/hat/h.jpg", "hat", *[ABSENT_CELL] * 24])
+    bad["category"] = (train_csv, line, "image_category", "unknown category")
+    first = add_good("train", "trousers", (300, 200), name="dup", tag="dup-first")
+    line = ds.add_raw("train", [first, "trousers", *cells(random_keypoints("trousers", 300, 200, ds.rng))],
+                      tag="dup-second")
+    bad["duplicate"] = (train_csv, line, "image_id", "duplicate")
+    k = random_keypoints("trousers", 300, 200, ds.rng)
+    k[KEYPOINT_INDEX["crotch"]] = (300, 100, 1)  # x == width: one past the last column
+    ds.add("train", "trousers", (300, 200), name="outside", kps=k, tag="outside")
+    bad["outside"] = (train_csv, ds.lines[("train", "outside")], "crotch", "outside")
+    k = random_keypoints("skirt", 300, 200, ds.rng)
+    k[KEYPOINT_INDEX["hemline_left"]] = (10, 200, 0)  # y == height, occluded: still checked
+    ds.add("train_warm", "skirt", (300, 200), name="outside_y", kps=k, tag="outside_y")
+    bad["outside_y"] = (warm_csv, ds.lines[("train_warm", "outside_y")], "hemline_left", "outside")
+
+    for cat in CATEGORIES:
+        ds.add_test(cat, (340, 512))
+    ds.add_test("dress", (512, 300))
+    ds.write()
+    return {"ds": ds, "good": good, "bad": bad, "gray_id": gray_id, "png_id": png_id}
+
+
+@pytest.fixture(scope="module")
+def prepped(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prep")
+    info = build_bad_dataset(root / "input")
+    manifest = preprocess(root / "input", root / "output", size=SIZE, k=K, seed=0, jobs=1)
+    info.update(root=root, prep=root / "output" / "prep", manifest=manifest)
+    return info
+
+
+def test_exactly_the_bad_rows_are_rejected(prepped):
+    rejects = pd.read_csv(prepped["prep"] / "rejects.csv")
+    assert list(rejects.columns) == ["file", "row", "column", "reason"]
+    got = {(r.file, int(r.row), r.column) for r in rejects.itertuples()}
+    want = {(f, line, col) for f, line, col, _ in prepped["bad"].values()}
+    assert got == want
+    for f, line, col, words in prepped["bad"].values():
+        reason = rejects[(rejects.file == f) & (rejects.row == line)].reason.iloc[0]
+        assert words in reason, (line, reason)
+    assert prepped["manifest"]["n_rejected"] == len(want)
+
+
+def test_good_rows_in_index_and_folds(prepped):
+    ds = prepped["ds"]
+    index = load_index(prepped["prep"])
+    expected = prepped["good"]
+    assert len(expected) == 5 * 6 + 5 + len(DOTS)
+    assert sorted(index.image_id) == sorted(expected)
+    assert len(set(index.image_id)) == len(index.image_id)
+    assert "train/Images/skirt/same.jpg" in set(index.image_id)
+    assert "train_warm/Images/skirt/same.jpg" in set(index.image_id)
+    assert f"train/{prepped['gray_id']}" in set(index.image_id)      # grayscale JPEG kept
+    assert f"train_warm/{prepped['png_id']}" in set(index.image_id)  # PNG bytes under .jpg kept
+    folds = pd.read_csv(prepped["prep"] / "folds.csv")
+    assert sorted(folds.image_id) == sorted(expected)
+    assert prepped["manifest"]["n_train"] == len(expected)
+    # keypoints, sizes and sources survive the round trip through index.csv
+    frame = index.frame.set_index("image_id")
+    checked = 0
+    for (source, tag), kps in ds.kps.items():
+        if not tag.startswith("Images/"):
+            continue
+        iid = f"{source}/{tag}"
+        pos = list(index.image_id).index(iid)
+        np.testing.assert_array_equal(index.keypoints[pos], kps)
+        assert tuple(index.sizes[pos]) == ds.sizes[(source, tag)]
+        assert frame.loc[iid, "source"] == source and frame.loc[iid, "source_image_id"] == tag
+        assert frame.loc[iid, "file"] == str(ds.root / source / tag)
+        checked += 1
+    assert checked == len(expected) - 1  # all good rows but the tagged first duplicate
+
+
+def test_folds_stratified_and_leak_free(prepped):
+    folds = pd.read_csv(prepped["prep"] / "folds.csv")
+    assert set(folds.fold) == set(range(K))
+    assert not folds.image_id.duplicated().any()
+    table = pd.crosstab(folds.image_category, folds.fold)
+    assert set(table.index) == set(CATEGORIES)
+    assert (table > 0).all().all()  # every category in every fold
+    assert (table.max(axis=1) - table.min(axis=1) <= 1).all()  # and balanced
+    index = load_index(prepped["prep"])
+    merged = folds.set_index("image_id").loc[index.image_id]
+    assert (merged.image_category.to_numpy() == index.category).all()
+
+
+@pytest.mark.parametrize("name,size,dot,radius", DOTS, ids=[d[0] for d in DOTS])
+def test_cache_holds_the_letterboxed_images(prepped, name, size, dot, radius):
+    index = load_index(prepped["prep"])
+    cache = load_cache(prepped["prep"], "train", SIZE)
+    assert cache.dtype == np.uint8 and cache.shape[1:] == (SIZE, SIZE, 3)
+    pos = list(index.image_id).index(f"train/Images/blouse/{name}.jpg")
+    img = np.asarray(cache[index.cache_row[pos]], np.float64)
+    params = index.params[pos]
+    np.testing.assert_allclose(params, codec.letterbox_params(*size, SIZE))
+    # the annotated dot, moved by the stored transform, is where the bright dot is in the cache
+    kp = index.keypoints[pos, KEYPOINT_INDEX["neckline_left"], :2]
+    assert tuple(kp) == dot
+    x, y = codec.orig_to_input(kp.astype(np.float64), params)
+    assert img[int(round(y)), int(round(x))].min() > 150
+    lum = img.min(-1)
+    bright = lum > 90
+    ys, xs = np.nonzero(bright)
+    assert ys.size and np.hypot(xs - x, ys - y).max() < radius * params[0] + 2  # one blob, at the point
+    centroid = np.array([(xs * lum[bright]).sum(), (ys * lum[bright]).sum()]) / lum[bright].sum()
+    np.testing.assert_allclose(centroid, (x, y), atol=0.2)  # a half-pixel slip is ~0.4
+    # letterbox bands are black, the picture is not
+    ox, oy = int(params[2]), int(params[3])
+    new_w, new_h = codec.resized_shape(params, *size)
+    assert img[:oy].max(initial=0) == 0 and img[oy + new_h:].max(initial=0) == 0
+    assert img[:, :ox].max(initial=0) == 0 and img[:, ox + new_w:].max(initial=0) == 0
+    assert img[oy:oy + new_h, ox:ox + new_w].min(-1).mean() > 5
+
+
+def test_grayscale_and_png_images_cached_in_colour(prepped):
+    index = load_index(prepped["prep"])
+    cache = load_cache(prepped["prep"], "train", SIZE)
+    for iid in (f"train/{prepped['gray_id']}", f"train_warm/{prepped['png_id']}"):
+        pos = list(index.image_id).index(iid)
+        img = cache[index.cache_row[pos]]
+        assert img.max() > 0
+    pos = list(index.image_id).index(f"train/{prepped['gray_id']}")
+    img = cache[index.cache_row[pos]].astype(int)
+    assert (img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()
+
+
+def test_test_index_in_test_csv_order(prepped):
+    ds = prepped["ds"]
+    test = load_index(prepped["prep"], "test")
+    assert list(test.image_id) == [i for i, _ in ds.test_rows]
+    assert list(test.category) == [c for _, c in ds.test_rows]
+    assert test.keypoints is None
+    assert test.sizes.tolist() == [[340, 512]] * 5 + [[512, 300]]
+    np.testing.assert_allclose(test.params[-1], codec.letterbox_params(512, 300, SIZE))
+    cache = load_cache(prepped["prep"], "test", SIZE)
+    assert cache.shape == (6, SIZE, SIZE, 3)
+    assert prepped["manifest"]["n_test"] == 6
+
+
+def test_rerun_with_unchanged_inputs_does_nothing(prepped, capsys):
+    prep = prepped["prep"]
+    watched = ["index.csv", "folds.csv", "rejects.csv", cache_path(prep, "train", SIZE).name, "test_index.csv"]
+    before = {f: os.stat(prep / f).st_mtime_ns for f in watched}
+    manifest = preprocess(prepped["root"] / "input", prepped["root"] / "output", size=SIZE, k=K, seed=0, jobs=1)
+    assert "up to date" in capsys.readouterr().out
+    assert manifest == prepped["manifest"]
+    assert {f: os.stat(prep / f).st_mtime_ns for f in watched} == before
+
+
+def test_folds_reused_when_forced(tmp_path, capsys):
+    good_dataset(tmp_path / "input", per_cat=3, warm_per_cat=1)
+    preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, seed=0, jobs=1)
+    folds_csv = tmp_path / "output" / "prep" / "folds.csv"
+    folds = pd.read_csv(folds_csv)
+    # swap the folds of two images of one category: still a valid split, but not the seeded one
+    skirt = folds.index[folds.image_category == "skirt"]
+    a, b = skirt[folds.fold[skirt].argmin()], skirt[folds.fold[skirt].argmax()]
+    folds.loc[[a, b], "fold"] = folds.loc[[b, a], "fold"].to_numpy()
+    folds.to_csv(folds_csv, index=False)
+    capsys.readouterr()
+    preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, seed=0, jobs=1, force=True)
+    assert "up to date" not in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(folds_csv), folds)
+    # a changed image set remakes them
+    ds = Dataset(tmp_path / "input", seed=9)
+    rows = pd.read_csv(tmp_path / "input" / "train" / "Annotations" / "train.csv", dtype=str)
+    ds.rows["train"] = rows.values.tolist()
+    ds.add("train", "skirt", (300, 200), name="extra")
+    write_csv(ds.csv_path("train"), ds.rows["train"])
+    preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, seed=0, jobs=1)
+    new = pd.read_csv(folds_csv)
+    assert "train/Images/skirt/extra.jpg" in set(new.image_id) and len(new) == len(folds) + 1
+
+
+def test_category_with_no_usable_rows_exits_naming_it(tmp_path, dataset_factory):
+    ds = dataset_factory("input")
+    for cat in CATEGORIES:
+        for i in range(3):
+            ds.add("train", cat, image="missing" if cat == "skirt" else "jpg")
+    ds.write()
+    with pytest.raises(SystemExit) as err:
+        preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, seed=0, jobs=1)
+    assert "skirt" in str(err.value.code) and "trousers" not in str(err.value.code)
+    rejects = pd.read_csv(tmp_path / "output" / "prep" / "rejects.csv")
+    assert len(rejects) == 3 and (rejects.column == "image_id").all()
+
+
+def test_no_training_data_exits(tmp_path):
+    (tmp_path / "input").mkdir()
+    with pytest.raises(SystemExit, match="no training annotations"):
+        preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, jobs=1)
+
+
+def test_parallel_workers_give_the_same_outputs(tmp_path):
+    good_dataset(tmp_path / "input", per_cat=3, warm_per_cat=1, n_test_per_cat=1)
+    out = {}
+    for jobs in (1, 2):
+        preprocess(tmp_path / "input", tmp_path / f"out{jobs}", size=32, k=K, seed=0, jobs=jobs)
+        prep = tmp_path / f"out{jobs}" / "prep"
+        out[jobs] = (pd.read_csv(prep / "index.csv"), pd.read_csv(prep / "folds.csv"),
+                     np.load(cache_path(prep, "train", 32)), np.load(cache_path(prep, "test", 32)))
+    for a, b in zip(out[1], out[2]):
+        if isinstance(a, pd.DataFrame):
+            pd.testing.assert_frame_equal(a, b)
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_changed_categories_are_not_up_to_date(tmp_path, capsys):
+    good_dataset(tmp_path / "input", per_cat=3, warm_per_cat=0, n_test_per_cat=0)
+    preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, jobs=1, categories=("skirt", "trousers"))
+    assert set(load_index(tmp_path / "output" / "prep").category) == {"skirt", "trousers"}
+    capsys.readouterr()
+    preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, jobs=1)
+    assert "up to date" not in capsys.readouterr().out
+    assert set(load_index(tmp_path / "output" / "prep").category) == set(CATEGORIES)
+
+
+def _bright_centroid(img):
+    lum = img.astype(np.float64).min(-1)
+    bright = lum > 90
+    ys, xs = np.nonzero(bright)
+    return np.array([(xs * lum[bright]).sum(), (ys * lum[bright]).sum()]) / lum[bright].sum()
+
+
+@pytest.mark.parametrize("width,height,size", [(301, 203, 128), (517, 389, 64), (1031, 700, 128),
+                                               (512, 512, 64), (340, 512, 128), (800, 600, 96)])
+def test_load_letterboxed_maps_points_by_params(tmp_path, width, height, size):
+    """Any original size (reduced JPEG decoding included): a dot near the far corner lands on orig_to_input."""
+    dot = (width - 40, height - 40)
+    path = write_image(tmp_path / "a.jpg", width, height, dots=[dot], dot_radius=max(5, width // 60))
+    img, w, h, params = load_letterboxed(path, size)
+    assert img.shape == (size, size, 3) and img.dtype == np.uint8 and (w, h) == (width, height)
+    np.testing.assert_allclose(params, codec.letterbox_params(width, height, size))
+    expected = codec.orig_to_input(np.array(dot, np.float64), params)
+    np.testing.assert_allclose(_bright_centroid(img), expected, atol=0.2)
+
+
+def test_load_letterboxed_rejects_bad_files(tmp_path):
+    path = write_image(tmp_path / "a.jpg", 100, 80)
+    data = path.read_bytes()
+    for name, content, words in [("empty.jpg", b"", "empty"), ("cut.jpg", data[:len(data) // 2], "truncated"),
+                                 ("text.jpg", b"not an image at all", "not a readable image")]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ImageError, match=words):
+            load_letterboxed(tmp_path / name, 32)
+    with pytest.raises(ImageError, match="cannot read"):
+        load_letterboxed(tmp_path / "nope.jpg", 32)
