@@ -76,9 +76,14 @@ class FoldData:
 
 def predict_heatmaps(model, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Last-stage heatmaps (N, h, w, K) float32 for uint8 images (N, S, S, 3)."""
+    from keras import ops
+
     out = []
     for i in range(0, len(images), batch_size):
-        out.append(model.predict_on_batch(np.asarray(images[i:i + batch_size]))[:, -1])
+        # a direct call, not predict_on_batch: the latter splits batches across replicas
+        # under MirroredStrategy and returns padded results
+        beliefs = model(np.asarray(images[i:i + batch_size]), training=False)
+        out.append(ops.convert_to_numpy(beliefs)[:, -1])
     return np.concatenate(out).astype(np.float32)
 
 

@@ -137,3 +137,42 @@ def test_cli_chain_and_report(chain):
                          check=True, cwd=ROOT, capture_output=True, text=True)
     result = json.loads(res.stdout)
     assert set(result["keypoints"]) == {"waistband_left", "waistband_right", "hemline_left", "hemline_right"}
+
+
+def test_nan_loss_stops_and_keeps_best_checkpoint(chain, monkeypatch):
+    """NaN targets → NaN loss: the run stops with a message; the best model.keras is untouched."""
+    from pipeline import codec
+    from pipeline.train import train
+
+    fold = chain["out"] / "runs/tiny/trousers/fold1"
+    best = (fold / "model.keras").read_bytes()
+    history_rows = len(pd.read_csv(fold / "history.csv"))
+    real_encode = codec.encode
+    monkeypatch.setattr(codec, "encode", lambda *a, **k: real_encode(*a, **k) * np.nan)
+    with pytest.raises(FloatingPointError, match="NaN loss"):
+        train(chain["out"], tiny_config("train.epochs=4"), "tiny", "trousers", 1)
+    assert (fold / "model.keras").read_bytes() == best
+    assert len(pd.read_csv(fold / "history.csv")) == history_rows
+
+
+MIRRORED_SCRIPT = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from pipeline.config import load_config
+from pipeline.train import train
+cfg = load_config(sys.argv[2], sys.argv[3:] + ["train.distribute=mirrored", "train.precision=float32"])
+m = train(sys.argv[1], cfg, "mirror", "skirt", 0, devices=["/cpu:0", "/cpu:1"])
+print("RESULT" + json.dumps(m))
+"""
+
+
+def test_mirrored_strategy_over_two_cpu_replicas(chain):
+    """tf.distribute by configuration: MirroredStrategy over two logical CPU devices trains."""
+    res = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(chain["out"]),
+                          str(ROOT / "configs/demo.yaml")] + TINY, cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    metrics = json.loads(res.stdout.split("RESULT", 1)[1])
+    assert metrics["replicas"] == 2
+    assert np.isfinite(metrics["val_ne"]) and metrics["epochs"] == 2
