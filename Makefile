@@ -71,10 +71,11 @@ data: $(STAMP)
 preprocess: $(STAMP)
 	$(PY) -m pipeline.preprocess --input $(INPUT) --output $(OUTPUT) $(CFG_ARGS)
 
+BASELINE_ARGS := $(CFG_ARGS) --run meanshape --set ensemble.name=meanshape --set 'ensemble.members=[meanshape]'
 baseline: $(STAMP)
 	$(PY) -m pipeline.baseline --output $(OUTPUT) $(CFG_ARGS)
-	$(PY) -m pipeline.ensemble --output $(OUTPUT) $(CFG_ARGS) --run meanshape
-	$(PY) -m pipeline.score --output $(OUTPUT) $(CFG_ARGS) --run meanshape
+	$(PY) -m pipeline.ensemble --output $(OUTPUT) $(BASELINE_ARGS)
+	$(PY) -m pipeline.score --output $(OUTPUT) $(BASELINE_ARGS)
 
 train: $(STAMP)
 	$(PY) -m pipeline.train --output $(OUTPUT) $(CFG_ARGS) --run $(RUN) --category $(CAT) --fold $(FOLD)

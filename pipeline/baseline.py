@@ -16,14 +16,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .config import add_config_args, config_from_args
 from .fsutil import write_text_atomic
 from .keypoints import category_indices
 from .metrics import normalized_error
 from .predictions import fold_dir, save_npz
-from .preprocess import load_index
+from .preprocess import load_folds, load_index
 
 RUN = "meanshape"
 
@@ -50,7 +49,7 @@ def run_baseline(output, k: int) -> dict:
     """Write OOF/test predictions of the mean shape for every category and fold."""
     prep = Path(output) / "prep"
     train = load_index(prep, "train")
-    folds = pd.read_csv(prep / "folds.csv").set_index("image_id").loc[train.image_id, "fold"].to_numpy()
+    folds = load_folds(prep, train.image_id)
     test = load_index(prep, "test") if (prep / "test_index.csv").exists() else None
     summary = {}
     for cat in sorted(set(train.category)):

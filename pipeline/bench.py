@@ -77,8 +77,8 @@ class Mode:
 
 
 MODES = {
-    "quick": Mode(80, 20, 25, 6, 15.0, 12, 2, 1.0, False),
-    "full": Mode(160, 40, 100, 25, 120.0, 40, 3, 1.5, True),
+    "quick": Mode(80, 20, 25, 6, 15.0, 10, 3, 1.0, False),
+    "full": Mode(160, 40, 100, 25, 120.0, 25, 5, 1.5, True),
 }
 SCALE = 4
 
@@ -356,18 +356,23 @@ def build_trainer(cfg, policy: str, num_keypoints: int):
     return trainer
 
 
-def fit_steps_per_s(trainer, dataset, steps: int, skip: int = 2) -> float:
-    """Steady-state training steps/s of trainer.fit on `dataset` (the first `skip` steps not timed)."""
+def fit_rates(trainer, dataset, steps: int, skip: int = 2) -> Tuple[float, float]:
+    """Steady-state training steps per wall second and per CPU second of this process (all threads).
+
+    trainer.fit runs steps + skip + 1 steps on `dataset`; the first `skip` are not timed.
+    CPU seconds hardly grow when other work shares the machine, so their rate is the steadier one.
+    """
     import keras
 
-    stamps: List[float] = []
+    stamps: List[Tuple[float, float]] = []
 
     class Stamp(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            stamps.append(time.perf_counter())
+            stamps.append((time.perf_counter(), time.process_time()))
 
     trainer.fit(dataset, epochs=1, steps_per_epoch=steps + skip + 1, verbose=0, callbacks=[Stamp()])
-    return steps / (stamps[-1] - stamps[skip])
+    (wall0, cpu0), (wall1, cpu1) = stamps[skip], stamps[-1]
+    return steps / (wall1 - wall0), steps / max(cpu1 - cpu0, 1e-9)
 
 
 def attempt(out: Dict, key: str, fn: Callable[[], object]):
@@ -414,25 +419,30 @@ def worker_throughput(work: str, config: str, category: str, steps: int, reps: i
     out["forward_flops"] = conv_flops(trainers[policy].net)
     runs = {"memory": (policy, in_memory), "pipeline": (policy, pipeline), "memory_fp32": ("float32", in_memory)}
     best: Dict[str, float] = {}
+    best_cpu: Dict[str, float] = {}
     for name, (pol, ds) in runs.items():  # warm-up: traces the train function for this input
-        attempt(out, f"warmup_{name}", lambda: fit_steps_per_s(trainers[pol], ds, 2, skip=1))
+        attempt(out, f"warmup_{name}", lambda: fit_rates(trainers[pol], ds, 2, skip=1))
     for rep in range(reps):  # interleaved, so a load change on the machine hits every run alike
         for name, (pol, ds) in runs.items():
             if isinstance(out.get(f"warmup_{name}"), dict):
                 continue
-            rate = attempt(out, f"_rate_{name}", lambda: fit_steps_per_s(trainers[pol], ds, steps))
-            if rate is not None:
-                best[name] = max(best.get(name, 0.0), rate)
-                print(f"throughput: rep {rep} {name}: {rate * bs:.1f} img/s", flush=True)
-    out["steps_per_s"] = best
+            rates = attempt(out, f"_rate_{name}", lambda: fit_rates(trainers[pol], ds, steps))
+            if rates is not None:
+                best[name] = max(best.get(name, 0.0), rates[0])
+                best_cpu[name] = max(best_cpu.get(name, 0.0), rates[1])
+                print(f"throughput: rep {rep} {name}: {rates[0] * bs:.1f} img/s "
+                      f"({rates[1] * bs:.1f} img per CPU second)", flush=True)
+    out["steps_per_s"], out["steps_per_cpu_s"] = best, best_cpu
     for name in runs:
         out.pop(f"_rate_{name}", None)
+        if not isinstance(out.get(f"warmup_{name}"), dict):
+            out.pop(f"warmup_{name}", None)
     return out
 
 
 def worker_tta(work: str, config: str, category: str, reps: int) -> Dict:
     """predict_images time on the test cache with and without flip TTA (fresh model of `config`)."""
-    from . import hardware
+    from . import hardware, tta
     from .config import load_config
     from .keypoints import category_flip_index
     from .models import build_model
@@ -450,19 +460,31 @@ def worker_tta(work: str, config: str, category: str, reps: int) -> Dict:
     flip_index = category_flip_index(category)
     cfgs = {flip: dataclasses.replace(cfg, predict=dataclasses.replace(cfg.predict, flip_tta=flip))
             for flip in (False, True)}
-    times: Dict[bool, List[float]] = {False: [], True: []}
+    bs = cfg.predict.batch_size
+
+    def forward_only(flip: bool) -> None:  # the model calls of predict_images alone: where the time goes
+        for i in range(0, len(images), bs):
+            batch = images[i:i + bs]
+            model.predict_on_batch(np.concatenate([batch, tta.flip_images(batch)]) if flip else batch)
+
+    times: Dict[str, List[float]] = {}
+    jobs = {"plain": lambda: predict_images(model, images, index.params, cfgs[False], flip_index),
+            "tta": lambda: predict_images(model, images, index.params, cfgs[True], flip_index),
+            "model_plain": lambda: forward_only(False), "model_tta": lambda: forward_only(True)}
     for flip, c in cfgs.items():  # warm-up
-        predict_images(model, images[:c.predict.batch_size], index.params[:c.predict.batch_size], c, flip_index)
-    for rep in range(reps):
-        for flip, c in cfgs.items():
+        predict_images(model, images[:bs], index.params[:bs], c, flip_index)
+    for rep in range(reps):  # interleaved; the best of each counts
+        for name, job in jobs.items():
             start = time.perf_counter()
-            predict_images(model, images, index.params, c, flip_index)
-            times[flip].append(time.perf_counter() - start)
-            print(f"tta: rep {rep} flip={flip}: {times[flip][-1]:.2f} s", flush=True)
-    plain, tta = min(times[False]), min(times[True])
-    return {"policy": policy, "n_images": len(images), "seconds_plain": plain, "seconds_tta": tta,
-            "tta_time_ratio": tta / plain, "img_per_s_plain": len(images) / plain,
-            "img_per_s_tta": len(images) / tta}
+            job()
+            times.setdefault(name, []).append(time.perf_counter() - start)
+        print(f"tta: rep {rep}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+    best = {k: min(v) for k, v in times.items()}
+    n = len(images)
+    return {"policy": policy, "n_images": n, "seconds_plain": best["plain"], "seconds_tta": best["tta"],
+            "tta_time_ratio": best["tta"] / best["plain"], "img_per_s_plain": n / best["plain"],
+            "img_per_s_tta": n / best["tta"], "seconds_model_plain": best["model_plain"],
+            "seconds_model_tta": best["model_tta"]}
 
 
 def worker_eval(work: str, input_dir: str, config: str, overrides: List[str], run: str,
@@ -699,8 +721,10 @@ class Bench:
         else:
             self.record("train_peak_fraction", error=err(peak_key) or err("warmup_memory") or "not measured")
         if "memory" in rates and "pipeline" in rates:
+            cpu = r.get("steps_per_cpu_s", {})
             self.record("input_overhead", 1 - rates["pipeline"] / rates["memory"],
-                        steps_per_s_memory=rates["memory"], steps_per_s_pipeline=rates["pipeline"])
+                        steps_per_s_memory=rates["memory"], steps_per_s_pipeline=rates["pipeline"],
+                        cpu_time_overhead=1 - cpu["pipeline"] / cpu["memory"] if len(cpu) > 1 else None)
         else:
             self.record("input_overhead", error=err("warmup_pipeline") or err("warmup_memory") or "not measured")
         if "memory" in rates and "memory_fp32" in rates:
@@ -714,7 +738,8 @@ class Bench:
         r = self.run_worker("tta", timeout=900, work=str(self.work), config=str(DEMO_CONFIG),
                             category=THROUGHPUT_CATEGORY, reps=self.mode.reps + 1)
         self.record("tta_time_ratio", r["tta_time_ratio"], n_images=r["n_images"], seconds_plain=r["seconds_plain"],
-                    seconds_tta=r["seconds_tta"], dtype=r["policy"])
+                    seconds_tta=r["seconds_tta"], seconds_model_plain=r["seconds_model_plain"],
+                    seconds_model_tta=r["seconds_model_tta"], dtype=r["policy"])
         self.record("inference_img_per_s_plain", r["img_per_s_plain"])
         self.record("inference_img_per_s_tta", r["img_per_s_tta"])
 

@@ -122,6 +122,10 @@ class Config:
     def heatmap_size(self) -> int:
         return self.model.input_size // self.model.stride
 
+    def ensemble_target(self, run: str) -> Tuple[str, Tuple[str, ...]]:
+        """(name, members) of the ensemble built from `run`: the config's, else the run alone."""
+        return self.ensemble.name or run, tuple(self.ensemble.members) or (run,)
+
 
 _CHOICES = {
     ("model", "backbone"): ("simple", "mobilenetv2", "resnet50"),

@@ -91,9 +91,7 @@ def main(argv=None) -> int:
     add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    run = args.run or cfg.name
-    name = cfg.ensemble.name or run
-    members = list(cfg.ensemble.members) or [run]
+    name, members = cfg.ensemble_target(args.run or cfg.name)
     try:
         run_ensemble(args.output, name, members, cfg.data.folds, cfg.data.categories)
     except (FileNotFoundError, ValueError) as err:

@@ -71,6 +71,12 @@ def set_precision(precision: str) -> str:
     return policy
 
 
+def setup_inference(cfg) -> None:
+    """Threads and dtype policy for a predicting process (as training used)."""
+    configure_threads(cfg.train.threads)
+    set_precision(cfg.train.precision)
+
+
 def make_strategy(distribute: str, devices: Optional[Sequence[str]] = None):
     """tf.distribute strategy for `train.distribute`.
 

@@ -30,7 +30,7 @@ from .fsutil import write_text_atomic
 from .keypoints import category_flip_index, category_indices
 from .metrics import normalized_error
 from .predictions import fold_dir, save_npz
-from .preprocess import load_cache, load_index
+from .preprocess import load_cache, load_folds, load_index
 
 
 def peak_features(heatmaps: np.ndarray, uv: np.ndarray, radius: int = 2) -> Dict[str, np.ndarray]:
@@ -68,13 +68,17 @@ def predict_images(model, images: np.ndarray, params: np.ndarray, cfg: Config,
     stride, refine, sigma = cfg.model.stride, cfg.codec.refine, cfg.codec.sigma
     flip = cfg.predict.flip_tta
     plain, mirror = [], []
-    for i in range(0, len(images), cfg.predict.batch_size):
-        batch = np.asarray(images[i:i + cfg.predict.batch_size])
+    bs = cfg.predict.batch_size
+    for i in range(0, len(images), bs):
+        batch = np.asarray(images[i:i + bs])
+        n = len(batch)
+        if n < bs:  # pad: one input shape, so the predict function is traced once
+            batch = np.concatenate([batch, np.zeros((bs - n,) + batch.shape[1:], batch.dtype)])
         inputs = np.concatenate([batch, tta.flip_images(batch)]) if flip else batch
         out = model.predict_on_batch(inputs)[:, -1].astype(np.float32)
-        plain.append(out[:len(batch)])
+        plain.append(out[:n])
         if flip:
-            mirror.append(out[len(batch):])
+            mirror.append(out[bs:bs + n])
     hm = np.concatenate(plain) if plain else np.zeros((0,) + model.output_shape[2:], np.float32)
     uv_plain, score = codec.decode(hm, refine, sigma)
     result = {"xy_plain": uv_plain}
@@ -151,7 +155,7 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, train_
 def run_predict(output, cfg: Config, run: str, force: bool = False) -> pd.DataFrame:
     prep = Path(output) / "prep"
     train_index = load_index(prep, "train")
-    folds = pd.read_csv(prep / "folds.csv").set_index("image_id").loc[train_index.image_id, "fold"].to_numpy()
+    folds = load_folds(prep, train_index.image_id)
     test_index = load_index(prep, "test") if (prep / "test_index.csv").exists() else None
     rows = []
     from tqdm import tqdm
@@ -172,8 +176,7 @@ def main(argv=None) -> int:
     add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    hardware.configure_threads(cfg.train.threads)
-    hardware.set_precision(cfg.train.precision)
+    hardware.setup_inference(cfg)
     try:
         table = run_predict(args.output, cfg, args.run or cfg.name, args.force)
     except FileNotFoundError as err:

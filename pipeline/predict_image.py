@@ -48,8 +48,7 @@ def main(argv=None) -> int:
     add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    hardware.configure_threads(cfg.train.threads)
-    hardware.set_precision(cfg.train.precision)
+    hardware.setup_inference(cfg)
     try:
         result = predict_one(args.image, args.category, args.output, cfg, args.run or cfg.name)
     except (ImageError, FileNotFoundError) as err:

@@ -258,6 +258,15 @@ def load_index(prep_dir, split: str = "train") -> Index:
                  frame["cache_row"].to_numpy(np.int64))
 
 
+def load_folds(prep_dir, image_id: Sequence[str]) -> np.ndarray:
+    """Fold of each image in `image_id` (N,), from folds.csv; KeyError names a missing image."""
+    folds = pd.read_csv(Path(prep_dir) / "folds.csv").set_index("image_id")["fold"]
+    missing = pd.Index(image_id).difference(folds.index)
+    if len(missing):
+        raise KeyError(f"{Path(prep_dir) / 'folds.csv'}: no fold for {missing[0]!r} (rerun make preprocess)")
+    return folds.loc[list(image_id)].to_numpy()
+
+
 def cache_path(prep_dir, split: str, size: int) -> Path:
     return Path(prep_dir) / f"cache_{split}_{size}.npy"
 

@@ -56,8 +56,8 @@ def plot_examples(train, pred_full: np.ndarray, category: str, path: Path, n: in
     plt = _plt()
     mask = train.category == category
     err = point_errors(train.keypoints[mask], pred_full[mask], train.category[mask])
-    with np.errstate(invalid="ignore"):
-        per_image = np.nanmean(np.where(np.isfinite(err), err, np.nan), axis=1)
+    counted = np.isfinite(err)
+    per_image = np.where(counted, err, 0).sum(1) / np.where(counted.any(1), counted.sum(1), np.nan)
     order = np.argsort(np.where(np.isfinite(per_image), per_image, np.inf))
     valid = order[np.isfinite(per_image[order])]
     picks = list(valid[:n]) + list(valid[::-1][:n])
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    run = args.run or cfg.ensemble.name or cfg.name
+    run, _ = cfg.ensemble_target(args.run or cfg.name)
     try:
         path = run_report(args.output, run, cfg.data.folds, cfg.data.categories)
     except FileNotFoundError as err:

@@ -109,19 +109,29 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Score a run and update the leaderboard.")
     parser.add_argument("--output", default="output")
     parser.add_argument("--run", default=None, help="run/ensemble name (default: config's)")
-    parser.add_argument("--stack", action="store_true", help="score the stacked predictions")
+    parser.add_argument("--stack", action="store_true",
+                        help="score only the stacked predictions (by default they are scored beside "
+                             "the plain ones whenever `make stack` produced them)")
     add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    name = args.run or cfg.ensemble.name or cfg.name
+    name, _ = cfg.ensemble_target(args.run or cfg.name)
+    stack_json = run_dir(args.output, name) / "stack.json"
+    with_stack = args.stack or (stack_json.exists() and "cv_ne_stack" in json.loads(stack_json.read_text()))
     try:
-        row = score_run(args.output, name, cfg.digest(), args.stack)
+        rows = [score_run(args.output, name, cfg.digest(), False)] if not args.stack else []
+        if with_stack:
+            rows.append(score_run(args.output, name, cfg.digest(), True))
     except (FileNotFoundError, ValueError) as err:
         print(f"score: error: {err}", file=sys.stderr)
         return 1
-    board = update_leaderboard(args.output, row)
-    print(f"score: {row['name']}: CV NE {row['cv_ne']:.4f}" +
-          (f", test NE {row['test_ne']:.4f}" if np.isfinite(row["test_ne"]) else ""))
+    for row in rows:
+        board = update_leaderboard(args.output, row)
+        print(f"score: {row['name']}: CV NE {row['cv_ne']:.4f}" +
+              (f", test NE {row['test_ne']:.4f}" if np.isfinite(row["test_ne"]) else ""))
+    if with_stack:
+        choice = json.loads(stack_json.read_text())
+        print(f"score: the submission uses {'the stacker' if choice.get('use_stack') else 'plain averaging'}")
     print(f"leaderboard ({Path(args.output) / 'leaderboard.csv'}):")
     print(format_board(board))
     return 0

@@ -35,12 +35,11 @@ import numpy as np
 import pandas as pd
 
 from .config import Config, add_config_args, config_from_args
-from .ensemble import member_oof
 from .fsutil import write_text_atomic
 from .keypoints import CATEGORY_KEYPOINTS, category_indices, normalizer_local_indices
 from .metrics import normalized_error
 from .predictions import fold_dir, load_npz, read_category_csv, run_dir, write_category_csv
-from .preprocess import load_index
+from .preprocess import load_folds, load_index
 
 VARIANTS = ("xy_plain", "xy_mirror", "xy_heatmap", "xy_coords")
 PEAK_FEATURES = ("score", "sharpness", "peak2_val", "peak2_dist")
@@ -213,7 +212,7 @@ def run_stack(output, cfg: Config, name: str, members: Sequence[str]) -> Dict:
 
     prep = Path(output) / "prep"
     train = load_index(prep, "train")
-    folds = pd.read_csv(prep / "folds.csv").set_index("image_id").loc[train.image_id, "fold"].to_numpy()
+    folds = load_folds(prep, train.image_id)
     test = load_index(prep, "test") if (prep / "test_index.csv").exists() else None
     total = None
     for cat in tqdm(cfg.data.categories, desc="stack", unit="category"):
@@ -238,9 +237,7 @@ def main(argv=None) -> int:
     add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    run = args.run or cfg.name
-    name = cfg.ensemble.name or run
-    members = list(cfg.ensemble.members) or [run]
+    name, members = cfg.ensemble_target(args.run or cfg.name)
     if cfg.stack.mode == "off":
         write_text_atomic(run_dir(args.output, name) / "stack.json",
                           json.dumps({"mode": "off", "use_stack": False}))

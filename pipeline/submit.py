@@ -186,7 +186,7 @@ def main(argv=None) -> int:
     from .preprocess import load_index
 
     cfg = config_from_args(args)
-    name = cfg.ensemble.name or args.run or cfg.name
+    name, _ = cfg.ensemble_target(args.run or cfg.name)
     prep = Path(args.output) / "prep"
     test = load_index(prep, "test")
     test_csv = Path(json.loads((prep / "manifest.json").read_text())["input"]) / "test" / "test.csv"

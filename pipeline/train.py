@@ -34,7 +34,7 @@ from .fsutil import atomic_path, write_text_atomic
 from .keypoints import category_flip_index, category_indices
 from .metrics import normalized_error
 from .predictions import fold_dir
-from .preprocess import load_cache, load_index
+from .preprocess import load_cache, load_folds, load_index
 
 HISTORY_FIELDS = ["epoch", "loss", "val_ne", "lr", "seconds", "img_per_s"]
 
@@ -52,7 +52,7 @@ class FoldData:
     def __init__(self, output, cfg: Config, category: str, fold: int):
         prep = Path(output) / "prep"
         index = load_index(prep, "train")
-        folds = pd.read_csv(prep / "folds.csv").set_index("image_id").loc[index.image_id, "fold"].to_numpy()
+        folds = load_folds(prep, index.image_id)
         images = load_cache(prep, "train", cfg.model.input_size)
         cols = category_indices(category)
         in_cat = index.category == category

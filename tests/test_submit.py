@@ -1,7 +1,6 @@
 """Submission writer and validator (pipeline/submit.py)."""
 from __future__ import annotations
 
-import csv
 
 import numpy as np
 import pytest
@@ -96,7 +95,7 @@ def test_bad_submissions_rejected_naming_row_and_column(test_set, case):
     assert problems, name
     if where is None:  # reordered: both swapped rows are reported on image_id
         assert len(problems) == 2
-        assert f"row 2, column image_id" in problems[0] and f"row 3, column image_id" in problems[1]
+        assert "row 2, column image_id" in problems[0] and "row 3, column image_id" in problems[1]
     else:
         assert len(problems) == 1, problems
         row, col = where

@@ -1,0 +1,105 @@
+"""Smoke tests of the bench helpers (pipeline/bench.py): no timing, no training, no TensorFlow."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from pipeline import bench, codec
+from pipeline.config import load_config
+from pipeline.keypoints import CATEGORIES, NUM_KEYPOINTS, category_indices
+
+
+def test_goals_and_formatting():
+    assert bench.passes(0.5, ("<=", 0.6)) is True
+    assert bench.passes(0.7, ("<=", 0.6)) is False
+    assert bench.passes(2.0, (">=", 2.0)) is True
+    assert bench.passes(float("nan"), (">=", 2.0)) is None
+    assert bench.passes(None, ("<=", 1.0)) is None
+    assert bench.goal_text(("<=", 0.6)) == "≤ 0.6" and bench.goal_text((">=", 2.0)) == "≥ 2"
+    assert bench.format_value(0.00367) == "0.00367"
+    assert bench.format_value(12345.6) == "12,346"
+    assert bench.format_value(None) == "—"
+
+
+def test_make_entry():
+    ok = bench.make_entry("tta_time_ratio", 1.9, n_images=3)
+    assert ok["pass"] is True and ok["goal"] == "≤ 2.05" and ok["detail"] == {"n_images": 3}
+    failed = bench.make_entry("preprocess_speedup", error="RuntimeError: boom")
+    assert failed["value"] is None and failed["pass"] is None and failed["error"].startswith("RuntimeError")
+    info = bench.make_entry("matmul_gflops_fp32", 100.0)
+    assert info["goal"] is None and info["pass"] is None
+
+
+def test_replace_between_markers():
+    text = f"intro\n{bench.BENCH_START}\nold\n{bench.BENCH_END}\noutro\n"
+    new = bench.replace_between_markers(text, "| a | b |\n")
+    assert new == f"intro\n{bench.BENCH_START}\n| a | b |\n{bench.BENCH_END}\noutro\n"
+    assert bench.replace_between_markers("no markers", "x") is None
+    assert bench.replace_between_markers(f"{bench.BENCH_END} then {bench.BENCH_START}", "x") is None
+
+
+def _results():
+    keys = {"decode_floor_ne": bench.make_entry("decode_floor_ne", 0.001),
+            "input_overhead": bench.make_entry("input_overhead", 0.2),
+            "preprocess_speedup": bench.make_entry("preprocess_speedup", error="ValueError: a|b"),
+            "matmul_gflops_bf16": bench.make_entry("matmul_gflops_bf16", 228.5)}
+    meta = {"cpu": "Test CPU", "cores": 2, "tf_version": "2.x", "python": "3.11", "dtype": "mixed_bfloat16",
+            "mode": "quick", "budget_s_per_model": 15.0, "date": "2026-01-01 00:00 UTC",
+            "command": "python -m pipeline.bench --output o --mode quick", "runtime_s": 90.0}
+    return {"meta": meta, "keys": keys}
+
+
+def test_render_table():
+    table = bench.render_table(_results())
+    assert "Test CPU, 2 core(s)" in table and "mixed_bfloat16" in table and "`python -m pipeline.bench" in table
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| `")}
+    assert "pass" in rows["`decode_floor_ne`"] and "FAIL" in rows["`input_overhead`"]
+    assert "ERROR" in rows["`preprocess_speedup`"] and "a/b" in rows["`preprocess_speedup`"]
+    assert "info" in rows["`matmul_gflops_bf16`"]
+    assert list(rows)[:3] == ["`input_overhead`", "`preprocess_speedup`", "`decode_floor_ne`"]  # GOALS order
+
+
+def test_write_tables(tmp_path):
+    docs, readme = tmp_path / "docs" / "benchmarks.md", tmp_path / "README.md"
+    readme.write_text(f"# R\n\n{bench.BENCH_START}\nold table\n{bench.BENCH_END}\n\nrest\n")
+    bench.write_tables(_results(), docs, readme)
+    text = docs.read_text()
+    assert bench.BENCH_START in text and "`decode_floor_ne`" in text
+    new_readme = readme.read_text()
+    assert new_readme.startswith("# R\n") and new_readme.endswith("\n\nrest\n") and "old table" not in new_readme
+    docs.write_text(f"hand-written\n{bench.BENCH_START}\n{bench.BENCH_END}\n")  # only the block is replaced
+    readme.write_text("no markers here\n")
+    bench.write_tables(_results(), docs, readme)
+    assert docs.read_text().startswith("hand-written\n") and "`input_overhead`" in docs.read_text()
+    assert readme.read_text() == "no markers here\n"
+
+
+def test_decode_floor_is_small_for_interior_points():
+    cfg = load_config(bench.DEMO_CONFIG)
+    rng = np.random.default_rng(0)
+    n = 20
+    categories = np.array([CATEGORIES[i % len(CATEGORIES)] for i in range(n)], dtype=object)
+    keypoints = np.full((n, NUM_KEYPOINTS, 3), -1, np.int64)
+    params = np.stack([codec.letterbox_params(512, 400, cfg.model.input_size)] * n)
+    for i, cat in enumerate(categories):
+        for k in category_indices(cat):
+            keypoints[i, k] = (rng.integers(60, 450), rng.integers(60, 340), 1)
+    dark = bench.decode_floor(keypoints, params, categories, cfg, refine="dark")
+    argmax = bench.decode_floor(keypoints, params, categories, cfg, refine="none")
+    assert math.isfinite(dark) and dark < 0.003 < argmax
+
+
+def test_image_files_plain_loop_and_rss(tmp_path):
+    for split in ("train", "test"):
+        path = tmp_path / split / "Images" / "blouse" / "a.jpg"
+        path.parent.mkdir(parents=True)
+        cv2.imwrite(str(path), np.full((40, 30, 3), 128, np.uint8))
+    files = bench.image_files(tmp_path)
+    assert [f.parts[-4] for f in files] == ["test", "train"]
+    assert bench.plain_read_resize(files, 16) >= 0
+    import psutil
+
+    rss, nonshared = bench.tree_rss(psutil.Process())
+    assert rss > 0 and 0 <= nonshared <= rss
