@@ -155,6 +155,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_text() -> str:
+    """CPU model, its bf16/AMX/AVX-512 support and the cores this process may use."""
+    from .hardware import available_cores, cpu_flags
+
+    flags = cpu_flags()
+    features = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags] or ["no AVX-512"]
+    return f"{cpu_model()} ({', '.join(features)}), {available_cores()} core(s)"
+
+
 def package_version(*names: str) -> str:
     """Installed version of the first of `names` found (without importing it)."""
     from importlib import metadata
@@ -264,6 +273,15 @@ def plain_read_resize(files: Sequence[Path], size: int) -> float:
     for path in files:
         cv2.resize(cv2.imread(str(path)), (size, size))
     return time.perf_counter() - start
+
+
+def near_heatmap_border(keypoints: np.ndarray, params: np.ndarray, cfg, margin: float = 1.5) -> np.ndarray:
+    """(N, 24) bool: keypoint (original pixels (N, 24, 3)) within `margin` cells of the heatmap's edge."""
+    from . import codec
+
+    uv = codec.input_to_cell(codec.orig_to_input(keypoints[..., :2], params[:, None, :]), cfg.model.stride)
+    hm = cfg.heatmap_size
+    return (uv.min(-1) < margin - 0.5) | (uv.max(-1) > hm - 0.5 - margin)
 
 
 def decode_floor(keypoints: np.ndarray, params: np.ndarray, categories: Sequence[str], cfg,
@@ -450,8 +468,8 @@ def worker_tta(work: str, config: str, category: str, reps: int) -> Dict:
     from .preprocess import load_cache, load_index
 
     cfg = load_config(config)
-    hardware.configure_threads(cfg.train.threads)
-    policy = hardware.set_precision(cfg.train.precision)
+    hardware.setup_inference(cfg)
+    policy = hardware.resolve_precision(cfg.train.precision)
     prep = Path(work) / "prep"
     index = load_index(prep, "test")
     cache = load_cache(prep, "test", cfg.model.input_size)
@@ -465,9 +483,11 @@ def worker_tta(work: str, config: str, category: str, reps: int) -> Dict:
     def forward_only(flip: bool) -> None:  # the model calls of predict_images alone: where the time goes
         for i in range(0, len(images), bs):
             batch = images[i:i + bs]
+            batch = np.concatenate([batch, np.zeros((bs - len(batch),) + batch.shape[1:], batch.dtype)])
             model.predict_on_batch(np.concatenate([batch, tta.flip_images(batch)]) if flip else batch)
 
     times: Dict[str, List[float]] = {}
+    cpu: Dict[str, List[float]] = {}
     jobs = {"plain": lambda: predict_images(model, images, index.params, cfgs[False], flip_index),
             "tta": lambda: predict_images(model, images, index.params, cfgs[True], flip_index),
             "model_plain": lambda: forward_only(False), "model_tta": lambda: forward_only(True)}
@@ -475,16 +495,19 @@ def worker_tta(work: str, config: str, category: str, reps: int) -> Dict:
         predict_images(model, images[:bs], index.params[:bs], c, flip_index)
     for rep in range(reps):  # interleaved; the best of each counts
         for name, job in jobs.items():
-            start = time.perf_counter()
+            wall0, cpu0 = time.perf_counter(), time.process_time()
             job()
-            times.setdefault(name, []).append(time.perf_counter() - start)
+            times.setdefault(name, []).append(time.perf_counter() - wall0)
+            cpu.setdefault(name, []).append(time.process_time() - cpu0)
         print(f"tta: rep {rep}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
     best = {k: min(v) for k, v in times.items()}
+    best_cpu = {k: min(v) for k, v in cpu.items()}
     n = len(images)
     return {"policy": policy, "n_images": n, "seconds_plain": best["plain"], "seconds_tta": best["tta"],
             "tta_time_ratio": best["tta"] / best["plain"], "img_per_s_plain": n / best["plain"],
             "img_per_s_tta": n / best["tta"], "seconds_model_plain": best["model_plain"],
-            "seconds_model_tta": best["model_tta"]}
+            "seconds_model_tta": best["model_tta"], "cpu_time_ratio": best_cpu["tta"] / best_cpu["plain"],
+            "model_cpu_time_ratio": best_cpu["model_tta"] / best_cpu["model_plain"]}
 
 
 def worker_eval(work: str, input_dir: str, config: str, overrides: List[str], run: str,
@@ -500,8 +523,7 @@ def worker_eval(work: str, input_dir: str, config: str, overrides: List[str], ru
     from .score import test_answers
 
     cfg = load_config(config, overrides)
-    hardware.configure_threads(cfg.train.threads)
-    hardware.set_precision(cfg.train.precision)
+    hardware.setup_inference(cfg)
     prep = Path(work) / "prep"
     index = load_index(prep, "test")
     answers = test_answers(input_dir, index)
@@ -539,7 +561,8 @@ class Bench:
         self.started = time.perf_counter()
         self.data_error: Optional[str] = None
         self.results: Dict = {
-            "meta": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "meta": {"cpu": cpu_model(), "machine": machine_text(), "cores": os.cpu_count(),
+                     "python": platform.python_version(),
                      "tf_version": package_version("tensorflow-cpu", "tensorflow", "tensorflow-macos"),
                      "dtype": None, "mode": mode, "budget_s_per_model": self.mode.budget_s,
                      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -632,8 +655,13 @@ class Bench:
         cfg = load_config(DEMO_CONFIG)
         index = load_index(self.work / "prep", "train")
         ne = decode_floor(index.keypoints, index.params, index.category, cfg)
+        border = near_heatmap_border(index.keypoints, index.params, cfg) & (index.keypoints[..., 2] == 1)
+        interior = index.keypoints.copy()
+        interior[border, 2] = 0  # not counted by the NE
         self.record("decode_floor_ne", ne, refine=cfg.codec.refine, sigma=cfg.codec.sigma,
-                    n_images=len(index.image_id))
+                    n_images=len(index.image_id),
+                    border_point_fraction=float(border.sum() / max((index.keypoints[..., 2] == 1).sum(), 1)),
+                    ne_without_border_points=decode_floor(interior, index.params, index.category, cfg))
         self.record("decode_floor_ne_argmax", decode_floor(index.keypoints, index.params, index.category, cfg,
                                                            refine="none"), refine="none")
 
@@ -736,10 +764,11 @@ class Bench:
     def step_tta(self) -> None:
         self.need_data()
         r = self.run_worker("tta", timeout=900, work=str(self.work), config=str(DEMO_CONFIG),
-                            category=THROUGHPUT_CATEGORY, reps=self.mode.reps + 1)
+                            category=THROUGHPUT_CATEGORY, reps=2 * self.mode.reps)
         self.record("tta_time_ratio", r["tta_time_ratio"], n_images=r["n_images"], seconds_plain=r["seconds_plain"],
                     seconds_tta=r["seconds_tta"], seconds_model_plain=r["seconds_model_plain"],
-                    seconds_model_tta=r["seconds_model_tta"], dtype=r["policy"])
+                    seconds_model_tta=r["seconds_model_tta"], cpu_time_ratio=r["cpu_time_ratio"],
+                    model_cpu_time_ratio=r["model_cpu_time_ratio"], dtype=r["policy"])
         self.record("inference_img_per_s_plain", r["img_per_s_plain"])
         self.record("inference_img_per_s_tta", r["img_per_s_tta"])
 
@@ -846,7 +875,7 @@ def render_table(results: Dict) -> str:
         "",
         "| Setting | Value |",
         "|---|---|",
-        f"| Machine | {meta['cpu']}, {meta['cores']} core(s) |",
+        f"| Machine | {meta.get('machine') or str(meta['cpu']) + ', ' + str(meta['cores']) + ' core(s)'} |",
         f"| TensorFlow | {meta['tf_version']} (Python {meta['python']}) |",
         f"| Training dtype | {meta.get('dtype') or 'unknown'} |",
         f"| Mode | {meta['mode']} (training budget {meta['budget_s_per_model']:g} s per model) |",

@@ -92,9 +92,13 @@ class EnsembleConfig:
 class StackConfig:
     mode: str = "auto"             # auto | on | off
     min_gain: float = 0.0          # relative CV NE gain needed for `auto` to use the stacker
-    n_estimators: int = 200
+    n_estimators: int = 100
     learning_rate: float = 0.05
-    num_leaves: int = 15
+    num_leaves: int = 4
+    min_child_samples: int = 20
+    colsample: float = 0.5         # fraction of features per tree
+    objective: str = "l1"          # l1 | l2 | huber : LightGBM regression objective
+    shrink: float = 0.5            # corrections are scaled by this (a prior toward the ensemble)
     jobs: int = -1
 
 
@@ -136,6 +140,7 @@ _CHOICES = {
     ("train", "precision"): ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
     ("predict", "merge"): ("heatmap", "coords"),
     ("stack", "mode"): ("auto", "on", "off"),
+    ("stack", "objective"): ("l1", "l2", "huber"),
 }
 
 

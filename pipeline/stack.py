@@ -116,7 +116,7 @@ def features(ens_xy: np.ndarray, members: Sequence[Dict], sizes: np.ndarray, cat
 
 
 def _fit_predict(x_fit, y_fit, x_apply, cfg: Config):
-    """Fit dx and dy regressors; return (corrections (N, 2), gain importances (F,))."""
+    """Fit dx and dy regressors; return (corrections (N, 2) scaled by stack.shrink, gain importances (F,))."""
     import lightgbm as lgb
 
     out = np.zeros((len(x_apply), 2))
@@ -124,12 +124,14 @@ def _fit_predict(x_fit, y_fit, x_apply, cfg: Config):
     if len(x_fit) < 20:
         return out, importance
     for axis in range(2):
-        model = lgb.LGBMRegressor(n_estimators=cfg.stack.n_estimators, learning_rate=cfg.stack.learning_rate,
-                                  num_leaves=cfg.stack.num_leaves, min_child_samples=10, subsample=0.8,
-                                  subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0, n_jobs=1,
+        model = lgb.LGBMRegressor(objective=cfg.stack.objective, n_estimators=cfg.stack.n_estimators,
+                                  learning_rate=cfg.stack.learning_rate, num_leaves=cfg.stack.num_leaves,
+                                  min_child_samples=cfg.stack.min_child_samples, subsample=0.8, subsample_freq=1,
+                                  colsample_bytree=cfg.stack.colsample, reg_lambda=1.0, n_jobs=1,
                                   random_state=cfg.train.seed, verbose=-1)
         model.fit(x_fit, y_fit[:, axis])
-        out[:, axis] = model.predict(x_apply)
+        if len(x_apply):
+            out[:, axis] = cfg.stack.shrink * model.predict(x_apply)
         importance += model.booster_.feature_importance("gain")
     return out, importance
 

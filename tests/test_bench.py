@@ -103,3 +103,15 @@ def test_image_files_plain_loop_and_rss(tmp_path):
 
     rss, nonshared = bench.tree_rss(psutil.Process())
     assert rss > 0 and 0 <= nonshared <= rss
+
+
+def test_near_heatmap_border():
+    cfg = load_config(bench.DEMO_CONFIG)
+    size = cfg.model.input_size
+    params = codec.letterbox_params(size, size, size)[None]  # identity: original = input pixels
+    kps = np.full((1, NUM_KEYPOINTS, 3), -1, np.int64)
+    kps[0, 0] = (0, size // 2, 1)            # at the left edge
+    kps[0, 1] = (size // 2, size // 2, 1)    # centre
+    kps[0, 2] = (size // 2, size - 1, 1)     # at the bottom edge
+    near = bench.near_heatmap_border(kps, params, cfg)
+    assert near.shape == (1, NUM_KEYPOINTS) and near[0, :3].tolist() == [True, False, True]
