@@ -29,7 +29,7 @@ failing measurement records an `error` string instead of stopping the bench.
 The generated table replaces the text between BENCH_START and BENCH_END in
 docs/benchmarks.md and in README.md (README only when it holds the markers).
 
-CLI: python -m pipeline.bench --output DIR --mode quick|full [--steps a,b] [--keep-docs]
+CLI: python -m pipeline.bench --output DIR --mode quick|full [--steps a,b]  (--steps: a subset, for development)
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .fsutil import write_text_atomic
+from .hardware import available_cores, cpu_flags
 from .keypoints import CATEGORIES, category_indices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ MODES = {
 }
 SCALE = 4
 
-#: key → (comparison, target, what it is)
+#: key → (comparison, target); DESIGN §5
 GOALS: Dict[str, Tuple[str, float]] = {
     "ne_ratio_vs_seed": ("<=", 0.6),
     "train_peak_fraction": (">=", 0.5),
@@ -157,8 +158,6 @@ def cpu_model() -> str:
 
 def machine_text() -> str:
     """CPU model, its bf16/AMX/AVX-512 support and the cores this process may use."""
-    from .hardware import available_cores, cpu_flags
-
     flags = cpu_flags()
     features = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags] or ["no AVX-512"]
     return f"{cpu_model()} ({', '.join(features)}), {available_cores()} core(s)"
@@ -451,10 +450,10 @@ def worker_throughput(work: str, config: str, category: str, steps: int, reps: i
                 print(f"throughput: rep {rep} {name}: {rates[0] * bs:.1f} img/s "
                       f"({rates[1] * bs:.1f} img per CPU second)", flush=True)
     out["steps_per_s"], out["steps_per_cpu_s"] = best, best_cpu
-    for name in runs:
-        out.pop(f"_rate_{name}", None)
-        if not isinstance(out.get(f"warmup_{name}"), dict):
-            out.pop(f"warmup_{name}", None)
+    for name in runs:  # keep only the errors of the warm-up and timed runs
+        for prefix in ("warmup_", "_rate_"):
+            if not isinstance(out.get(prefix + name), dict):
+                out.pop(prefix + name, None)
     return out
 
 
@@ -561,7 +560,7 @@ class Bench:
         self.started = time.perf_counter()
         self.data_error: Optional[str] = None
         self.results: Dict = {
-            "meta": {"cpu": cpu_model(), "machine": machine_text(), "cores": os.cpu_count(),
+            "meta": {"cpu": cpu_model(), "machine": machine_text(), "cores": available_cores(),
                      "python": platform.python_version(),
                      "tf_version": package_version("tensorflow-cpu", "tensorflow", "tensorflow-macos"),
                      "dtype": None, "mode": mode, "budget_s_per_model": self.mode.budget_s,
@@ -570,12 +569,6 @@ class Bench:
                      "mode_settings": dataclasses.asdict(self.mode)},
             "keys": {},
         }
-        try:
-            from .hardware import available_cores
-
-            self.results["meta"]["cores"] = available_cores()
-        except Exception:  # noqa: BLE001
-            pass
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -730,14 +723,17 @@ class Bench:
         self.results["meta"]["dtype"] = r["policy"]
         bs, rates, flops = r["batch_size"], r.get("steps_per_s", {}), r.get("forward_flops")
 
-        def err(key):
-            value = r.get(key)
-            return value["error"] if isinstance(value, dict) else None
+        def err(*keys):
+            for key in keys:
+                value = r.get(key)
+                if isinstance(value, dict) and "error" in value:
+                    return value["error"]
+            return None
 
         for key in ("matmul_gflops_fp32", "matmul_gflops_bf16"):
             self.record(key, None if err(key) else r[key], error=err(key))
         self.record("model_gflops_per_image", flops / 1e9 if flops else None,
-                    error=None if flops else "no FLOP count", input_size=128)
+                    error=None if flops else "no FLOP count")
         if "memory" in rates:
             self.record("train_img_per_s", rates["memory"] * bs, dtype=r["policy"], batch_size=bs,
                         category=THROUGHPUT_CATEGORY, threads=r["threads"])
@@ -747,19 +743,21 @@ class Bench:
             self.record("train_peak_fraction", train_flops / (r[peak_key] * 1e9), train_gflops=train_flops / 1e9,
                         peak_gflops=r[peak_key], peak_dtype=peak_key.rsplit("_", 1)[1])
         else:
-            self.record("train_peak_fraction", error=err(peak_key) or err("warmup_memory") or "not measured")
+            self.record("train_peak_fraction", error=err(peak_key, "warmup_memory", "_rate_memory") or "not measured")
         if "memory" in rates and "pipeline" in rates:
             cpu = r.get("steps_per_cpu_s", {})
             self.record("input_overhead", 1 - rates["pipeline"] / rates["memory"],
                         steps_per_s_memory=rates["memory"], steps_per_s_pipeline=rates["pipeline"],
                         cpu_time_overhead=1 - cpu["pipeline"] / cpu["memory"] if len(cpu) > 1 else None)
         else:
-            self.record("input_overhead", error=err("warmup_pipeline") or err("warmup_memory") or "not measured")
+            self.record("input_overhead", error=err("warmup_pipeline", "_rate_pipeline", "warmup_memory", "_rate_memory")
+                        or "not measured")
         if "memory" in rates and "memory_fp32" in rates:
             self.record("bf16_vs_fp32_img_per_s", rates["memory"] / rates["memory_fp32"], dtype=r["policy"],
                         img_per_s_fp32=rates["memory_fp32"] * bs)
         else:
-            self.record("bf16_vs_fp32_img_per_s", error=err("warmup_memory_fp32") or "not measured")
+            self.record("bf16_vs_fp32_img_per_s", error=err("warmup_memory_fp32", "_rate_memory_fp32", "warmup_memory",
+                                                            "_rate_memory") or "not measured")
 
     def step_tta(self) -> None:
         self.need_data()
@@ -818,7 +816,10 @@ class Bench:
                             n_images=ne[name]["n_images"], trainings=trainings[name])
             except Exception as err:  # noqa: BLE001
                 self.record(f"test_ne_{name}", error=f"{type(err).__name__}: {err}", trainings=trainings[name])
-        if len(ne) == 2:
+        if len(ne) < 2:
+            missing = [n for n in configs if n not in ne]
+            self.record("ne_ratio_vs_seed", error=f"no test NE for {', '.join(missing)} (see logs/)")
+        else:
             self.record("ne_ratio_vs_seed", ne["demo"]["ne"] / ne["seed_cpm"]["ne"], budget_s=self.mode.budget_s,
                         ne_demo=ne["demo"]["ne"], ne_seed_cpm=ne["seed_cpm"]["ne"],
                         epochs={n: {c: t.get("epochs") for c, t in tr.items()} for n, tr in trainings.items()})
@@ -894,7 +895,7 @@ def render_table(results: Dict) -> str:
             value, verdict = "error: " + str(e["error"]).replace("|", "/")[:160], "ERROR"
         else:
             value = format_value(e["value"])
-            verdict = "info" if e.get("goal") is None else ("pass" if e.get("pass") else "FAIL")
+            verdict = "info" if e.get("goal") is None else {True: "pass", False: "FAIL", None: "n/a"}[e.get("pass")]
         lines.append(f"| `{key}` | {value} | {e.get('goal') or '—'} | {verdict} |")
     return "\n".join(lines) + "\n"
 

@@ -18,7 +18,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from .config import add_config_args, config_from_args
+from .config import add_config_args, config_from_args, save_config
 from .predictions import fold_dir, load_npz, run_dir, write_category_csv
 
 
@@ -94,6 +94,7 @@ def main(argv=None) -> int:
     name, members = cfg.ensemble_target(args.run or cfg.name)
     try:
         run_ensemble(args.output, name, members, cfg.data.folds, cfg.data.categories)
+        save_config(cfg, run_dir(args.output, name) / "config.yaml")
     except (FileNotFoundError, ValueError) as err:
         print(f"ensemble: error: {err}", file=sys.stderr)
         return 1

@@ -73,6 +73,9 @@ def set_precision(precision: str) -> str:
 
 def setup_inference(cfg) -> None:
     """Threads and dtype policy for a predicting process (as training used)."""
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # each fold model traces its own predict function: expected
     configure_threads(cfg.train.threads)
     set_precision(cfg.train.precision)
 

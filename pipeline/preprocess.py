@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import codec
-from .config import add_config_args, config_from_args
+from .config import add_config_args, config_from_args, save_config
 from .fsutil import atomic_path, write_text_atomic
 from .keypoints import CATEGORIES, KEYPOINTS
 from .tianchi import Problem, discover_train_sources, format_cell, parse_cell, read_annotations, read_test_list
@@ -398,6 +398,7 @@ def main(argv=None) -> int:
     cfg = config_from_args(args)
     preprocess(args.input, args.output, cfg.model.input_size, cfg.data.folds, cfg.data.fold_seed,
                cfg.data.jobs, cfg.data.categories, args.force)
+    save_config(cfg, Path(args.output) / "prep" / "config.yaml")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Smoke tests of the bench helpers (pipeline/bench.py): no timing, no training, no TensorFlow."""
 from __future__ import annotations
 
+import json
 import math
 
 import cv2
@@ -115,3 +116,16 @@ def test_near_heatmap_border():
     kps[0, 2] = (size // 2, size - 1, 1)     # at the bottom edge
     near = bench.near_heatmap_border(kps, params, cfg)
     assert near.shape == (1, NUM_KEYPOINTS) and near[0, :3].tolist() == [True, False, True]
+
+
+def test_failing_step_records_errors_and_saves(tmp_path):
+    b = bench.Bench(tmp_path, "quick", "python -m pipeline.bench --output x --mode quick")
+
+    def broken():
+        b.record("tta_time_ratio", 1.5)
+        raise RuntimeError("worker died")
+
+    b.run_step(1, 1, "tta", ("tta_time_ratio", "inference_img_per_s_plain"), broken)
+    keys = json.loads((tmp_path / "bench" / "results.json").read_text())["keys"]
+    assert keys["tta_time_ratio"]["pass"] is True
+    assert keys["inference_img_per_s_plain"]["error"] == "RuntimeError: worker died"
