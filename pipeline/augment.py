@@ -62,12 +62,13 @@ def color_jitter(rng: np.random.Generator, image: np.ndarray, amount: float) -> 
     """Random brightness, contrast and saturation in [1-amount, 1+amount]; uint8 in and out."""
     if amount <= 0:
         return image
-    img = image.astype(np.float32)
     b, c, s = rng.uniform(1 - amount, 1 + amount, size=3)
-    gray = img.mean(-1, keepdims=True)
-    img = gray + (img - gray) * s
-    img = (img - img.mean()) * c + img.mean() * b
-    return np.clip(img, 0, 255).astype(np.uint8)
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    # saturation: blend with the grey image (cv2 saturates to uint8)
+    img = cv2.addWeighted(image, s, cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB), 1 - s, 0)
+    # contrast about the mean, then brightness: out = c*img + (b - c)*mean
+    mean = float(gray.mean())
+    return cv2.convertScaleAbs(img, alpha=c, beta=(b - c) * mean)
 
 
 def flip_sample(image: np.ndarray, xy: np.ndarray, valid: np.ndarray,

@@ -21,17 +21,23 @@ import numpy as np
 # --------------------------------------------------------------------------- frames
 
 
-def letterbox_params(width: int, height: int, size: int) -> np.ndarray:
+def letterbox_params(width: int, height: int, size: int, margin: int = 0) -> np.ndarray:
     """Transform of an image of (width, height) into a size×size letterbox.
 
+    The image is fitted inside the square less `margin` pixels on every side
+    (a border keeps keypoints at the image edge away from the heatmap edge,
+    where Gaussians are truncated and sub-pixel decoding cannot see both sides).
     Returns float64 (4,): scale_x, scale_y, offset_x, offset_y such that the
-    image resized to (round(width*s), round(height*s)) with s = size/max(w, h)
-    is pasted at integer (offset_x, offset_y).
+    image resized to (round(width*s), round(height*s)) with
+    s = (size - 2*margin)/max(w, h) is pasted at integer (offset_x, offset_y).
     """
-    s = size / max(width, height)
-    new_w = min(size, max(1, int(round(width * s))))
-    new_h = min(size, max(1, int(round(height * s))))
-    return np.array([new_w / width, new_h / height, (size - new_w) // 2, (size - new_h) // 2],
+    inner = size - 2 * margin
+    if inner < 1:
+        raise ValueError(f"margin {margin} leaves no room in a {size}-pixel input")
+    s = inner / max(width, height)
+    new_w = min(inner, max(1, int(round(width * s))))
+    new_h = min(inner, max(1, int(round(height * s))))
+    return np.array([new_w / width, new_h / height, margin + (inner - new_w) // 2, margin + (inner - new_h) // 2],
                     dtype=np.float64)
 
 
@@ -110,8 +116,8 @@ def _gather(hm_nkhw: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return hm_nkhw[ni, ki, yc, xc]
 
 
-def _blur(hm_nkhw: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of every map (DARK's distribution modulation).
+def _blur(hm_nhwk: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of every map (DARK's distribution modulation), (N, H, W, K) in and out.
 
     Zero padding outside the map, as the DARK reference: the default mirror
     padding folds a border point's tail back onto it and drags the refined
@@ -119,12 +125,15 @@ def _blur(hm_nkhw: np.ndarray, sigma: float) -> np.ndarray:
     """
     import cv2
 
-    n, k, h, w = hm_nkhw.shape
     ksize = int(2 * round(3 * sigma) + 1)
-    flat = hm_nkhw.reshape(n * k, h, w).astype(np.float32)
-    out = np.stack([cv2.GaussianBlur(m, (ksize, ksize), sigma, borderType=cv2.BORDER_CONSTANT)
-                    for m in flat])
-    return out.reshape(n, k, h, w)
+    out = np.empty(hm_nhwk.shape, np.float32)
+    k = hm_nhwk.shape[-1]
+    for i, image in enumerate(np.asarray(hm_nhwk, dtype=np.float32)):
+        for c in range(0, k, 128):  # the K maps are channels of one cv2 image (≤ 128 per call)
+            blurred = cv2.GaussianBlur(np.ascontiguousarray(image[:, :, c:c + 128]), (ksize, ksize), sigma,
+                                       borderType=cv2.BORDER_CONSTANT)
+            out[i, :, :, c:c + 128] = blurred.reshape(out.shape[1:3] + (-1,))
+    return out
 
 
 def decode(heatmaps: np.ndarray, refine: str = "dark", sigma: float = 1.5) -> Tuple[np.ndarray, np.ndarray]:
@@ -148,7 +157,7 @@ def decode(heatmaps: np.ndarray, refine: str = "dark", sigma: float = 1.5) -> Tu
         return uv, score.astype(np.float64)
     if refine != "dark":
         raise ValueError(f"unknown refine {refine!r}")
-    logm = np.log(np.maximum(_blur(nkhw, sigma), 1e-10)).astype(np.float64)
+    logm = np.log(np.maximum(_blur(hm, sigma), 1e-10)).transpose(0, 3, 1, 2)  # (N, K, H, W) view
 
     def at(ddx, ddy):
         return _gather(logm, x + ddx, y + ddy)

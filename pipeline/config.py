@@ -33,6 +33,7 @@ class ModelConfig:
     name: str = "cpm"              # key of pipeline.models.MODELS
     input_size: int = 128          # square input side in pixels (also the image cache side)
     stride: int = 4                # input pixels per heatmap cell
+    margin: int = 4                # blank input pixels around the letterboxed image (keeps edge points decodable)
     stages: int = 3                # CPM stages, every one supervised
     width: int = 64                # channels of the shared features and stage convs
     stage_kernel: int = 3          # kernel of stage convs (dilations give the receptive field)

@@ -12,6 +12,7 @@ and prefetched.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence, Tuple
 
 import numpy as np
@@ -42,8 +43,9 @@ def point_weights(vis: np.ndarray, supervise_occluded: bool) -> np.ndarray:
     return ((vis >= 0) if supervise_occluded else (vis == 1)).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=4)
 def sample_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """Permutation of the n training samples used in `epoch`."""
+    """Permutation of the n training samples used in `epoch` (cached: asked once per sample)."""
     return np.random.default_rng([seed, epoch, 7]).permutation(n)
 
 

@@ -70,7 +70,7 @@ def _check_complete(data: bytes) -> None:
             raise ImageError("truncated PNG (no IEND chunk)")
 
 
-def load_letterboxed(path, size: int) -> Tuple[np.ndarray, int, int, np.ndarray]:
+def load_letterboxed(path, size: int, margin: int = 0) -> Tuple[np.ndarray, int, int, np.ndarray]:
     """Read an image and letterbox it into a size×size RGB uint8 array.
 
     JPEGs are decoded at 1/2, 1/4 or 1/8 resolution when the target allows it.
@@ -91,7 +91,7 @@ def load_letterboxed(path, size: int) -> Tuple[np.ndarray, int, int, np.ndarray]
     for r in (8, 4, 2):
         # only exact reductions: a side not divisible by r decodes to ceil(side / r) pixels,
         # which would stretch the picture by up to r-1 original pixels against `params`
-        if max(width, height) / r >= size and width % r == 0 and height % r == 0:
+        if max(width, height) / r >= size - 2 * margin and width % r == 0 and height % r == 0:
             reduce = r
             break
     flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
@@ -99,7 +99,7 @@ def load_letterboxed(path, size: int) -> Tuple[np.ndarray, int, int, np.ndarray]
     img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if img is None:
         raise ImageError("corrupt image (decoder failed)")
-    params = codec.letterbox_params(width, height, size)
+    params = codec.letterbox_params(width, height, size, margin)
     new_w, new_h = codec.resized_shape(params, width, height)
     interp = cv2.INTER_AREA if img.shape[1] > new_w else cv2.INTER_LINEAR
     img = cv2.resize(img, (new_w, new_h), interpolation=interp)
@@ -109,13 +109,13 @@ def load_letterboxed(path, size: int) -> Tuple[np.ndarray, int, int, np.ndarray]
     return out, width, height, params
 
 
-def _load_chunk(items: Sequence[Tuple[int, str, Optional[np.ndarray]]], size: int):
+def _load_chunk(items: Sequence[Tuple[int, str, Optional[np.ndarray]]], size: int, margin: int = 0):
     """Worker: load images of (position, path, keypoints (24,3) or None) items."""
     cv2.setNumThreads(1)
     results = []
     for pos, path, kps in items:
         try:
-            img, w, h, params = load_letterboxed(path, size)
+            img, w, h, params = load_letterboxed(path, size, margin)
         except ImageError as err:
             results.append((pos, None, str(err), "image_id"))
             continue
@@ -131,7 +131,7 @@ def _load_chunk(items: Sequence[Tuple[int, str, Optional[np.ndarray]]], size: in
 
 
 def build_cache(paths: Sequence[str], keypoints: Optional[np.ndarray], size: int, cache_path: Path,
-                jobs: int = -1, desc: str = "images"):
+                jobs: int = -1, desc: str = "images", margin: int = 0):
     """Load `paths` in parallel and stream them into a uint8 memmap (N, S, S, 3).
 
     keypoints: (N, 24, 3) to check bounds, or None. Returns (sizes (N, 2) int,
@@ -151,7 +151,7 @@ def build_cache(paths: Sequence[str], keypoints: Optional[np.ndarray], size: int
         chunks = [items[i:i + CHUNK] for i in range(0, n, CHUNK)]
         runner = Parallel(n_jobs=jobs, return_as="generator_unordered", pre_dispatch="2*n_jobs")
         with tqdm(total=n, desc=desc, unit="img", disable=not sys.stderr.isatty() and n < 1) as bar:
-            for results in runner(delayed(_load_chunk)(c, size) for c in chunks):
+            for results in runner(delayed(_load_chunk)(c, size, margin) for c in chunks):
                 for pos, img, info, column in results:
                     if img is None:
                         errors[pos] = (info, column)
@@ -279,9 +279,10 @@ def load_cache(prep_dir, split: str, size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- main stage
 
 
-def _fingerprint(input_dir: Path, size: int, k: int, seed: int, categories: Sequence[str] = CATEGORIES) -> str:
+def _fingerprint(input_dir: Path, size: int, k: int, seed: int, categories: Sequence[str] = CATEGORIES,
+                 margin: int = 0) -> str:
     """Hash of what preprocessing depends on: annotation files, image files, settings."""
-    h = hashlib.sha1(f"{size}/{k}/{seed}/{','.join(categories)}".encode())
+    h = hashlib.sha1(f"{size}/{k}/{seed}/{','.join(categories)}/{margin}".encode())
     for path in sorted(input_dir.glob("*/Annotations/*.csv")) + sorted(input_dir.glob("test/*.csv")):
         st = path.stat()
         h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -293,12 +294,12 @@ def _fingerprint(input_dir: Path, size: int, k: int, seed: int, categories: Sequ
 
 
 def preprocess(input_dir, output_dir, size: int = 128, k: int = 3, seed: int = 42, jobs: int = -1,
-               categories: Sequence[str] = CATEGORIES, force: bool = False) -> Dict:
+               categories: Sequence[str] = CATEGORIES, force: bool = False, margin: int = 0) -> Dict:
     """Run the stage; returns a summary dict (also saved as prep/manifest.json)."""
     input_dir, prep = Path(input_dir), Path(output_dir) / "prep"
     prep.mkdir(parents=True, exist_ok=True)
     manifest_path = prep / "manifest.json"
-    fingerprint = _fingerprint(input_dir, size, k, seed, categories)
+    fingerprint = _fingerprint(input_dir, size, k, seed, categories, margin)
     if not force and manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("fingerprint") == fingerprint and all(
@@ -327,7 +328,7 @@ def preprocess(input_dir, output_dir, size: int = 128, k: int = 3, seed: int = 4
             csv_rows.append((str(csv_path), int(row)))
     kps_arr = np.array(kps, np.int64).reshape(-1, len(KEYPOINTS), 3)
     sizes, params, errors = build_cache(files, kps_arr, size, cache_path(prep, "train", size), jobs,
-                                        desc="train images")
+                                        desc="train images", margin=margin)
     for pos, (reason, column) in sorted(errors.items()):
         problems.append(Problem(csv_rows[pos][0], csv_rows[pos][1], column, f"{files[pos]}: {reason}"))
     keep = np.array([i not in errors for i in range(len(ids))], bool)
@@ -351,13 +352,13 @@ def preprocess(input_dir, output_dir, size: int = 128, k: int = 3, seed: int = 4
         t_ids, t_cats = read_test_list(test_csv)
         t_files = [str(input_dir / "test" / i) for i in t_ids]
         t_sizes, t_params, t_errors = build_cache(t_files, None, size, cache_path(prep, "test", size), jobs,
-                                                  desc="test images")
+                                                  desc="test images", margin=margin)
         for pos, (reason, _) in sorted(t_errors.items()):
             # a test row cannot be dropped: predict on a black image of an assumed 512x512 size
             problems.append(Problem(str(test_csv), pos + 2, "image_id", f"{t_files[pos]}: {reason} "
                                     "(kept; predicted on a blank 512x512 image)"))
             t_sizes[pos] = (512, 512)
-            t_params[pos] = codec.letterbox_params(512, 512, size)
+            t_params[pos] = codec.letterbox_params(512, 512, size, margin)
         t_frame = _to_frame(t_ids, t_ids, ["test"] * len(t_ids), t_cats, t_files, t_sizes, t_params,
                             np.arange(len(t_ids)), None)
         with atomic_path(prep / "test_index.csv") as tmp:
@@ -367,7 +368,8 @@ def preprocess(input_dir, output_dir, size: int = 128, k: int = 3, seed: int = 4
         files_written += ["test_index.csv", cache_path(prep, "test", size).name]
 
     manifest = {
-        "fingerprint": fingerprint, "input": str(input_dir), "size": size, "folds": k, "fold_seed": seed,
+        "fingerprint": fingerprint, "input": str(input_dir), "size": size, "margin": margin, "folds": k,
+        "fold_seed": seed,
         "n_train": int(len(frame)), "n_test": n_test, "n_rejected": len(problems),
         "per_category": {c: int(v) for c, v in folds["image_category"].value_counts().items()},
         "sources": [s[0] for s in sources], "files": files_written,
@@ -397,7 +399,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     preprocess(args.input, args.output, cfg.model.input_size, cfg.data.folds, cfg.data.fold_seed,
-               cfg.data.jobs, cfg.data.categories, args.force)
+               cfg.data.jobs, cfg.data.categories, args.force, cfg.model.margin)
     save_config(cfg, Path(args.output) / "prep" / "config.yaml")
     return 0
 

@@ -39,7 +39,7 @@ def chain(tmp_path_factory):
     data, out = root / "input", root / "output"
     synth.generate(data, train_per_cat=8, test_per_cat=3, seed=3, warm_per_cat=2, jobs=1, progress=False)
     cfg = tiny_config()
-    preprocess(data, out, cfg.model.input_size, cfg.data.folds, cfg.data.fold_seed, jobs=1)
+    preprocess(data, out, cfg.model.input_size, cfg.data.folds, cfg.data.fold_seed, jobs=1, margin=cfg.model.margin)
     run_baseline(out, cfg.data.folds)
     metrics = {(c, f): train(out, cfg, "tiny", c, f) for c in CATEGORIES for f in range(cfg.data.folds)}
     return {"data": data, "out": out, "cfg": cfg, "metrics": metrics}
