@@ -72,13 +72,13 @@ class Mode:
     scale_test_per_cat: int
     budget_s: float             # training wall-clock budget per model (train.time_budget_s)
     steps: int                  # timed training steps per throughput measurement
-    reps: int                   # repetitions of each timing (the best one counts)
+    reps: int                   # repetitions of each timing (ratios: median over back-to-back pairs)
     matmul_s: float             # seconds per matmul timing window
     precision_ne: bool          # also train fp32 vs bf16 on PRECISION_CATEGORY
 
 
 MODES = {
-    "quick": Mode(80, 20, 25, 6, 15.0, 10, 3, 1.0, False),
+    "quick": Mode(80, 20, 25, 6, 15.0, 8, 4, 1.0, False),
     "full": Mode(160, 40, 100, 25, 120.0, 25, 5, 1.5, True),
 }
 SCALE = 4
@@ -125,6 +125,18 @@ def format_value(value) -> str:
     if isinstance(value, (int, float, np.floating)) and np.isfinite(value):
         return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     return str(value)
+
+
+def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    """Median over repetitions i of numerators[i] / denominators[i].
+
+    Each pair was measured back to back, so a load change on a shared machine
+    mostly cancels within a pair, and the median drops the pairs it did not.
+    """
+    ratios = [a / b for a, b in zip(numerators, denominators) if a is not None and b]
+    if not ratios:
+        raise ValueError("no complete pair of measurements")
+    return float(np.median(ratios))
 
 
 def make_entry(key: str, value=None, error: Optional[str] = None, **detail) -> Dict:
@@ -435,21 +447,22 @@ def worker_throughput(work: str, config: str, category: str, steps: int, reps: i
         trainers["float32"] = build_trainer(cfg, "float32", data.num_keypoints)
     out["forward_flops"] = conv_flops(trainers[policy].net)
     runs = {"memory": (policy, in_memory), "pipeline": (policy, pipeline), "memory_fp32": ("float32", in_memory)}
-    best: Dict[str, float] = {}
-    best_cpu: Dict[str, float] = {}
+    per_rep: Dict[str, List[Optional[float]]] = {name: [] for name in runs}
+    per_rep_cpu: Dict[str, List[Optional[float]]] = {name: [] for name in runs}
     for name, (pol, ds) in runs.items():  # warm-up: traces the train function for this input
         attempt(out, f"warmup_{name}", lambda: fit_rates(trainers[pol], ds, 2, skip=1))
     for rep in range(reps):  # interleaved, so a load change on the machine hits every run alike
         for name, (pol, ds) in runs.items():
             if isinstance(out.get(f"warmup_{name}"), dict):
                 continue
-            rates = attempt(out, f"_rate_{name}", lambda: fit_rates(trainers[pol], ds, steps))
-            if rates is not None:
-                best[name] = max(best.get(name, 0.0), rates[0])
-                best_cpu[name] = max(best_cpu.get(name, 0.0), rates[1])
+            rates = attempt(out, f"_rate_{name}", lambda: fit_rates(trainers[pol], ds, steps)) or (None, None)
+            per_rep[name].append(rates[0])
+            per_rep_cpu[name].append(rates[1])
+            if rates[0] is not None:
                 print(f"throughput: rep {rep} {name}: {rates[0] * bs:.1f} img/s "
                       f"({rates[1] * bs:.1f} img per CPU second)", flush=True)
-    out["steps_per_s"], out["steps_per_cpu_s"] = best, best_cpu
+    out["steps_per_s_reps"], out["steps_per_cpu_s_reps"] = per_rep, per_rep_cpu
+    out["steps_per_s"] = {n: max(v for v in r if v) for n, r in per_rep.items() if any(r)}
     for name in runs:  # keep only the errors of the warm-up and timed runs
         for prefix in ("warmup_", "_rate_"):
             if not isinstance(out.get(prefix + name), dict):
@@ -492,21 +505,14 @@ def worker_tta(work: str, config: str, category: str, reps: int) -> Dict:
             "model_plain": lambda: forward_only(False), "model_tta": lambda: forward_only(True)}
     for flip, c in cfgs.items():  # warm-up
         predict_images(model, images[:bs], index.params[:bs], c, flip_index)
-    for rep in range(reps):  # interleaved; the best of each counts
+    for rep in range(reps):  # back-to-back pairs: ratios are per-rep medians
         for name, job in jobs.items():
             wall0, cpu0 = time.perf_counter(), time.process_time()
             job()
             times.setdefault(name, []).append(time.perf_counter() - wall0)
             cpu.setdefault(name, []).append(time.process_time() - cpu0)
         print(f"tta: rep {rep}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
-    best = {k: min(v) for k, v in times.items()}
-    best_cpu = {k: min(v) for k, v in cpu.items()}
-    n = len(images)
-    return {"policy": policy, "n_images": n, "seconds_plain": best["plain"], "seconds_tta": best["tta"],
-            "tta_time_ratio": best["tta"] / best["plain"], "img_per_s_plain": n / best["plain"],
-            "img_per_s_tta": n / best["tta"], "seconds_model_plain": best["model_plain"],
-            "seconds_model_tta": best["model_tta"], "cpu_time_ratio": best_cpu["tta"] / best_cpu["plain"],
-            "model_cpu_time_ratio": best_cpu["model_tta"] / best_cpu["model_plain"]}
+    return {"policy": policy, "n_images": len(images), "seconds": times, "cpu_seconds": cpu}
 
 
 def worker_eval(work: str, input_dir: str, config: str, overrides: List[str], run: str,
@@ -672,7 +678,7 @@ class Bench:
         return sets
 
     def step_preprocess_speed(self) -> None:
-        """preprocess() img/s vs a plain imread+resize loop, on the SCALE× set, best of reps."""
+        """preprocess() img/s vs a plain imread+resize loop, on the SCALE× set, median over back-to-back pairs."""
         from .config import load_config
         from .preprocess import preprocess
 
@@ -689,11 +695,11 @@ class Bench:
 
         run_preprocess()  # warm-up: page cache, imports, joblib workers
         plain, ours = [], []
-        for _ in range(self.mode.reps):  # interleaved; the best of each counts
+        for _ in range(self.mode.reps):  # back-to-back pairs
             plain.append(plain_read_resize(files, cfg.model.input_size))
             ours.append(run_preprocess())
         n = len(files)
-        self.record("preprocess_speedup", min(plain) / min(ours), n_images=n,
+        self.record("preprocess_speedup", paired_ratio(plain, ours), n_images=n,
                     preprocess_img_per_s=n / min(ours), plain_img_per_s=n / min(plain),
                     preprocess_seconds=ours, plain_seconds=plain, cores=self.results["meta"]["cores"])
 
@@ -744,17 +750,18 @@ class Bench:
                         peak_gflops=r[peak_key], peak_dtype=peak_key.rsplit("_", 1)[1])
         else:
             self.record("train_peak_fraction", error=err(peak_key, "warmup_memory", "_rate_memory") or "not measured")
+        reps, cpu_reps = r.get("steps_per_s_reps", {}), r.get("steps_per_cpu_s_reps", {})
         if "memory" in rates and "pipeline" in rates:
-            cpu = r.get("steps_per_cpu_s", {})
-            self.record("input_overhead", 1 - rates["pipeline"] / rates["memory"],
-                        steps_per_s_memory=rates["memory"], steps_per_s_pipeline=rates["pipeline"],
-                        cpu_time_overhead=1 - cpu["pipeline"] / cpu["memory"] if len(cpu) > 1 else None)
+            self.record("input_overhead", 1 - paired_ratio(reps["pipeline"], reps["memory"]),
+                        steps_per_s_memory=reps["memory"], steps_per_s_pipeline=reps["pipeline"],
+                        best_of_overhead=1 - rates["pipeline"] / rates["memory"],
+                        cpu_time_overhead=1 - paired_ratio(cpu_reps["pipeline"], cpu_reps["memory"]))
         else:
             self.record("input_overhead", error=err("warmup_pipeline", "_rate_pipeline", "warmup_memory", "_rate_memory")
                         or "not measured")
         if "memory" in rates and "memory_fp32" in rates:
-            self.record("bf16_vs_fp32_img_per_s", rates["memory"] / rates["memory_fp32"], dtype=r["policy"],
-                        img_per_s_fp32=rates["memory_fp32"] * bs)
+            self.record("bf16_vs_fp32_img_per_s", paired_ratio(reps["memory"], reps["memory_fp32"]),
+                        dtype=r["policy"], img_per_s_fp32=rates["memory_fp32"] * bs)
         else:
             self.record("bf16_vs_fp32_img_per_s", error=err("warmup_memory_fp32", "_rate_memory_fp32", "warmup_memory",
                                                             "_rate_memory") or "not measured")
@@ -763,12 +770,12 @@ class Bench:
         self.need_data()
         r = self.run_worker("tta", timeout=900, work=str(self.work), config=str(DEMO_CONFIG),
                             category=THROUGHPUT_CATEGORY, reps=2 * self.mode.reps)
-        self.record("tta_time_ratio", r["tta_time_ratio"], n_images=r["n_images"], seconds_plain=r["seconds_plain"],
-                    seconds_tta=r["seconds_tta"], seconds_model_plain=r["seconds_model_plain"],
-                    seconds_model_tta=r["seconds_model_tta"], cpu_time_ratio=r["cpu_time_ratio"],
-                    model_cpu_time_ratio=r["model_cpu_time_ratio"], dtype=r["policy"])
-        self.record("inference_img_per_s_plain", r["img_per_s_plain"])
-        self.record("inference_img_per_s_tta", r["img_per_s_tta"])
+        t, cpu, n = r["seconds"], r["cpu_seconds"], r["n_images"]
+        self.record("tta_time_ratio", paired_ratio(t["tta"], t["plain"]), n_images=n, seconds=t,
+                    model_only_ratio=paired_ratio(t["model_tta"], t["model_plain"]),
+                    cpu_time_ratio=paired_ratio(cpu["tta"], cpu["plain"]), dtype=r["policy"])
+        self.record("inference_img_per_s_plain", n / min(t["plain"]), n_images=n)
+        self.record("inference_img_per_s_tta", n / min(t["tta"]), n_images=n)
 
     def train_one(self, config: Path, run: str, category: str, extra: Sequence[str] = ()) -> Dict:
         """Fold 0 of `category` trained for the mode's budget in `python -m pipeline.train`; its metrics."""

@@ -101,6 +101,7 @@ def load_letterboxed(path, size: int, margin: int = 0) -> Tuple[np.ndarray, int,
         raise ImageError("corrupt image (decoder failed)")
     params = codec.letterbox_params(width, height, size, margin)
     new_w, new_h = codec.resized_shape(params, width, height)
+    # area averaging where the image shrinks a lot (anti-aliasing); bilinear for small changes
     interp = cv2.INTER_AREA if img.shape[1] > new_w else cv2.INTER_LINEAR
     img = cv2.resize(img, (new_w, new_h), interpolation=interp)
     out = np.zeros((size, size, 3), np.uint8)
@@ -109,24 +110,28 @@ def load_letterboxed(path, size: int, margin: int = 0) -> Tuple[np.ndarray, int,
     return out, width, height, params
 
 
-def _load_chunk(items: Sequence[Tuple[int, str, Optional[np.ndarray]]], size: int, margin: int = 0):
-    """Worker: load images of (position, path, keypoints (24,3) or None) items."""
-    cv2.setNumThreads(1)
+def _load_chunk(items: Sequence[Tuple[int, str, Optional[np.ndarray]]], size: int, margin: int,
+                cache: np.ndarray):
+    """Worker thread: load (position, path, keypoints (24,3) or None) items straight into `cache`.
+
+    Returns (position, info, column) per item: info is (width, height, params)
+    for a good image, else the reason it was rejected (column names the field).
+    """
     results = []
     for pos, path, kps in items:
         try:
             img, w, h, params = load_letterboxed(path, size, margin)
         except ImageError as err:
-            results.append((pos, None, str(err), "image_id"))
+            results.append((pos, str(err), "image_id"))
             continue
         if kps is not None:
             bad = np.nonzero((kps[:, 2] >= 0) & ((kps[:, 0] >= w) | (kps[:, 1] >= h)))[0]
             if bad.size:
                 k = bad[0]
-                results.append((pos, None, f"point ({kps[k, 0]}, {kps[k, 1]}) outside the "
-                                           f"{w}x{h} image", KEYPOINTS[k]))
+                results.append((pos, f"point ({kps[k, 0]}, {kps[k, 1]}) outside the {w}x{h} image", KEYPOINTS[k]))
                 continue
-        results.append((pos, img, (w, h, params), None))
+        cache[pos] = img
+        results.append((pos, (w, h, params), None))
     return results
 
 
@@ -149,14 +154,16 @@ def build_cache(paths: Sequence[str], keypoints: Optional[np.ndarray], size: int
         cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3))
         items = [(i, p, None if keypoints is None else keypoints[i]) for i, p in enumerate(paths)]
         chunks = [items[i:i + CHUNK] for i in range(0, n, CHUNK)]
-        runner = Parallel(n_jobs=jobs, return_as="generator_unordered", pre_dispatch="2*n_jobs")
+        # threads: cv2 decodes and resizes without the GIL, and each worker writes its images
+        # straight into the memmap: no worker start-up, no pickling, memory flat in N
+        cv2.setNumThreads(1)
+        runner = Parallel(n_jobs=jobs, prefer="threads", return_as="generator_unordered", pre_dispatch="2*n_jobs")
         with tqdm(total=n, desc=desc, unit="img", disable=not sys.stderr.isatty() and n < 1) as bar:
-            for results in runner(delayed(_load_chunk)(c, size, margin) for c in chunks):
-                for pos, img, info, column in results:
-                    if img is None:
+            for results in runner(delayed(_load_chunk)(c, size, margin, cache) for c in chunks):
+                for pos, info, column in results:
+                    if column is not None:
                         errors[pos] = (info, column)
                     else:
-                        cache[pos] = img
                         sizes[pos] = info[:2]
                         params[pos] = info[2]
                 bar.update(len(results))

@@ -129,3 +129,14 @@ def test_failing_step_records_errors_and_saves(tmp_path):
     keys = json.loads((tmp_path / "bench" / "results.json").read_text())["keys"]
     assert keys["tta_time_ratio"]["pass"] is True
     assert keys["inference_img_per_s_plain"]["error"] == "RuntimeError: worker died"
+
+
+def test_paired_ratio():
+    assert bench.paired_ratio([2.0, 4.0, 100.0], [1.0, 2.0, 10.0]) == 2.0  # median of 2, 2, 10
+    assert bench.paired_ratio([3.0, None], [1.0, 2.0]) == 3.0
+    try:
+        bench.paired_ratio([None], [1.0])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("no pair must raise")
