@@ -129,9 +129,10 @@ def main(argv=None) -> int:
         board = update_leaderboard(args.output, row)
         print(f"score: {row['name']}: CV NE {row['cv_ne']:.4f}" +
               (f", test NE {row['test_ne']:.4f}" if np.isfinite(row["test_ne"]) else ""))
-    if with_stack:
-        choice = json.loads(stack_json.read_text())
-        print(f"score: the submission uses {'the stacker' if choice.get('use_stack') else 'plain averaging'}")
+    submitted = name
+    if with_stack and json.loads(stack_json.read_text()).get("use_stack"):
+        submitted = f"{name}+stack"
+    print(f"score: {Path(args.output) / 'submission.csv'} holds the predictions of row {submitted!r}")
     print(f"leaderboard ({Path(args.output) / 'leaderboard.csv'}):")
     print(format_board(board))
     return 0
