@@ -277,13 +277,18 @@ def image_files(input_dir: Path) -> List[Path]:
 
 
 def plain_read_resize(files: Sequence[Path], size: int) -> float:
-    """Seconds of a plain single-process cv2.imread + cv2.resize loop over `files`."""
+    """Seconds of a plain single-process, single-thread cv2.imread + cv2.resize loop over `files`."""
     import cv2
 
-    start = time.perf_counter()
-    for path in files:
-        cv2.resize(cv2.imread(str(path)), (size, size))
-    return time.perf_counter() - start
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        start = time.perf_counter()
+        for path in files:
+            cv2.resize(cv2.imread(str(path)), (size, size))
+        return time.perf_counter() - start
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def near_heatmap_border(keypoints: np.ndarray, params: np.ndarray, cfg, margin: float = 1.5) -> np.ndarray:
@@ -640,7 +645,7 @@ class Bench:
                                      progress=False)
             self.log(f"  data: {summary['images']}{' (reused)' if summary['skipped'] else ''}")
             manifest = preprocess(self.data, self.work, cfg.model.input_size, cfg.data.folds, cfg.data.fold_seed,
-                                  cfg.data.jobs, cfg.data.categories)
+                                  cfg.data.jobs, cfg.data.categories, margin=cfg.model.margin)
             self.results["meta"]["data"] = {"train_images": manifest["n_train"], "test_images": manifest["n_test"]}
         except Exception as err:
             self.data_error = f"{type(err).__name__}: {err}"
@@ -690,7 +695,7 @@ class Bench:
         def run_preprocess() -> float:
             start = time.perf_counter()
             preprocess(source, out, cfg.model.input_size, cfg.data.folds, cfg.data.fold_seed, jobs=-1,
-                       categories=cfg.data.categories, force=True)
+                       categories=cfg.data.categories, force=True, margin=cfg.model.margin)
             return time.perf_counter() - start
 
         run_preprocess()  # warm-up: page cache, imports, joblib workers
@@ -808,9 +813,11 @@ class Bench:
 
         self.need_data()
         configs = {"demo": DEMO_CONFIG, "seed_cpm": SEED_CONFIG}
-        sizes = {name: load_config(path).model.input_size for name, path in configs.items()}
+        sizes = {name: (load_config(path).model.input_size, load_config(path).model.margin)
+                 for name, path in configs.items()}
         if len(set(sizes.values())) != 1:
-            raise ValueError(f"configs use different model.input_size {sizes}; one preprocessing cannot serve both")
+            raise ValueError(f"configs use different (model.input_size, model.margin) {sizes}; "
+                             "one preprocessing cannot serve both")
         trainings: Dict[str, Dict[str, Dict]] = {name: {} for name in configs}
         for cat in CATEGORIES:  # interleaved, so a load change on the machine hits both configs alike
             for name, path in configs.items():

@@ -41,18 +41,17 @@ def peak_features(heatmaps: np.ndarray, uv: np.ndarray, radius: int = 2) -> Dict
     than `radius` cells from the peak. Each (N, K).
     """
     n, h, w, k = heatmaps.shape
-    maps = heatmaps.transpose(0, 3, 1, 2)
-    ys, xs = np.mgrid[0:h, 0:w]
-    px = np.clip(np.rint(uv[..., 0]), 0, w - 1)[..., None, None]
-    py = np.clip(np.rint(uv[..., 1]), 0, h - 1)[..., None, None]
-    dist = np.hypot(xs - px, ys - py)  # (N, K, h, w)
+    maps = heatmaps.transpose(0, 3, 1, 2)  # (N, K, h, w) view
+    px = np.clip(np.rint(uv[..., 0]), 0, w - 1).astype(np.float32)[..., None, None]
+    py = np.clip(np.rint(uv[..., 1]), 0, h - 1).astype(np.float32)[..., None, None]
+    dist2 = (np.arange(w, dtype=np.float32) - px) ** 2 + (np.arange(h, dtype=np.float32)[:, None] - py) ** 2
     peak = maps.reshape(n, k, -1).max(-1)
-    near = dist <= 2.0 * np.sqrt(2)
+    near = dist2 <= 8.0  # the 5×5 neighbourhood less its corners' far cells
     local_mean = (maps * near).sum((-1, -2)) / np.maximum(near.sum((-1, -2)), 1)
-    far = np.where(dist > radius, maps, -np.inf).reshape(n, k, -1)
+    far = np.where(dist2 > radius ** 2, maps, -np.inf).reshape(n, k, -1)
     idx = far.argmax(-1)
     peak2 = np.take_along_axis(far, idx[..., None], -1)[..., 0]
-    peak2_dist = np.take_along_axis(dist.reshape(n, k, -1), idx[..., None], -1)[..., 0]
+    peak2_dist = np.sqrt(np.take_along_axis(dist2.reshape(n, k, -1), idx[..., None], -1)[..., 0])
     return {"sharpness": peak - local_mean, "peak2_val": np.where(np.isfinite(peak2), peak2, 0.0),
             "peak2_dist": peak2_dist}
 
