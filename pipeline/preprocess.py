@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -111,8 +112,11 @@ def load_letterboxed(path, size: int, margin: int = 0) -> Tuple[np.ndarray, int,
 
 
 def _load_chunk(items: Sequence[Tuple[int, str, Optional[np.ndarray]]], size: int, margin: int,
-                cache: np.ndarray):
-    """Worker thread: load (position, path, keypoints (24,3) or None) items straight into `cache`.
+                cache_fd: int, offset: int):
+    """Worker thread: load (position, path, keypoints (24,3) or None) items straight into the cache file.
+
+    Image `pos` is written with os.pwrite at offset + pos * S*S*3 (plain file
+    I/O, so the pages stay in the OS cache, not in this process's memory).
 
     Returns (position, info, column) per item: info is (width, height, params)
     for a good image, else the reason it was rejected (column names the field).
@@ -130,14 +134,14 @@ def _load_chunk(items: Sequence[Tuple[int, str, Optional[np.ndarray]]], size: in
                 k = bad[0]
                 results.append((pos, f"point ({kps[k, 0]}, {kps[k, 1]}) outside the {w}x{h} image", KEYPOINTS[k]))
                 continue
-        cache[pos] = img
+        os.pwrite(cache_fd, img.tobytes(), offset + pos * img.nbytes)
         results.append((pos, (w, h, params), None))
     return results
 
 
 def build_cache(paths: Sequence[str], keypoints: Optional[np.ndarray], size: int, cache_path: Path,
                 jobs: int = -1, desc: str = "images", margin: int = 0):
-    """Load `paths` in parallel and stream them into a uint8 memmap (N, S, S, 3).
+    """Load `paths` in parallel and stream them into a uint8 .npy file (N, S, S, 3) (read back as a memmap).
 
     keypoints: (N, 24, 3) to check bounds, or None. Returns (sizes (N, 2) int,
     params (N, 4) float, errors: dict position → (reason, column)). Rows that
@@ -151,24 +155,28 @@ def build_cache(paths: Sequence[str], keypoints: Optional[np.ndarray], size: int
     params = np.zeros((n, 4), np.float64)
     errors: Dict[int, Tuple[str, str]] = {}
     with atomic_path(cache_path) as tmp:
-        cache = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3))
-        items = [(i, p, None if keypoints is None else keypoints[i]) for i, p in enumerate(paths)]
-        chunks = [items[i:i + CHUNK] for i in range(0, n, CHUNK)]
-        # threads: cv2 decodes and resizes without the GIL, and each worker writes its images
-        # straight into the memmap: no worker start-up, no pickling, memory flat in N
-        cv2.setNumThreads(1)
-        runner = Parallel(n_jobs=jobs, prefer="threads", return_as="generator_unordered", pre_dispatch="2*n_jobs")
-        with tqdm(total=n, desc=desc, unit="img", disable=not sys.stderr.isatty() and n < 1) as bar:
-            for results in runner(delayed(_load_chunk)(c, size, margin, cache) for c in chunks):
-                for pos, info, column in results:
-                    if column is not None:
-                        errors[pos] = (info, column)
-                    else:
-                        sizes[pos] = info[:2]
-                        params[pos] = info[2]
-                bar.update(len(results))
-        cache.flush()
-        del cache
+        header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3))
+        offset = header.offset  # .npy header length; the file is created sparse at full size
+        del header
+        cache_fd = os.open(tmp, os.O_WRONLY)
+        try:
+            items = [(i, p, None if keypoints is None else keypoints[i]) for i, p in enumerate(paths)]
+            chunks = [items[i:i + CHUNK] for i in range(0, n, CHUNK)]
+            # threads: cv2 decodes and resizes without the GIL, and each worker writes its images
+            # straight into the file: no worker start-up, no pickling, memory flat in N
+            cv2.setNumThreads(1)
+            runner = Parallel(n_jobs=jobs, prefer="threads", return_as="generator_unordered", pre_dispatch="2*n_jobs")
+            with tqdm(total=n, desc=desc, unit="img", disable=not sys.stderr.isatty() and n < 1) as bar:
+                for results in runner(delayed(_load_chunk)(c, size, margin, cache_fd, offset) for c in chunks):
+                    for pos, info, column in results:
+                        if column is not None:
+                            errors[pos] = (info, column)
+                        else:
+                            sizes[pos] = info[:2]
+                            params[pos] = info[2]
+                    bar.update(len(results))
+        finally:
+            os.close(cache_fd)
     return sizes, params, errors
 
 
