@@ -20,7 +20,8 @@ Report-only keys (no goal) are listed in INFO_KEYS.
 
 Layout under OUTPUT/bench/: data/ (synthetic input), work/ (prep + training
 runs), scale1x/ scale4x/ (RSS data sets), logs/ (one log per subprocess),
-workers/ (their JSON results), results.json (written after every step).
+workers/ (their JSON results), results.json (written after every step;
+results_steps.json instead when --steps runs a subset).
 
 TensorFlow measurements run in subprocesses (`--worker NAME`; trainings via
 `python -m pipeline.train`), so precision policies and thread settings never
@@ -569,6 +570,7 @@ class Bench:
         self.data, self.work = self.root / "data", self.root / "work"
         self.logs, self.worker_dir = self.root / "logs", self.root / "workers"
         self.started = time.perf_counter()
+        self.results_path = self.root / "results.json"
         self.data_error: Optional[str] = None
         self.results: Dict = {
             "meta": {"cpu": cpu_model(), "machine": machine_text(), "cores": available_cores(),
@@ -594,8 +596,9 @@ class Bench:
         self.log(f"  {key} = {shown}{' (goal ' + entry['goal'] + ')' if entry['goal'] else ''}{verdict}")
 
     def save(self) -> None:
+        """results.json (results_steps.json for a --steps subset, so a complete run's file survives)."""
         self.results["meta"]["runtime_s"] = round(time.perf_counter() - self.started, 1)
-        write_text_atomic(self.root / "results.json", json.dumps(self.results, indent=2, default=str))
+        write_text_atomic(self.results_path, json.dumps(self.results, indent=2, default=str))
 
     def run_step(self, number: int, total: int, name: str, keys: Sequence[str], fn: Callable[[], None]) -> None:
         """Run one step; keys it did not record get its error (or 'not measured')."""
@@ -709,22 +712,29 @@ class Bench:
                     preprocess_seconds=ours, plain_seconds=plain, cores=self.results["meta"]["cores"])
 
     def step_preprocess_rss(self) -> None:
-        """Peak RSS of `python -m pipeline.preprocess` (process tree) on the SCALE× vs the 1× set."""
-        peaks = {}
-        for name, source in self.scale_sets().items():
-            cmd = [sys.executable, "-m", "pipeline.preprocess", "--input", str(source), "--output",
-                   str(self.root / "rss" / name), "--force", "--config", str(DEMO_CONFIG)]
-            peaks[name] = peak_tree_rss(cmd, self.logs / f"preprocess_rss_{name}.log")
-            if peaks[name]["rc"] != 0:
-                raise RuntimeError(f"preprocess on {source} exited with {peaks[name]['rc']}: "
-                                   f"{tail(self.logs / f'preprocess_rss_{name}.log', 3)}")
-            self.log(f"  {name}: peak RSS {peaks[name]['peak_rss'] / 2**20:.0f} MiB "
-                     f"(non-shared {peaks[name]['peak_anon'] / 2**20:.0f} MiB), {peaks[name]['seconds']:.1f} s")
-        small, big = peaks["1x"], peaks[f"{SCALE}x"]
-        self.record("preprocess_rss_ratio", big["peak_rss"] / small["peak_rss"],
-                    peak_rss_mib={k: round(v["peak_rss"] / 2**20, 1) for k, v in peaks.items()},
-                    peak_nonshared_mib={k: round(v["peak_anon"] / 2**20, 1) for k, v in peaks.items()},
-                    nonshared_ratio=big["peak_anon"] / max(small["peak_anon"], 1))
+        """Peak RSS of `python -m pipeline.preprocess` (process tree) on the SCALE× vs the 1× set.
+
+        The two runs alternate `reps` times; the key is the median of the paired ratios.
+        """
+        sets = self.scale_sets()
+        peaks: Dict[str, List[Dict]] = {name: [] for name in sets}
+        for rep in range(self.mode.reps):
+            for name, source in sets.items():
+                cmd = [sys.executable, "-m", "pipeline.preprocess", "--input", str(source), "--output",
+                       str(self.root / "rss" / name), "--force", "--config", str(DEMO_CONFIG)]
+                log = self.logs / f"preprocess_rss_{name}.log"
+                peak = peak_tree_rss(cmd, log)
+                if peak["rc"] != 0:
+                    raise RuntimeError(f"preprocess on {source} exited with {peak['rc']}: {tail(log, 3)}")
+                peaks[name].append(peak)
+            self.log(f"  rep {rep}: peak RSS " + ", ".join(
+                f"{name} {p[-1]['peak_rss'] / 2**20:.0f} MiB (non-shared {p[-1]['peak_anon'] / 2**20:.0f} MiB, "
+                f"{p[-1]['seconds']:.1f} s)" for name, p in peaks.items()))
+        big, small = peaks[f"{SCALE}x"], peaks["1x"]
+        self.record("preprocess_rss_ratio", paired_ratio([p["peak_rss"] for p in big], [p["peak_rss"] for p in small]),
+                    peak_rss_mib={k: [round(p["peak_rss"] / 2**20, 1) for p in v] for k, v in peaks.items()},
+                    peak_nonshared_mib={k: [round(p["peak_anon"] / 2**20, 1) for p in v] for k, v in peaks.items()},
+                    nonshared_ratio=paired_ratio([p["peak_anon"] for p in big], [p["peak_anon"] for p in small]))
 
     def step_throughput(self) -> None:
         self.need_data()
@@ -868,12 +878,15 @@ class Bench:
     )
 
     def run(self, steps: Optional[Sequence[str]] = None) -> Dict:
+        """Run every step (or `steps`, plus the data step); returns the results."""
+        if steps is not None:
+            self.results_path = self.root / "results_steps.json"
         chosen = [(n, k) for n, k in self.STEPS if steps is None or n in steps or n == "data"]
         for i, (name, keys) in enumerate(chosen, 1):
             if name == "ne" and self.mode.precision_ne:
                 keys = keys + ("ne_bf16_vs_fp32",)
             self.run_step(i, len(chosen), name, keys, getattr(self, f"step_{name}"))
-        self.log(f"done in {(time.perf_counter() - self.started) / 60:.1f} min → {self.root / 'results.json'}")
+        self.log(f"done in {(time.perf_counter() - self.started) / 60:.1f} min → {self.results_path}")
         return self.results
 
 

@@ -256,6 +256,22 @@ def _truncate_history(path: Path, epochs_done: int) -> None:
 # --------------------------------------------------------------------------- main
 
 
+def resume_key(cfg: Config) -> str:
+    """Digest of the settings a saved state must share to be resumed.
+
+    More epochs or a longer time budget may be asked of a finished run, and
+    threads, distribution or precision may change between sessions; any other
+    change to data, model, codec, augmentation or training starts over.
+    """
+    import hashlib
+
+    settings = cfg.to_dict()
+    kept = {section: settings[section] for section in ("data", "model", "codec", "augment", "train")}
+    for key in ("epochs", "time_budget_s", "threads", "distribute", "precision"):
+        kept["train"].pop(key)
+    return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def train(output, cfg: Config, run: str, category: str, fold: int, force: bool = False,
           devices=None) -> Dict:
     """Train (or resume) one model; returns metrics.json's content."""
@@ -263,12 +279,17 @@ def train(output, cfg: Config, run: str, category: str, fold: int, force: bool =
     metrics_path = out / "metrics.json"
     run_state = RunState(out)
     state = run_state.load()
+    if state and state.get("config") != resume_key(cfg):
+        print(f"train: {out}: the config changed since this model was trained; starting over")
+        force = True
     if force and out.exists():
         import shutil
 
         shutil.rmtree(out)
         state = None
-    more_epochs = state is not None and state.get("stop_reason") == "epochs" and state["epoch"] < cfg.train.epochs
+    more_epochs = state is not None and state["epoch"] < cfg.train.epochs and (
+        state.get("stop_reason") == "epochs"
+        or (state.get("stop_reason") == "budget" and cfg.train.time_budget_s > state["seconds"]))
     if state and state.get("finished") and metrics_path.exists() and not more_epochs:
         print(f"train: {out} already finished (val NE {state['best_ne']:.4f}); use --force to retrain")
         return json.loads(metrics_path.read_text())
@@ -293,7 +314,7 @@ def train(output, cfg: Config, run: str, category: str, fold: int, force: bool =
     steps = cfg.train.steps_per_epoch or max(1, math.ceil(len(data.train) / cfg.train.batch_size))
     fresh = {"epoch": 0, "best_ne": float("inf"), "best_epoch": 0, "wait": 0, "lr_wait": 0,
              "lr": cfg.train.lr, "seconds": 0.0, "train_seconds": 0.0, "images": 0, "steps": steps,
-             "finished": False}
+             "finished": False, "config": resume_key(cfg)}
     if state:
         trainer.load_weights(run_state.dir / state["weights"])
         trainer.optimizer.learning_rate.assign(state["lr"])

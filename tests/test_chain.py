@@ -176,3 +176,21 @@ def test_mirrored_strategy_over_two_cpu_replicas(chain):
     metrics = json.loads(res.stdout.split("RESULT", 1)[1])
     assert metrics["replicas"] == 2
     assert np.isfinite(metrics["val_ne"]) and metrics["epochs"] == 2
+
+
+def test_changed_config_starts_over_instead_of_resuming(chain, tmp_path):
+    import shutil
+
+    from pipeline.train import resume_key, train
+
+    assert resume_key(tiny_config("train.epochs=9", "train.threads=1")) == resume_key(tiny_config())
+    assert resume_key(tiny_config("augment.rotation=5")) != resume_key(tiny_config())
+    out = tmp_path / "output"
+    shutil.copytree(chain["out"] / "prep", out / "prep")
+    train(out, tiny_config("train.epochs=1"), "cfgchange", "skirt", 0)
+    m = train(out, tiny_config("train.epochs=1", "codec.sigma=2.0"), "cfgchange", "skirt", 0)
+    fold = out / "runs/cfgchange/skirt/fold0"
+    hist = pd.read_csv(fold / "history.csv")
+    assert list(hist["epoch"]) == [0] and m["epochs"] == 1  # retrained from scratch, not appended
+    import yaml
+    assert yaml.safe_load((fold / "config.yaml").read_text())["codec"]["sigma"] == 2.0
