@@ -68,7 +68,9 @@ def predict_images(model, images: np.ndarray, params: np.ndarray, cfg: Config,
     stride, refine, sigma = cfg.model.stride, cfg.codec.refine, cfg.codec.sigma
     flip = cfg.predict.flip_tta
     plain, mirror = [], []
-    bs = cfg.predict.batch_size
+    # the model sees predict.batch_size inputs per call either way: with flip TTA that is
+    # half as many images plus their mirrors, so TTA costs two passes, not a bigger batch shape
+    bs = max(1, cfg.predict.batch_size // 2) if flip else cfg.predict.batch_size
     for i in range(0, len(images), bs):
         batch = np.asarray(images[i:i + bs])
         n = len(batch)

@@ -112,31 +112,36 @@ def load_letterboxed(path, size: int, margin: int = 0) -> Tuple[np.ndarray, int,
 
 
 def _load_chunk(items: Sequence[Tuple[int, str, Optional[np.ndarray]]], size: int, margin: int,
-                cache_fd: int, offset: int):
-    """Worker thread: load (position, path, keypoints (24,3) or None) items straight into the cache file.
+                cache_file: str, offset: int):
+    """Worker: load (position, path, keypoints (24,3) or None) items straight into the cache file.
 
     Image `pos` is written with os.pwrite at offset + pos * S*S*3 (plain file
-    I/O, so the pages stay in the OS cache, not in this process's memory).
-
+    I/O: the pages stay in the OS cache, not in any process's memory).
     Returns (position, info, column) per item: info is (width, height, params)
     for a good image, else the reason it was rejected (column names the field).
     """
-    results = []
-    for pos, path, kps in items:
-        try:
-            img, w, h, params = load_letterboxed(path, size, margin)
-        except ImageError as err:
-            results.append((pos, str(err), "image_id"))
-            continue
-        if kps is not None:
-            bad = np.nonzero((kps[:, 2] >= 0) & ((kps[:, 0] >= w) | (kps[:, 1] >= h)))[0]
-            if bad.size:
-                k = bad[0]
-                results.append((pos, f"point ({kps[k, 0]}, {kps[k, 1]}) outside the {w}x{h} image", KEYPOINTS[k]))
-                continue
-        os.pwrite(cache_fd, img.tobytes(), offset + pos * img.nbytes)
-        results.append((pos, (w, h, params), None))
-    return results
+    cv2.setNumThreads(1)
+    cache_fd = os.open(cache_file, os.O_WRONLY)
+    try:
+        return [_load_one(pos, path, kps, size, margin, cache_fd, offset) for pos, path, kps in items]
+    finally:
+        os.close(cache_fd)
+
+
+def _load_one(pos: int, path: str, kps: Optional[np.ndarray], size: int, margin: int, cache_fd: int,
+              offset: int):
+    """One image of `_load_chunk`: checked, letterboxed, written at its row of the cache file."""
+    try:
+        img, w, h, params = load_letterboxed(path, size, margin)
+    except ImageError as err:
+        return pos, str(err), "image_id"
+    if kps is not None:
+        bad = np.nonzero((kps[:, 2] >= 0) & ((kps[:, 0] >= w) | (kps[:, 1] >= h)))[0]
+        if bad.size:
+            k = bad[0]
+            return pos, f"point ({kps[k, 0]}, {kps[k, 1]}) outside the {w}x{h} image", KEYPOINTS[k]
+    os.pwrite(cache_fd, img.tobytes(), offset + pos * img.nbytes)
+    return pos, (w, h, params), None
 
 
 def build_cache(paths: Sequence[str], keypoints: Optional[np.ndarray], size: int, cache_path: Path,
@@ -158,25 +163,20 @@ def build_cache(paths: Sequence[str], keypoints: Optional[np.ndarray], size: int
         header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3))
         offset = header.offset  # .npy header length; the file is created sparse at full size
         del header
-        cache_fd = os.open(tmp, os.O_WRONLY)
-        try:
-            items = [(i, p, None if keypoints is None else keypoints[i]) for i, p in enumerate(paths)]
-            chunks = [items[i:i + CHUNK] for i in range(0, n, CHUNK)]
-            # threads: cv2 decodes and resizes without the GIL, and each worker writes its images
-            # straight into the file: no worker start-up, no pickling, memory flat in N
-            cv2.setNumThreads(1)
-            runner = Parallel(n_jobs=jobs, prefer="threads", return_as="generator_unordered", pre_dispatch="2*n_jobs")
-            with tqdm(total=n, desc=desc, unit="img", disable=not sys.stderr.isatty() and n < 1) as bar:
-                for results in runner(delayed(_load_chunk)(c, size, margin, cache_fd, offset) for c in chunks):
-                    for pos, info, column in results:
-                        if column is not None:
-                            errors[pos] = (info, column)
-                        else:
-                            sizes[pos] = info[:2]
-                            params[pos] = info[2]
-                    bar.update(len(results))
-        finally:
-            os.close(cache_fd)
+        items = [(i, p, None if keypoints is None else keypoints[i]) for i, p in enumerate(paths)]
+        chunks = [items[i:i + CHUNK] for i in range(0, n, CHUNK)]
+        # worker processes write their images straight into the file: only small metadata
+        # comes back (no pickled images), no GIL contention, memory flat in N
+        runner = Parallel(n_jobs=jobs, return_as="generator_unordered", pre_dispatch="2*n_jobs")
+        with tqdm(total=n, desc=desc, unit="img", disable=not sys.stderr.isatty() and n < 1) as bar:
+            for results in runner(delayed(_load_chunk)(c, size, margin, str(tmp), offset) for c in chunks):
+                for pos, info, column in results:
+                    if column is not None:
+                        errors[pos] = (info, column)
+                    else:
+                        sizes[pos] = info[:2]
+                        params[pos] = info[2]
+                bar.update(len(results))
     return sizes, params, errors
 
 
