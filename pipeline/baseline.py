@@ -10,14 +10,13 @@ CLI: python -m pipeline.baseline --output DIR [--config C]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .config import add_config_args, config_from_args
+from .config import config_from_args, stage_parser
 from .fsutil import write_text_atomic
 from .keypoints import category_indices
 from .metrics import normalized_error
@@ -75,9 +74,7 @@ def run_baseline(output, k: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Mean-shape baseline predictions.")
-    parser.add_argument("--output", default="output")
-    add_config_args(parser)
+    parser = stage_parser("Mean-shape baseline predictions.", run=False)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     summary = run_baseline(args.output, cfg.data.folds)

@@ -274,6 +274,18 @@ def save_config(cfg: Config, path) -> None:
     write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+def stage_parser(description: str, run: bool = True):
+    """argparse parser of a pipeline stage: --output, --run (optional), --config, --set."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--output", default="output", help="output directory (make's OUTPUT)")
+    if run:
+        parser.add_argument("--run", default=None, help="run name (default: the config's name)")
+    add_config_args(parser)
+    return parser
+
+
 def add_config_args(parser) -> None:
     """Standard --config / --set arguments for the stage CLIs."""
     parser.add_argument("--config", default="configs/demo.yaml", help="YAML config")

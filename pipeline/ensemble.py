@@ -10,7 +10,6 @@ CLI: python -m pipeline.ensemble --output DIR [--config C] [--run RUN]
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -18,7 +17,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from .config import add_config_args, config_from_args, save_config
+from .config import config_from_args, stage_parser, save_config
 from .predictions import fold_dir, load_npz, run_dir, write_category_csv
 
 
@@ -85,10 +84,7 @@ def run_ensemble(output, name: str, members: Sequence[str], k: int, categories: 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Average fold/member predictions.")
-    parser.add_argument("--output", default="output")
-    parser.add_argument("--run", default=None, help="run name (default: config name)")
-    add_config_args(parser)
+    parser = stage_parser("Average fold/member predictions.")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     name, members = cfg.ensemble_target(args.run or cfg.name)

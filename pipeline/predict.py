@@ -15,7 +15,6 @@ CLI: python -m pipeline.predict --output DIR [--config C] [--run RUN]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import codec, hardware, tta
-from .config import Config, add_config_args, config_from_args
+from .config import Config, config_from_args, stage_parser
 from .fsutil import write_text_atomic
 from .keypoints import category_flip_index, category_indices
 from .metrics import normalized_error
@@ -179,11 +178,8 @@ def run_predict(output, cfg: Config, run: str, force: bool = False) -> pd.DataFr
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="OOF and test predictions with flip TTA.")
-    parser.add_argument("--output", default="output")
-    parser.add_argument("--run", default=None)
+    parser = stage_parser("OOF and test predictions with flip TTA.")
     parser.add_argument("--force", action="store_true")
-    add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     hardware.setup_inference(cfg)

@@ -8,14 +8,13 @@ pixels, keypoint name → [x, y, score].
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import numpy as np
 
 from . import hardware
-from .config import add_config_args, config_from_args
+from .config import config_from_args, stage_parser
 from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, category_flip_index
 from .predict import load_model, predict_images
 from .predictions import fold_dir
@@ -40,12 +39,9 @@ def predict_one(image_path, category: str, output, cfg, run: str) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Predict the keypoints of one image.")
+    parser = stage_parser("Predict the keypoints of one image.")
     parser.add_argument("image")
     parser.add_argument("--category", required=True, choices=CATEGORIES)
-    parser.add_argument("--output", default="output")
-    parser.add_argument("--run", default=None)
-    add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     hardware.setup_inference(cfg)

@@ -19,7 +19,6 @@ CLI: python -m pipeline.preprocess --input DIR --output DIR [--config C]
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import io
@@ -34,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import codec
-from .config import add_config_args, config_from_args, save_config
+from .config import config_from_args, save_config, stage_parser
 from .fsutil import atomic_path, write_text_atomic
 from .keypoints import CATEGORIES, KEYPOINTS
 from .tianchi import Problem, discover_train_sources, format_cell, parse_cell, read_annotations, read_test_list
@@ -406,11 +405,9 @@ def _write_rejects(path: Path, problems: Sequence[Problem]) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Parse, validate, split folds and cache images.")
+    parser = stage_parser("Parse, validate, split folds and cache images.", run=False)
     parser.add_argument("--input", default="input")
-    parser.add_argument("--output", default="output")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
-    add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     preprocess(args.input, args.output, cfg.model.input_size, cfg.data.folds, cfg.data.fold_seed,

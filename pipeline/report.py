@@ -11,7 +11,6 @@ CLI: python -m pipeline.report --output DIR [--config C] [--run RUN]
 """
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import sys
@@ -21,7 +20,7 @@ from typing import List
 import numpy as np
 import pandas as pd
 
-from .config import add_config_args, config_from_args
+from .config import config_from_args, stage_parser
 from .fsutil import atomic_path, write_text_atomic
 from .keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX
 from .metrics import point_errors
@@ -147,10 +146,7 @@ def run_report(output, run: str, k: int, categories) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Plots and an HTML report.")
-    parser.add_argument("--output", default="output")
-    parser.add_argument("--run", default=None)
-    add_config_args(parser)
+    parser = stage_parser("Plots and an HTML report.")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     run, _ = cfg.ensemble_target(args.run or cfg.name)

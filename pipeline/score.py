@@ -11,7 +11,6 @@ CLI: python -m pipeline.score --output DIR [--config C] [--run NAME] [--stack]
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import sys
@@ -21,7 +20,7 @@ from typing import Dict, Optional
 import numpy as np
 import pandas as pd
 
-from .config import add_config_args, config_from_args
+from .config import config_from_args, stage_parser
 from .fsutil import atomic_path, write_text_atomic
 from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, NUM_KEYPOINTS
 from .metrics import normalized_error
@@ -106,13 +105,10 @@ def format_board(board: pd.DataFrame) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Score a run and update the leaderboard.")
-    parser.add_argument("--output", default="output")
-    parser.add_argument("--run", default=None, help="run/ensemble name (default: config's)")
+    parser = stage_parser("Score a run and update the leaderboard.")
     parser.add_argument("--stack", action="store_true",
                         help="score only the stacked predictions (by default they are scored beside "
                              "the plain ones whenever `make stack` produced them)")
-    add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     name, _ = cfg.ensemble_target(args.run or cfg.name)

@@ -25,7 +25,6 @@ CLI: python -m pipeline.stack --output DIR [--config C] [--run RUN]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from .config import Config, add_config_args, config_from_args
+from .config import Config, config_from_args, stage_parser
 from .fsutil import write_text_atomic
 from .keypoints import CATEGORY_KEYPOINTS, category_indices, normalizer_local_indices
 from .metrics import normalized_error
@@ -233,10 +232,7 @@ def run_stack(output, cfg: Config, name: str, members: Sequence[str]) -> Dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="LightGBM level-2 stacker on OOF predictions.")
-    parser.add_argument("--output", default="output")
-    parser.add_argument("--run", default=None)
-    add_config_args(parser)
+    parser = stage_parser("LightGBM level-2 stacker on OOF predictions.")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     name, members = cfg.ensemble_target(args.run or cfg.name)

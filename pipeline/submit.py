@@ -10,7 +10,6 @@ CLI:
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import re
@@ -20,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import add_config_args, config_from_args
+from .config import config_from_args, stage_parser
 from .fsutil import atomic_path
 from .keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS, NUM_KEYPOINTS
 from .tianchi import ABSENT_CELL, HEADER, read_test_list, write_annotations
@@ -166,12 +165,9 @@ def stack_choice(output, name: str) -> bool:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Write or validate a Tianchi submission.")
+    parser = stage_parser("Write or validate a Tianchi submission.")
     parser.add_argument("--validate", metavar="FILE", help="validate FILE and exit")
     parser.add_argument("--test", metavar="TEST_CSV", help="test.csv the submission answers")
-    parser.add_argument("--output", default="output")
-    parser.add_argument("--run", default=None)
-    add_config_args(parser)
     args = parser.parse_args(argv)
     if args.validate:
         if not args.test:

@@ -14,7 +14,6 @@ history.csv, metrics.json, tensorboard/, resume/.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import codec, hardware
-from .config import Config, add_config_args, config_from_args, save_config
+from .config import Config, config_from_args, stage_parser, save_config
 from .data import SampleSet, to_input_frame, train_dataset
 from .fsutil import atomic_path, write_text_atomic
 from .keypoints import category_flip_index, category_indices
@@ -360,13 +359,10 @@ def train(output, cfg: Config, run: str, category: str, fold: int, force: bool =
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Train one CPM for one category and fold.")
-    parser.add_argument("--output", default="output")
-    parser.add_argument("--run", default=None, help="run name (default: config name)")
+    parser = stage_parser("Train one CPM for one category and fold.")
     parser.add_argument("--category", required=True)
     parser.add_argument("--fold", type=int, required=True)
     parser.add_argument("--force", action="store_true", help="discard previous state and retrain")
-    add_config_args(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     if args.category not in cfg.data.categories:
