@@ -10,10 +10,19 @@ def cfg_with(*overrides):
     return load_config("configs/demo.yaml", ["model.input_size=64", "model.width=16"] + list(overrides))
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
 @pytest.mark.parametrize("stages", [1, 3])
-def test_cpm_outputs_every_stage(stages):
+def test_cpm_outputs_every_stage(stages, policy):
+    """Beliefs of every stage, in float32 whatever the compute dtype (loss and decoding stay float32)."""
+    import keras
+
     cfg = cfg_with(f"model.stages={stages}")
-    model = build_model(cfg, 7)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = build_model(cfg, 7)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     out = model.predict_on_batch(np.zeros((2, 64, 64, 3), np.uint8))
     assert out.shape == (2, stages, 16, 16, 7)
     assert out.dtype == np.float32

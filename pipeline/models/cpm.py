@@ -114,7 +114,7 @@ def build_cpm(cfg, num_keypoints: int) -> keras.Model:
         joined = layers.Concatenate(name=f"stage{t}_in")([features, beliefs[-1]])
         beliefs.append(stage(joined, m.width, m.stage_kernel, num_keypoints, (1, 2, 4, 8), f"stage{t}", softmax))
     hm = m.input_size // m.stride
-    expanded = [layers.Reshape((1, hm, hm, num_keypoints), name=f"stage{t + 1}_expand")(b)
+    expanded = [layers.Reshape((1, hm, hm, num_keypoints), dtype="float32", name=f"stage{t + 1}_expand")(b)
                 for t, b in enumerate(beliefs)]
     stacked = expanded[0] if len(expanded) == 1 else \
         layers.Concatenate(axis=1, name="beliefs", dtype="float32")(expanded)
