@@ -1,4 +1,4 @@
-"""Small filesystem helpers: atomic writes and freshness checks."""
+"""Small filesystem helpers: atomic writes."""
 from __future__ import annotations
 
 import contextlib
@@ -35,11 +35,3 @@ def write_text_atomic(path: PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
-
-def is_fresh(output: PathLike, inputs) -> bool:
-    """True when `output` exists and is newer than every existing path in `inputs`."""
-    output = Path(output)
-    if not output.exists():
-        return False
-    out_mtime = output.stat().st_mtime
-    return all(Path(p).stat().st_mtime <= out_mtime for p in inputs if Path(p).exists())

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .fsutil import atomic_path
-from .keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, NUM_KEYPOINTS
+from .keypoints import CATEGORY_KEYPOINTS
 
 
 def run_dir(output, run: str) -> Path:
@@ -69,9 +69,3 @@ def read_category_csv(path, category: str) -> Tuple[np.ndarray, np.ndarray, np.n
     score = frame[[f"{n}_score" for n in names]].to_numpy(np.float64)
     return frame["image_id"].to_numpy(object), xy, score
 
-
-def to_full(xy: np.ndarray, category: str) -> np.ndarray:
-    """Category-ordered (M, K, 2) → (M, 24, 2) CSV-ordered, NaN for other points."""
-    full = np.full((len(xy), NUM_KEYPOINTS, 2), np.nan)
-    full[:, [KEYPOINT_INDEX[n] for n in CATEGORY_KEYPOINTS[category]]] = xy
-    return full
