@@ -19,7 +19,7 @@ import numpy as np
 from .config import config_from_args, stage_parser
 from .fsutil import write_text_atomic
 from .keypoints import category_indices
-from .metrics import normalized_error
+from .metrics import category_ne
 from .predictions import fold_dir, save_npz
 from .preprocess import load_folds, load_index
 
@@ -60,9 +60,7 @@ def run_baseline(output, k: int) -> dict:
             xy = place(shape, train.sizes[val])
             out = fold_dir(output, RUN, cat, f)
             save_npz(out / "oof.npz", image_id=train.image_id[val], xy=xy, score=np.ones(xy.shape[:2]))
-            full = np.zeros((val.sum(), 24, 2))
-            full[:, idx] = xy
-            ne = normalized_error(train.keypoints[val], full, train.category[val])["ne"]
+            ne = category_ne(train.keypoints[val], xy, cat)
             write_text_atomic(out / "metrics.json", json.dumps({"val_ne": ne, "model": "meanshape"}))
             summary[f"{cat}/fold{f}"] = ne
             if test is not None:

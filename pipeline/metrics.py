@@ -21,7 +21,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from .keypoints import CATEGORIES, KEYPOINT_INDEX, KEYPOINTS, NORMALIZER
+from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS, NORMALIZER
 
 
 def image_normalizers(truth: np.ndarray, categories: Sequence[str]) -> np.ndarray:
@@ -97,6 +97,16 @@ def normalized_error(truth: np.ndarray, pred: np.ndarray, categories: Sequence[s
         "per_category": per_category,
         "per_keypoint": per_keypoint,
     }
+
+
+def category_ne(truth: np.ndarray, pred: np.ndarray, category: str) -> float:
+    """NE of one category's images from predictions in the category's own keypoint order.
+
+    truth: (N, 24, 3); pred: (N, K, 2) in CATEGORY_KEYPOINTS[category] order.
+    """
+    full = np.zeros((len(truth), len(KEYPOINTS), 2))
+    full[:, [KEYPOINT_INDEX[n] for n in CATEGORY_KEYPOINTS[category]]] = pred
+    return normalized_error(truth, full, [category] * len(truth))["ne"]
 
 
 def score_files(truth_csv, pred_csv) -> Dict:

@@ -26,8 +26,8 @@ import pandas as pd
 from . import codec, hardware, tta
 from .config import Config, config_from_args, stage_parser
 from .fsutil import write_text_atomic
-from .keypoints import category_flip_index, category_indices
-from .metrics import normalized_error
+from .keypoints import category_flip_index
+from .metrics import category_ne
 from .predictions import fold_dir, save_npz
 from .preprocess import load_cache, load_folds, load_index
 
@@ -104,14 +104,9 @@ def predict_images(model, images: np.ndarray, params: np.ndarray, cfg: Config,
     return out
 
 
-def _variant_ne(pred: Dict[str, np.ndarray], truth: np.ndarray, categories, cols) -> Dict[str, float]:
-    scores = {}
-    for name in ("xy_plain", "xy_mirror", "xy_heatmap", "xy_coords"):
-        if name in pred:
-            full = np.zeros((len(truth), 24, 2))
-            full[:, cols] = pred[name]
-            scores[name.replace("xy_", "ne_")] = normalized_error(truth, full, categories)["ne"]
-    return scores
+def _variant_ne(pred: Dict[str, np.ndarray], truth: np.ndarray, category: str) -> Dict[str, float]:
+    return {name.replace("xy_", "ne_"): category_ne(truth, pred[name], category)
+            for name in ("xy_plain", "xy_mirror", "xy_heatmap", "xy_coords") if name in pred}
 
 
 def load_model(path: Path):
@@ -135,19 +130,18 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, train_
     prep = Path(output) / "prep"
     size = cfg.model.input_size
     flip_index = category_flip_index(category)
-    cols = category_indices(category)
     val = (train_index.category == category) & (folds == fold)
     cache = load_cache(prep, "train", size)
     images = np.stack([cache[r] for r in train_index.cache_row[val]])
     pred = predict_images(model, images, train_index.params[val], cfg, flip_index, return_heatmaps=True)
     heatmaps = pred.pop("heatmaps")
     save_npz(out / "oof.npz", image_id=train_index.image_id[val], **pred)
-    report = _variant_ne(pred, train_index.keypoints[val], train_index.category[val], cols)
+    truth = train_index.keypoints[val]
+    report = _variant_ne(pred, truth, category)
     for refine in ("none", "quarter", "dark"):  # the decoding choice, measured on the same heatmaps
         xy, _ = codec.decode_to_original(heatmaps, train_index.params[val], cfg.model.stride, refine,
                                          cfg.codec.sigma)
-        report[f"ne_refine_{refine}"] = _variant_ne({"xy_plain": xy}, train_index.keypoints[val],
-                                                    train_index.category[val], cols)["ne_plain"]
+        report[f"ne_refine_{refine}"] = category_ne(truth, xy, category)
     if test_index is not None:
         t_mask = test_index.category == category
         t_cache = load_cache(prep, "test", size)

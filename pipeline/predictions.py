@@ -12,13 +12,13 @@ Layout under OUTPUT/runs/<run>/<category>/:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
 from .fsutil import atomic_path
-from .keypoints import CATEGORY_KEYPOINTS
+from .keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, NUM_KEYPOINTS
 
 
 def run_dir(output, run: str) -> Path:
@@ -56,6 +56,22 @@ def write_category_csv(path, image_id, category: str, xy: np.ndarray, score: np.
     frame = pd.concat([frame, pd.DataFrame(cols)], axis=1)
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.3f")
+
+
+def read_ensemble(output, name: str, image_id: Sequence[str], categories: Sequence[str],
+                  filename: str) -> np.ndarray:
+    """Per-category ensemble CSVs (runs/<name>/<cat>/<filename>) → (N, 24, 2) aligned with image_id.
+
+    Points of other categories, and images without a row, are NaN.
+    """
+    xy = np.full((len(image_id), NUM_KEYPOINTS, 2), np.nan)
+    pos = {iid: i for i, iid in enumerate(image_id)}
+    for cat in sorted(set(categories)):
+        ids, cat_xy, _ = read_category_csv(run_dir(output, name) / cat / filename, cat)
+        rows = np.array([pos[i] for i in ids], np.int64)
+        cols = np.array([KEYPOINT_INDEX[n] for n in CATEGORY_KEYPOINTS[cat]])
+        xy[rows[:, None], cols[None, :]] = cat_xy
+    return xy
 
 
 def read_category_csv(path, category: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

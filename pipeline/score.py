@@ -22,9 +22,9 @@ import pandas as pd
 
 from .config import config_from_args, stage_parser
 from .fsutil import atomic_path, write_text_atomic
-from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, NUM_KEYPOINTS
+from .keypoints import CATEGORIES
 from .metrics import normalized_error
-from .predictions import read_category_csv, run_dir
+from .predictions import read_ensemble, run_dir
 from .preprocess import load_index
 from .submit import finalize, gather_test_predictions
 from .tianchi import read_annotations
@@ -35,14 +35,7 @@ LEADERBOARD_COLUMNS = (["name", "cv_ne", "test_ne"] + [f"cv_ne_{c}" for c in CAT
 
 def oof_predictions(output, name: str, train, suffix: str = "") -> np.ndarray:
     """Ensemble OOF CSVs → (N, 24, 2) aligned with the training index."""
-    xy = np.full((len(train.image_id), NUM_KEYPOINTS, 2), np.nan)
-    pos = {iid: i for i, iid in enumerate(train.image_id)}
-    for cat in sorted(set(train.category)):
-        ids, cat_xy, _ = read_category_csv(run_dir(output, name) / cat / f"oof{suffix}.csv", cat)
-        rows = np.array([pos[i] for i in ids], np.int64)
-        cols = np.array([KEYPOINT_INDEX[n] for n in CATEGORY_KEYPOINTS[cat]])
-        xy[rows[:, None], cols[None, :]] = cat_xy
-    return xy
+    return read_ensemble(output, name, train.image_id, train.category, f"oof{suffix}.csv")
 
 
 def test_answers(input_dir, test) -> Optional[np.ndarray]:

@@ -139,16 +139,10 @@ def write_submission(path, test_csv, image_id: Sequence[str], category: Sequence
 
 def gather_test_predictions(output, name: str, test_index, use_stack: bool = False) -> np.ndarray:
     """Per-category ensemble test CSVs → (N, 24, 2) in test_index order."""
-    from .predictions import read_category_csv, run_dir
+    from .predictions import read_ensemble
 
-    xy = np.full((len(test_index.image_id), NUM_KEYPOINTS, 2), np.nan)
-    pos = {iid: i for i, iid in enumerate(test_index.image_id)}
-    for cat in sorted(set(test_index.category)):
-        fname = "test_stack.csv" if use_stack else "test.csv"
-        ids, cat_xy, _ = read_category_csv(run_dir(output, name) / cat / fname, cat)
-        cols = [KEYPOINT_INDEX[n] for n in CATEGORY_KEYPOINTS[cat]]
-        rows = np.array([pos[i] for i in ids], np.int64)
-        xy[rows[:, None], np.array(cols)[None, :]] = cat_xy
+    xy = read_ensemble(output, name, test_index.image_id, test_index.category,
+                       "test_stack.csv" if use_stack else "test.csv")
     missing = [iid for iid, c, p in zip(test_index.image_id, test_index.category, xy)
                if np.isnan(p[[KEYPOINT_INDEX[n] for n in CATEGORY_KEYPOINTS[c]]]).any()]
     if missing:

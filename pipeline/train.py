@@ -31,7 +31,7 @@ from .config import Config, config_from_args, stage_parser, save_config
 from .data import SampleSet, to_input_frame, train_dataset
 from .fsutil import atomic_path, write_text_atomic
 from .keypoints import category_flip_index, category_indices
-from .metrics import normalized_error
+from .metrics import category_ne
 from .predictions import fold_dir
 from .preprocess import load_cache, load_folds, load_index
 
@@ -68,9 +68,7 @@ class FoldData:
         self.val_ids = index.image_id[val]
         self.val_keypoints = index.keypoints[val]
         self.val_params = index.params[val]
-        self.val_categories = index.category[val]
         self.val_images = np.stack([images[r] for r in index.cache_row[val]])  # (M, S, S, 3) uint8
-        self.cols = cols
 
 
 def predict_heatmaps(model, images: np.ndarray, batch_size: int) -> np.ndarray:
@@ -91,9 +89,7 @@ def validation_ne(model, data: FoldData, cfg: Config) -> float:
     heatmaps = predict_heatmaps(model, data.val_images, cfg.predict.batch_size)
     xy, _ = codec.decode_to_original(heatmaps, data.val_params, cfg.model.stride, cfg.codec.refine,
                                      cfg.codec.sigma)
-    full = np.zeros((len(xy), 24, 2))
-    full[:, data.cols] = xy
-    return normalized_error(data.val_keypoints, full, data.val_categories)["ne"]
+    return category_ne(data.val_keypoints, xy, data.category)
 
 
 # --------------------------------------------------------------------------- model + loss
