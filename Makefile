@@ -31,26 +31,27 @@ export PIPELINE_PARALLEL_JOBS := $(MAKE_JOBS)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-PREP := $(OUTPUT)/prep/index.csv
 
 .PHONY: help install data preprocess baseline train train-all predict ensemble stack submit score \
-        report demo test bench clean _train-models
+        report demo test bench clean leaderboard _preprocess _baseline _train-all _predict _ensemble _stack \
+        _submit _publish _score _report _train
 
 help:
 	@echo "make demo        whole chain on synthetic data (or INPUT=...), prints the leaderboard"
 	@echo "make test        run the test suite"
 	@echo "make install     build .venv from requirements.txt (automatic for other targets)"
 	@echo "make data        write the synthetic dataset into INPUT (never over real data)"
-	@echo "make preprocess  parse/validate annotations, folds, image cache -> OUTPUT/prep/"
-	@echo "make baseline    mean-shape baseline run (OUTPUT/runs/meanshape), scored"
+	@echo "make preprocess  parse/validate annotations, folds, image cache -> OUTPUT/prep/<dataset>/, runs/<run>/prep.json"
+	@echo "make baseline    mean-shape baseline run (OUTPUT/runs/meanshape_k<k>_seed<s>), scored"
 	@echo "make train CAT=dress FOLD=0   train one model (resumes when interrupted)"
 	@echo "make train-all   every category x fold (use make -j2 train-all for parallel runs)"
 	@echo "make predict     OOF + test predictions with flip TTA for every fold model"
 	@echo "make ensemble    fold/member averaging -> OUTPUT/runs/<run>/<cat>/{oof,test}.csv"
 	@echo "make stack       LightGBM level-2 corrections on OOF predictions (config stack.mode)"
-	@echo "make submit      OUTPUT/submission.csv, validated"
-	@echo "make score       CV/test NE, appended to OUTPUT/leaderboard.csv"
-	@echo "make report      PNG plots and OUTPUT/report/index.html"
+	@echo "make submit      runs/<run>/submission.csv, validated, copied to OUTPUT/submission.csv"
+	@echo "make score       CV/test NE of the run's categories, put on OUTPUT/leaderboard.csv"
+	@echo "make leaderboard print OUTPUT/leaderboard.csv"
+	@echo "make report      PNG plots and OUTPUT/runs/<run>/report/index.html"
 	@echo "make bench       benchmarks -> OUTPUT/bench/results.json, docs/benchmarks.md"
 	@echo "variables: INPUT=$(INPUT) OUTPUT=$(OUTPUT) CONFIG=$(CONFIG) RUN=$(RUN) CAT FOLD SET='train.epochs=3 ...'"
 
@@ -68,59 +69,104 @@ data: $(STAMP)
 		--warm-per-cat $(SYNTH_WARM) --seed $(SYNTH_SEED)
 
 # ------------------------------------------------------------------ stages
-preprocess: $(STAMP)
-	$(PY) -m pipeline.preprocess --input $(INPUT) --output $(OUTPUT) $(CFG_ARGS)
+# Every stage is a file target. While make reads this file, `pipeline.artifacts stamps` writes
+# runs/<run>/.stamps/<stage>.json — the resolved settings each stage depends on (the prep stamp
+# also the input fingerprint) — rewriting a stamp only when its content changes, so an edit of
+# the config, of a file it inherits from, or of SET= reaches exactly the stages it concerns,
+# and `make -n submit` shows what would run. Each stage also records its inputs beside its
+# outputs and redoes its work only when they changed (pipeline/artifacts.py).
+RUNDIR   := $(OUTPUT)/runs/$(RUN)
+STAMPS   := $(RUNDIR)/.stamps
+PREP_REF := $(RUNDIR)/prep.json
+STAGE_GOALS := _preprocess _baseline _train-all _predict _ensemble _stack _submit _publish _score _report _train
+ifneq ($(filter $(STAGE_GOALS),$(MAKECMDGOALS)),)
+ifneq ($(wildcard $(PY)),)
+STAMP_ERR := $(shell $(PY) -m pipeline.artifacts stamps --output $(OUTPUT) --input $(INPUT) --run $(RUN) \
+                 $(CFG_ARGS) 2>&1 >/dev/null)
+ifneq ($(STAMP_ERR),)
+$(error $(STAMP_ERR))
+endif
+include $(STAMPS)/vars.mk
+endif
+endif
 
-BASELINE_ARGS := $(CFG_ARGS) --run meanshape --set ensemble.name=meanshape --set 'ensemble.members=[meanshape]'
-baseline: $(STAMP)
-	$(PY) -m pipeline.baseline --output $(OUTPUT) $(CFG_ARGS)
-	$(PY) -m pipeline.ensemble --output $(OUTPUT) $(BASELINE_ARGS)
-	$(PY) -m pipeline.score --output $(OUTPUT) $(BASELINE_ARGS)
+# the public stage targets install first, then make the files (a fresh make reads the stamps)
+preprocess baseline train-all predict ensemble stack submit score report: $(STAMP)
+	@$(MAKE) --no-print-directory _$@
 
 train: $(STAMP)
-	$(PY) -m pipeline.train --output $(OUTPUT) $(CFG_ARGS) --run $(RUN) --category $(CAT) --fold $(FOLD)
+	@$(MAKE) --no-print-directory _train
 
-train-all: $(STAMP)
-	@$(MAKE) --no-print-directory _train-models \
-		FOLDS="$$($(PY) -m pipeline.config $(CFG_ARGS) --get data.folds)" \
-		CATS="$$($(PY) -m pipeline.config $(CFG_ARGS) --get data.categories)"
+ifneq ($(CATS),)
+ENSDIR   := $(OUTPUT)/runs/$(ENS)
+BASEDIR  := $(OUTPUT)/runs/$(BASE_RUN)
+MODELS   := $(foreach c,$(CATS),$(foreach f,$(FOLD_IDS),$(RUNDIR)/$(c)/fold$(f)/metrics.json))
+PREDS    := $(RUNDIR)/predictions.json
+# members other than this run are made with their own config: a missing one is named by `ensemble`
+OTHER_PREDS := $(foreach m,$(filter-out $(RUN),$(MEMBERS)),$(wildcard $(OUTPUT)/runs/$(m)/predictions.json))
+FALLBACK_DEP := $(if $(PARTIAL),$(if $(filter $(FALLBACK),$(BASE_RUN)),$(BASEDIR)/scores.json,\
+                  $(wildcard $(OUTPUT)/runs/$(FALLBACK)/ensemble.json)))
+PUBLISHED := $(shell cmp -s $(ENSDIR)/submission.csv $(OUTPUT)/submission.csv 2>/dev/null && echo yes)
 
-MODEL_TARGETS := $(foreach c,$(CATS),$(foreach f,$(shell seq 0 $$(( $(or $(FOLDS),1) - 1 ))),$(OUTPUT)/runs/$(RUN)/$(c)/fold$(f)/metrics.json))
-_train-models: $(MODEL_TARGETS)
+$(PREP_REF): $(STAMPS)/prep.json
+	$(PY) -m pipeline.preprocess --input $(INPUT) --output $(OUTPUT) --run $(RUN) $(CFG_ARGS)
 
-$(OUTPUT)/runs/$(RUN)/%/metrics.json: $(PREP) $(CONFIG)
+$(BASEDIR)/scores.json: $(PREP_REF)
+	$(PY) -m pipeline.baseline --output $(OUTPUT) --run $(RUN) $(CFG_ARGS)
+
+# one model; the model directory is locked while it trains (a second trainer stops at once)
+$(RUNDIR)/%/metrics.json: $(PREP_REF) $(STAMPS)/train.json
 	$(PY) -m pipeline.train --output $(OUTPUT) $(CFG_ARGS) --run $(RUN) \
 		--category $(word 1,$(subst /, ,$*)) --fold $(patsubst fold%,%,$(word 2,$(subst /, ,$*)))
 
-predict: $(STAMP)
+$(PREDS): $(MODELS) $(STAMPS)/predict.json
 	$(PY) -m pipeline.predict --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
-ensemble: $(STAMP)
+$(ENSDIR)/ensemble.json: $(PREDS) $(OTHER_PREDS) $(STAMPS)/ensemble.json
 	$(PY) -m pipeline.ensemble --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
-stack: $(STAMP)
+$(ENSDIR)/stack.json: $(ENSDIR)/ensemble.json $(STAMPS)/stack.json
 	$(PY) -m pipeline.stack --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
-submit: $(STAMP)
+$(ENSDIR)/submit.json: $(ENSDIR)/stack.json $(FALLBACK_DEP) $(STAMPS)/submit.json
 	$(PY) -m pipeline.submit --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
-score: $(STAMP)
+$(ENSDIR)/scores.json: $(ENSDIR)/submit.json $(STAMPS)/score.json
 	$(PY) -m pipeline.score --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
-report: $(STAMP)
+$(ENSDIR)/report/index.html: $(ENSDIR)/scores.json
 	$(PY) -m pipeline.report --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
+
+_preprocess: $(PREP_REF)
+_baseline: $(BASEDIR)/scores.json
+_train-all: $(MODELS)
+_predict: $(PREDS)
+_ensemble: $(ENSDIR)/ensemble.json
+_stack: $(ENSDIR)/stack.json
+_submit: $(ENSDIR)/submit.json $(if $(PUBLISHED),,_publish)
+_score: $(ENSDIR)/scores.json
+_report: $(ENSDIR)/report/index.html
+# OUTPUT/submission.csv is the last submitted run's file: copied when it differs
+_publish: $(ENSDIR)/submit.json
+	@cmp -s $(ENSDIR)/submission.csv $(OUTPUT)/submission.csv || { cp $(ENSDIR)/submission.csv \
+		$(OUTPUT)/.submission.csv.tmp && mv $(OUTPUT)/.submission.csv.tmp $(OUTPUT)/submission.csv && \
+		echo "submit: $(OUTPUT)/submission.csv = $(ENSDIR)/submission.csv"; }
+_train: $(PREP_REF)
+	$(PY) -m pipeline.train --output $(OUTPUT) $(CFG_ARGS) --run $(RUN) --category $(CAT) --fold $(FOLD)
+endif
+
+leaderboard: $(STAMP)
+	@$(PY) -m pipeline.score --output $(OUTPUT) --show
 
 # ------------------------------------------------------------------ whole chain
 demo: $(STAMP)
 	@if ! ls $(INPUT)/*/Annotations/*.csv >/dev/null 2>&1; then $(MAKE) --no-print-directory data; fi
-	@$(MAKE) --no-print-directory preprocess
-	@$(MAKE) --no-print-directory baseline
-	@$(MAKE) --no-print-directory -j$(DEMO_JOBS) train-all
-	@$(MAKE) --no-print-directory predict ensemble
-	@$(MAKE) --no-print-directory stack
-	@$(MAKE) --no-print-directory submit score report
+	@$(MAKE) --no-print-directory _baseline
+	@$(MAKE) --no-print-directory -j$(DEMO_JOBS) _train-all
+	@$(MAKE) --no-print-directory _submit _score _report
+	@$(PY) -m pipeline.score --output $(OUTPUT) --show
 	@echo "demo done: submission $(OUTPUT)/submission.csv, leaderboard $(OUTPUT)/leaderboard.csv," \
-		"report $(OUTPUT)/report/index.html"
+		"report $(OUTPUT)/runs/$(RUN)/report/index.html"
 
 DEMO_JOBS ?= 2
 

@@ -3,10 +3,11 @@
 For every (category, fold) the mean of x / width and y / height over the
 training folds' annotated points predicts the held-out fold (OOF) and the
 test set. It writes the same files as a trained model (fold<k>/oof.npz,
-test.npz, metrics.json) under OUTPUT/runs/meanshape/, so ensemble, submit
-and score treat it like any other run; its NE is the yardstick.
+test.npz, metrics.json) under OUTPUT/runs/meanshape_k<k>_seed<s>/ (one per
+fold split), so ensemble, submit and score treat it like any other run; its NE
+is the yardstick, and it is the default fallback of category-subset runs.
 
-CLI: python -m pipeline.baseline --output DIR [--config C]
+CLI: python -m pipeline.baseline --output DIR [--config C] [--run RUN]   (RUN: whose prep binding to use)
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from .config import config_from_args, stage_parser
 from .fsutil import write_text_atomic
 from .keypoints import category_indices
 from .metrics import category_ne
-from .predictions import fold_dir, save_npz
-from .preprocess import load_folds, load_index
+from .artifacts import is_current, write_record
+from .predictions import fold_dir, run_dir, save_npz
+from .preprocess import RunData, bind_run, run_data
 
 RUN = "meanshape"
 
@@ -44,21 +46,33 @@ def place(shape: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return shape[None, :, :] * sizes[:, None, :].astype(np.float64)
 
 
-def run_baseline(output, k: int) -> dict:
-    """Write OOF/test predictions of the mean shape for every category and fold."""
-    prep = Path(output) / "prep"
-    train = load_index(prep, "train")
-    folds = load_folds(prep, train.image_id)
-    test = load_index(prep, "test") if (prep / "test_index.csv").exists() else None
+def baseline_name(cfg) -> str:
+    """Run name of the mean-shape baseline for a config's folds (its OOF needs the same split)."""
+    return f"{RUN}_k{cfg.data.folds}_seed{cfg.data.fold_seed}"
+
+
+def run_baseline(output, prep: RunData, name: str) -> dict:
+    """Write OOF/test predictions of the mean shape for every category and fold of `prep` into run `name`.
+
+    Skipped when runs/<name>/baseline.json records the same dataset and folds.
+    Returns {"<cat>/fold<k>": val NE}.
+    """
+    record = run_dir(output, name) / "baseline.json"
+    inputs = {"prep": prep.identity(with_cache=False)}
+    if is_current(record, inputs):
+        return json.loads(record.read_text())["val_ne"]
+    train = prep.train_index()
+    folds = prep.folds(train.image_id)
+    test = prep.test_index()
     summary = {}
     for cat in sorted(set(train.category)):
         idx = category_indices(cat)
         in_cat = train.category == cat
-        for f in range(k):
+        for f in range(prep.k):
             fit, val = in_cat & (folds != f), in_cat & (folds == f)
             shape = mean_shape(train.keypoints[fit][:, idx], train.sizes[fit])
             xy = place(shape, train.sizes[val])
-            out = fold_dir(output, RUN, cat, f)
+            out = fold_dir(output, name, cat, f)
             save_npz(out / "oof.npz", image_id=train.image_id[val], xy=xy, score=np.ones(xy.shape[:2]))
             ne = category_ne(train.keypoints[val], xy, cat)
             write_text_atomic(out / "metrics.json", json.dumps({"val_ne": ne, "model": "meanshape"}))
@@ -68,15 +82,30 @@ def run_baseline(output, k: int) -> dict:
                 t_xy = place(shape, test.sizes[t_mask])
                 save_npz(out / "test.npz", image_id=test.image_id[t_mask], xy=t_xy,
                          score=np.ones(t_xy.shape[:2]))
+    bind_run(output, name, prep)
+    write_record(record, inputs, val_ne=summary, categories=sorted(set(train.category)))
     return summary
 
 
 def main(argv=None) -> int:
-    parser = stage_parser("Mean-shape baseline predictions.", run=False)
+    """Mean-shape baseline of the config's dataset and folds: predictions, ensemble and leaderboard row."""
+    from .ensemble import run_ensemble
+    from .keypoints import CATEGORIES
+    from .score import score_and_report
+
+    parser = stage_parser("Mean-shape baseline predictions, ensembled and scored.")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    summary = run_baseline(args.output, cfg.data.folds)
-    print("meanshape val NE per fold: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
+    name = baseline_name(cfg)
+    try:
+        prep = run_data(args.output, args.run or cfg.name, cfg)
+        summary = run_baseline(args.output, prep, name)
+        categories = [c for c in CATEGORIES if any(k.startswith(c + "/") for k in summary)]
+        run_ensemble(args.output, name, [name], categories)
+        score_and_report(args.output, name, categories, config_hash="meanshape")
+    except (FileNotFoundError, ValueError) as err:
+        print(f"baseline: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -104,6 +104,11 @@ class StackConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SubmitConfig:
+    fallback: str = ""             # run whose predictions fill categories this run lacks ("": the mean-shape baseline)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str = "base"
     data: DataConfig = DataConfig()
@@ -114,6 +119,7 @@ class Config:
     predict: PredictConfig = PredictConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
     stack: StackConfig = StackConfig()
+    submit: SubmitConfig = SubmitConfig()
 
     def to_dict(self) -> Dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -130,6 +136,40 @@ class Config:
     def ensemble_target(self, run: str) -> Tuple[str, Tuple[str, ...]]:
         """(name, members) of the ensemble built from `run`: the config's, else the run alone."""
         return self.ensemble.name or run, tuple(self.ensemble.members) or (run,)
+
+    def stage_settings(self, stage: str) -> Dict[str, Any]:
+        """The resolved settings one stage's outputs depend on (see STAGE_SETTINGS), as a nested dict.
+
+        Outputs record these; a stage redoes its work exactly when they (or its upstream
+        artifacts) change, so e.g. `predict.batch_size` or `train.threads` never invalidate anything.
+        """
+        full = self.to_dict()
+        out: Dict[str, Any] = {}
+        for section, keys in STAGE_SETTINGS[stage].items():
+            values = full[section]
+            if keys == "*":
+                chosen = dict(values)
+            elif isinstance(keys, tuple) and keys[:1] == ("-",):
+                chosen = {k: v for k, v in values.items() if k not in keys[1:]}
+            else:
+                chosen = {k: values[k] for k in keys}
+            out[section] = chosen
+        return out
+
+
+#: What each stage's outputs depend on: section → key list, "*" (all), or ("-", excluded keys...).
+#: Settings that only change speed or placement (threads, batch size of inference, jobs,
+#: distribution, precision) are left out on purpose.
+STAGE_SETTINGS: Dict[str, Dict[str, Any]] = {
+    "prep": {"data": ("folds", "fold_seed"), "model": ("input_size", "margin")},
+    "train": {"data": ("folds", "fold_seed"), "model": "*", "codec": ("sigma",), "augment": "*",
+              "train": ("-", "threads", "distribute", "precision")},
+    "predict": {"model": ("input_size", "stride", "margin"), "codec": "*", "predict": ("-", "batch_size")},
+    "ensemble": {"data": ("folds", "fold_seed", "categories"), "ensemble": "*"},
+    "stack": {"stack": ("-", "jobs"), "train": ("seed",)},
+    "submit": {"data": ("categories",), "submit": "*"},
+    "score": {"data": ("categories",)},
+}
 
 
 _CHOICES = {
@@ -270,8 +310,13 @@ def config_from_dict(values: Dict[str, Any]) -> Config:
 
 
 def save_config(cfg: Config, path) -> None:
-    """Write the resolved config as YAML, atomically."""
-    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML, atomically; a file that already holds it is left alone."""
+    from pathlib import Path as _Path
+
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    path = _Path(path)
+    if not (path.exists() and path.read_text() == text):
+        write_text_atomic(path, text)
 
 
 def stage_parser(description: str, run: bool = True):

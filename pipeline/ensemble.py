@@ -5,7 +5,10 @@ assembled into one prediction per training image (members averaged), and the
 test files are averaged over folds and members. A missing member, fold or
 image is an error naming it, never silently skipped.
 
-Writes OUTPUT/runs/<name>/<category>/oof.csv and test.csv (float coordinates).
+Members may be runs of different input size, stride or model (all prediction
+files hold original-image pixels) but must share one dataset and fold
+assignment. Writes OUTPUT/runs/<name>/<category>/oof.csv and test.csv (float
+coordinates) and runs/<name>/ensemble.json (the inputs it was built from).
 CLI: python -m pipeline.ensemble --output DIR [--config C] [--run RUN]
 """
 from __future__ import annotations
@@ -17,8 +20,10 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from .artifacts import files_id, is_current, write_record
 from .config import config_from_args, stage_parser, save_config
 from .predictions import fold_dir, load_npz, run_dir, write_category_csv
+from .preprocess import RunData, bind_run, run_data
 
 
 def _average(parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], ids: np.ndarray,
@@ -51,8 +56,9 @@ def ensemble_category(output, members: Sequence[str], category: str, k: int,
                       train_ids: np.ndarray, test_ids: np.ndarray = None) -> Dict[str, tuple]:
     """OOF and test ensembles of one category.
 
-    Returns {"oof": (xy (M, K, 2), score), "test": (xy, score)} aligned with
-    train_ids / test_ids.
+    Members may differ in input size, stride or model: every prediction file holds
+    original-image pixels, so they average directly. Returns {"oof": (xy (M, K, 2),
+    score), "test": (xy, score)} aligned with train_ids / test_ids.
     """
     out = {}
     oof_parts = [member_oof(output, m, category, k) for m in members]
@@ -67,12 +73,53 @@ def ensemble_category(output, members: Sequence[str], category: str, k: int,
     return out
 
 
-def run_ensemble(output, name: str, members: Sequence[str], k: int, categories: Sequence[str]) -> None:
-    from .preprocess import load_index
+def members_data(output, name: str, members: Sequence[str]) -> RunData:
+    """The prep binding shared by all members; ValueError when their datasets or fold assignments differ."""
+    datas = [run_data(output, m) for m in members]
+    first = datas[0]
+    for m, d in zip(members[1:], datas[1:]):
+        if d.identity(with_cache=False) != first.identity(with_cache=False):
+            raise ValueError(f"ensemble {name}: member {m!r} was trained on dataset {d.dataset} with folds "
+                             f"k={d.k} seed={d.seed}, member {members[0]!r} on dataset {first.dataset} with "
+                             f"folds k={first.k} seed={first.seed}; members must share one fold assignment")
+    return first
 
-    prep = Path(output) / "prep"
-    train = load_index(prep, "train")
-    test = load_index(prep, "test") if (prep / "test_index.csv").exists() else None
+
+def member_files(output, members: Sequence[str], categories: Sequence[str], k: int, with_test: bool) -> List[Path]:
+    """Every prediction file the ensemble reads; FileNotFoundError names the first missing one."""
+    files = []
+    for m in members:
+        for cat in categories:
+            for f in range(k):
+                for split in ("oof", "test") if with_test else ("oof",):
+                    path = fold_dir(output, m, cat, f) / f"{split}.npz"
+                    if not path.exists():
+                        raise FileNotFoundError(f"ensemble member {m!r} has no {split} predictions for {cat} "
+                                                f"fold {f} ({path}); run `make predict` for run {m!r}")
+                    files.append(path)
+    return files
+
+
+def run_ensemble(output, name: str, members: Sequence[str], categories: Sequence[str],
+                 settings: Dict = None) -> bool:
+    """Average members over folds into runs/<name>/<cat>/oof.csv, test.csv; False when already current.
+
+    runs/<name>/ensemble.json records the inputs: the settings, the shared prep binding
+    and the content id of every member prediction file.
+    """
+    prep = members_data(output, name, members)
+    k = prep.k
+    files = member_files(output, members, categories, k, prep.has_test)
+    inputs = {"settings": settings or {"members": list(members), "categories": list(categories)},
+              "prep": prep.identity(with_cache=False), "files": files_id(files)}
+    record = run_dir(output, name) / "ensemble.json"
+    outputs = [run_dir(output, name) / c / f for c in categories
+               for f in (("oof.csv", "test.csv") if prep.has_test else ("oof.csv",))]
+    if is_current(record, inputs, outputs):
+        print(f"ensemble {name}: up to date")
+        return False
+    train = prep.train_index()
+    test = prep.test_index()
     for cat in categories:
         train_ids = train.image_id[train.category == cat]
         test_ids = None if test is None else test.image_id[test.category == cat]
@@ -80,7 +127,11 @@ def run_ensemble(output, name: str, members: Sequence[str], k: int, categories: 
         write_category_csv(run_dir(output, name) / cat / "oof.csv", train_ids, cat, *result["oof"])
         if test is not None:
             write_category_csv(run_dir(output, name) / cat / "test.csv", test_ids, cat, *result["test"])
+    if name not in members:
+        bind_run(output, name, prep)
+    write_record(record, inputs, members=list(members), categories=list(categories))
     print(f"ensemble {name}: {', '.join(members)} × {k} folds → {run_dir(output, name)}")
+    return True
 
 
 def main(argv=None) -> int:
@@ -89,7 +140,7 @@ def main(argv=None) -> int:
     cfg = config_from_args(args)
     name, members = cfg.ensemble_target(args.run or cfg.name)
     try:
-        run_ensemble(args.output, name, members, cfg.data.folds, cfg.data.categories)
+        run_ensemble(args.output, name, members, cfg.data.categories, cfg.stage_settings("ensemble"))
         save_config(cfg, run_dir(args.output, name) / "config.yaml")
     except (FileNotFoundError, ValueError) as err:
         print(f"ensemble: error: {err}", file=sys.stderr)

@@ -28,8 +28,9 @@ from .config import Config, config_from_args, stage_parser
 from .fsutil import write_text_atomic
 from .keypoints import category_flip_index
 from .metrics import category_ne
-from .predictions import fold_dir, save_npz
-from .preprocess import load_cache, load_folds, load_index
+from .artifacts import digest, file_id, is_current, read_record, write_record
+from .predictions import fold_dir, run_dir, save_npz
+from .preprocess import RunData, run_data
 
 
 def peak_features(heatmaps: np.ndarray, uv: np.ndarray, radius: int = 2) -> Dict[str, np.ndarray]:
@@ -117,21 +118,31 @@ def load_model(path: Path):
     return keras.models.load_model(path, compile=False)
 
 
-def predict_fold(output, cfg: Config, run: str, category: str, fold: int, train_index, folds: np.ndarray,
-                 test_index=None, force: bool = False) -> Dict:
-    """OOF and test predictions of one fold model; returns the OOF NE of each variant."""
+def predict_inputs(cfg: Config, prep: RunData, model_path: Path) -> Dict:
+    """What a fold's predictions depend on: the predict settings, the model file, the prep artifacts."""
+    return {"settings": cfg.stage_settings("predict"), "model": file_id(model_path), "prep": prep.identity()}
+
+
+def predict_fold(output, cfg: Config, run: str, category: str, fold: int, prep: RunData, train_index,
+                 folds: np.ndarray, test_index=None, force: bool = False) -> Dict:
+    """OOF and test predictions of one fold model; returns the OOF NE of each variant.
+
+    Skipped (nothing rewritten) when predict.json records the same inputs: the same
+    model file, prep artifacts and predict settings (`Config.stage_settings("predict")`).
+    """
     out = fold_dir(output, run, category, fold)
     model_path = out / "model.keras"
-    outputs = [out / "oof.npz", out / "predict.json"] + ([out / "test.npz"] if test_index is not None else [])
-    if not force and model_path.exists() and all(
-            p.exists() and p.stat().st_mtime >= model_path.stat().st_mtime for p in outputs):
-        return json.loads((out / "predict.json").read_text())
+    if not model_path.exists():
+        raise FileNotFoundError(f"missing model {model_path} (run `make train-all` first)")
+    inputs = predict_inputs(cfg, prep, model_path)
+    outputs = [out / "oof.npz"] + ([out / "test.npz"] if test_index is not None else [])
+    if not force and is_current(out / "predict.json", inputs, outputs):
+        return json.loads((out / "predict.json").read_text())["report"]
     model = load_model(model_path)
-    prep = Path(output) / "prep"
     size = cfg.model.input_size
     flip_index = category_flip_index(category)
     val = (train_index.category == category) & (folds == fold)
-    cache = load_cache(prep, "train", size)
+    cache = prep.cache("train")
     images = np.stack([cache[r] for r in train_index.cache_row[val]])
     pred = predict_images(model, images, train_index.params[val], cfg, flip_index, return_heatmaps=True)
     heatmaps = pred.pop("heatmaps")
@@ -144,30 +155,36 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, train_
         report[f"ne_refine_{refine}"] = category_ne(truth, xy, category)
     if test_index is not None:
         t_mask = test_index.category == category
-        t_cache = load_cache(prep, "test", size)
+        t_cache = prep.cache("test")
         t_images = np.stack([t_cache[r] for r in test_index.cache_row[t_mask]]) if t_mask.any() \
             else np.zeros((0, size, size, 3), np.uint8)
         t_pred = predict_images(model, t_images, test_index.params[t_mask], cfg, flip_index)
         save_npz(out / "test.npz", image_id=test_index.image_id[t_mask], **t_pred)
     report["merge"] = cfg.predict.merge
     report["flip_tta"] = cfg.predict.flip_tta
-    write_text_atomic(out / "predict.json", json.dumps(report, indent=2))
+    write_record(out / "predict.json", inputs, report=report)  # last: marks the fold's predictions complete
     return report
 
 
 def run_predict(output, cfg: Config, run: str, force: bool = False) -> pd.DataFrame:
-    prep = Path(output) / "prep"
-    train_index = load_index(prep, "train")
-    folds = load_folds(prep, train_index.image_id)
-    test_index = load_index(prep, "test") if (prep / "test_index.csv").exists() else None
+    prep = run_data(output, run, cfg)
+    train_index = prep.train_index()
+    folds = prep.folds(train_index.image_id)
+    test_index = prep.test_index()
     rows = []
     from tqdm import tqdm
 
     jobs = [(c, f) for c in cfg.data.categories for f in range(cfg.data.folds)]
+    fold_inputs = {}
     for cat, fold in tqdm(jobs, desc="predict", unit="model"):
-        report = predict_fold(output, cfg, run, cat, fold, train_index, folds, test_index, force)
+        report = predict_fold(output, cfg, run, cat, fold, prep, train_index, folds, test_index, force)
         rows.append({"category": cat, "fold": fold, **report})
+        fold_inputs[f"{cat}/fold{fold}"] = digest(read_record(fold_dir(output, run, cat, fold) / "predict.json")["inputs"])
     table = pd.DataFrame(rows)
+    # the run's summary record (make's target): current when every fold's predictions are
+    record = run_dir(output, run) / "predictions.json"
+    if not is_current(record, fold_inputs):
+        write_record(record, fold_inputs, folds=rows)
     return table
 
 
@@ -179,7 +196,7 @@ def main(argv=None) -> int:
     hardware.setup_inference(cfg)
     try:
         table = run_predict(args.output, cfg, args.run or cfg.name, args.force)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"predict: error: {err}", file=sys.stderr)
         return 1
     ne_cols = [c for c in table.columns if c.startswith("ne_")]

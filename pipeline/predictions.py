@@ -30,10 +30,20 @@ def fold_dir(output, run: str, category: str, fold: int) -> Path:
 
 
 def save_npz(path, **arrays) -> None:
-    """np.savez to a temporary file, renamed into place."""
+    """Arrays to an .npz (readable by np.load), written to a temporary file and renamed into place.
+
+    Byte-deterministic: entries in the given order with a fixed zip time stamp (np.savez
+    stamps the current time), so the same arrays always give the same file.
+    """
+    import io
+    import zipfile
+
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, value in arrays.items():
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.asanyarray(value), allow_pickle=True)
+                zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
 
 
 def load_npz(path) -> Dict[str, np.ndarray]:

@@ -5,7 +5,7 @@
 * learning curves per category (val NE and loss per epoch, one line per fold);
 * per-keypoint CV NE bars;
 * the leaderboard and any extra PNG in the report folder (e.g. the
-  stacker's feature importance) in OUTPUT/report/index.html.
+  stacker's feature importance) in OUTPUT/runs/<run>/report/index.html.
 
 CLI: python -m pipeline.report --output DIR [--config C] [--run RUN]
 """
@@ -125,19 +125,20 @@ def write_index(report_dir: Path, images: List[Path], leaderboard: Path) -> Path
 
 
 def run_report(output, run: str, k: int, categories) -> Path:
-    from .preprocess import load_index
+    """Plots and index.html of run `run` in runs/<run>/report/ (the leaderboard shown is OUTPUT's)."""
+    from .preprocess import run_data
     from .score import oof_predictions
 
     output = Path(output)
-    report_dir = output / "report"
+    report_dir = run_dir(output, run) / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    train = load_index(output / "prep", "train")
+    train = run_data(output, run).train_index()
     images: List[Path] = []
     scores_path = run_dir(output, run) / "scores.json"
     if scores_path.exists():
         images.append(plot_keypoint_bars(json.loads(scores_path.read_text()),
                                          report_dir / f"keypoint_ne_{run}.png", f"{run}: CV NE per keypoint"))
-    pred = oof_predictions(output, run, train)
+    pred = oof_predictions(output, run, train, categories=categories)
     for cat in categories:
         images.append(plot_examples(train, pred, cat, report_dir / f"examples_{cat}.png"))
         images.append(plot_learning_curves(output, run, cat, k, report_dir / f"learning_curves_{cat}.png"))
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
     run, _ = cfg.ensemble_target(args.run or cfg.name)
     try:
         path = run_report(args.output, run, cfg.data.folds, cfg.data.categories)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"report: error: {err}", file=sys.stderr)
         return 1
     print(f"report: {path}")

@@ -2,10 +2,12 @@
 
 CV NE pools every training image's OOF prediction (float coordinates); test
 NE is computed on exactly what the submission holds (rounded and clipped by
-submit.finalize) against INPUT/test/answers.csv. One row is appended to
-OUTPUT/leaderboard.csv (replacing an older row of the same name) and the
-board is printed sorted by CV NE. Per-keypoint NE goes to
-OUTPUT/runs/<name>/scores.json.
+submit.finalize) against INPUT/test/answers.csv. Both cover the run's own
+categories only (`data.categories`; the row's `categories` column names them).
+One row is put on OUTPUT/leaderboard.csv (replacing an older row of the same
+name) and the board is printed sorted by CV NE. Per-keypoint NE and the inputs
+the scores were computed from go to OUTPUT/runs/<name>/scores.json; nothing is
+recomputed or rewritten when those inputs did not change.
 
 CLI: python -m pipeline.score --output DIR [--config C] [--run NAME] [--stack]
 """
@@ -15,27 +17,39 @@ import datetime
 import json
 import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .artifacts import is_current, write_record
 from .config import config_from_args, stage_parser
-from .fsutil import atomic_path, write_text_atomic
 from .keypoints import CATEGORIES
 from .metrics import normalized_error
 from .predictions import read_ensemble, run_dir
-from .preprocess import load_index
+from .preprocess import run_data
 from .submit import finalize, gather_test_predictions
 from .tianchi import read_annotations
 
-LEADERBOARD_COLUMNS = (["name", "cv_ne", "test_ne"] + [f"cv_ne_{c}" for c in CATEGORIES]
+LEADERBOARD_COLUMNS = (["name", "categories", "cv_ne", "test_ne"] + [f"cv_ne_{c}" for c in CATEGORIES]
                        + ["n_points", "n_images_skipped", "created", "config_hash"])
 
 
-def oof_predictions(output, name: str, train, suffix: str = "") -> np.ndarray:
-    """Ensemble OOF CSVs → (N, 24, 2) aligned with the training index."""
-    return read_ensemble(output, name, train.image_id, train.category, f"oof{suffix}.csv")
+def categories_label(categories: Sequence[str]) -> str:
+    """Leaderboard label of the categories a row covers: `all` or e.g. `dress+skirt`."""
+    return "all" if set(categories) >= set(CATEGORIES) else "+".join(c for c in CATEGORIES if c in categories)
+
+
+def oof_predictions(output, name: str, train, suffix: str = "", categories: Sequence[str] = None) -> np.ndarray:
+    """Ensemble OOF CSVs → (N, 24, 2) aligned with the training index (NaN outside `categories`)."""
+    cats = train.category if categories is None else [c for c in set(train.category) if c in categories]
+    return read_ensemble(output, name, train.image_id, cats, f"oof{suffix}.csv")
+
+
+def categories_ne(truth: np.ndarray, pred: np.ndarray, image_category, categories: Sequence[str]) -> Dict:
+    """normalized_error over the images of `categories` only (truth (N, 24, 3), pred (N, 24, 2))."""
+    rows = np.isin(np.asarray(image_category), list(categories))
+    return normalized_error(truth[rows], pred[rows], np.asarray(image_category)[rows])
 
 
 def test_answers(input_dir, test) -> Optional[np.ndarray]:
@@ -53,46 +67,96 @@ def test_answers(input_dir, test) -> Optional[np.ndarray]:
     return table.keypoints[[pos[i] for i in test.image_id]]
 
 
-def score_run(output, name: str, config_hash: str = "", stacked: bool = False) -> Dict:
-    """CV and test NE of a run/ensemble; returns the leaderboard row plus details."""
-    prep = Path(output) / "prep"
-    train = load_index(prep, "train")
+def score_run(output, name: str, categories: Sequence[str], config_hash: str = "", stacked: bool = False) -> Dict:
+    """CV and test NE of a run/ensemble over `categories`; returns {"row": leaderboard row, "details"}."""
+    prep = run_data(output, name)
+    train = prep.train_index()
     suffix = "_stack" if stacked else ""
-    cv = normalized_error(train.keypoints, oof_predictions(output, name, train, suffix), train.category)
-    row = {"name": name + ("+stack" if stacked else ""), "cv_ne": cv["ne"], "test_ne": np.nan,
+    oof = oof_predictions(output, name, train, suffix, categories)
+    cv = categories_ne(train.keypoints, oof, train.category, categories)
+    row = {"name": name + ("+stack" if stacked else ""), "categories": categories_label(categories),
+           "cv_ne": cv["ne"], "test_ne": np.nan,
            "n_points": cv["n_points"], "n_images_skipped": cv["n_images_skipped"],
            "created": datetime.datetime.now().isoformat(timespec="seconds"), "config_hash": config_hash}
     for c in CATEGORIES:
         row[f"cv_ne_{c}"] = cv["per_category"].get(c, np.nan)
     details = {"cv": cv}
-    if (prep / "test_index.csv").exists():
-        test = load_index(prep, "test")
-        input_dir = json.loads((prep / "manifest.json").read_text())["input"]
-        answers = test_answers(input_dir, test)
+    test = prep.test_index()
+    if test is not None:
+        answers = test_answers(prep.input, test)
         if answers is not None:
-            pred = finalize(gather_test_predictions(output, name, test, stacked), test.sizes)
-            result = normalized_error(answers, pred, test.category)
+            pred = finalize(gather_test_predictions(output, name, test, stacked, categories), test.sizes)
+            result = categories_ne(answers, pred, test.category, categories)
             row["test_ne"] = result["ne"]
             details["test"] = result
-    write_text_atomic(run_dir(output, name) / f"scores{suffix}.json", json.dumps(details, indent=2))
+    return {"row": row, "details": details}
+
+
+def score_inputs(output, name: str, categories: Sequence[str], stacked: bool) -> Dict:
+    """What a run's scores depend on: its ensemble (and stacker) inputs, the categories, the answers."""
+    from .artifacts import digest, file_id, read_record
+
+    ens = read_record(run_dir(output, name) / "ensemble.json")
+    if ens is None:
+        raise FileNotFoundError(f"{run_dir(output, name) / 'ensemble.json'} missing: run `make ensemble` first")
+    inputs = {"categories": list(categories), "ensemble": digest(ens["inputs"]), "stacked": stacked}
+    if stacked:
+        inputs["stack"] = digest(read_record(run_dir(output, name) / "stack.json")["inputs"])
+    prep = run_data(output, name)
+    answers = Path(prep.input) / "test" / "answers.csv"
+    inputs["answers"] = file_id(answers) if answers.exists() else None
+    return inputs
+
+
+def score_and_report(output, name: str, categories: Sequence[str], config_hash: str = "",
+                     stacked: bool = False) -> Dict:
+    """Score `name` unless its scores file records the same inputs; put the row on the leaderboard.
+
+    Returns the leaderboard row. Nothing is rewritten when nothing changed.
+    """
+    suffix = "_stack" if stacked else ""
+    record = run_dir(output, name) / f"scores{suffix}.json"
+    inputs = score_inputs(output, name, categories, stacked)
+    if is_current(record, inputs):
+        row = json.loads(record.read_text())["row"]
+    else:
+        result = score_run(output, name, categories, config_hash, stacked)
+        row = result["row"]
+        write_record(record, inputs, row=row, **result["details"])
+    update_leaderboard(output, row)
     return row
 
 
 def update_leaderboard(output, row: Dict) -> pd.DataFrame:
-    """Append (or replace by name) a row in OUTPUT/leaderboard.csv; return the sorted board."""
+    """Put `row` on OUTPUT/leaderboard.csv (replacing a row of the same name); return the sorted board.
+
+    The file is rewritten only when its content changes.
+    """
+    import fcntl
+
+    from .artifacts import write_if_changed
+
     path = Path(output) / "leaderboard.csv"
-    board = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=LEADERBOARD_COLUMNS)
-    board = board[board["name"] != row["name"]]
-    new = pd.DataFrame([row], columns=LEADERBOARD_COLUMNS)
-    board = new if board.empty else pd.concat([board, new], ignore_index=True)
-    board = board.sort_values("cv_ne", kind="stable").reset_index(drop=True)
-    with atomic_path(path) as tmp:
-        board.to_csv(tmp, index=False, float_format="%.6f")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".leaderboard.lock", "a") as lock:  # parallel scorers: no lost update
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        board = read_board(path) if path.exists() else pd.DataFrame(columns=LEADERBOARD_COLUMNS)
+        board = board.reindex(columns=LEADERBOARD_COLUMNS)
+        board = board[board["name"] != row["name"]]
+        new = pd.DataFrame([row], columns=LEADERBOARD_COLUMNS)
+        board = new if board.empty else pd.concat([board, new], ignore_index=True)
+        board = board.sort_values(["cv_ne", "name"], kind="stable").reset_index(drop=True)
+        write_if_changed(path, board.to_csv(index=False, float_format="%.6f"))
     return board
 
 
+def read_board(path) -> pd.DataFrame:
+    """OUTPUT/leaderboard.csv as a frame (`categories` stays text)."""
+    return pd.read_csv(path, dtype={"name": str, "categories": str, "created": str, "config_hash": str})
+
+
 def format_board(board: pd.DataFrame) -> str:
-    cols = ["name", "cv_ne", "test_ne"] + [f"cv_ne_{c}" for c in CATEGORIES] + ["n_points"]
+    cols = ["name", "categories", "cv_ne", "test_ne"] + [f"cv_ne_{c}" for c in CATEGORIES] + ["n_points"]
     shown = board[cols].copy()
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
 
@@ -102,28 +166,38 @@ def main(argv=None) -> int:
     parser.add_argument("--stack", action="store_true",
                         help="score only the stacked predictions (by default they are scored beside "
                              "the plain ones whenever `make stack` produced them)")
+    parser.add_argument("--show", action="store_true", help="only print OUTPUT/leaderboard.csv")
     args = parser.parse_args(argv)
+    board_path = Path(args.output) / "leaderboard.csv"
+    if args.show:
+        if not board_path.exists():
+            print(f"score: no leaderboard yet ({board_path}); run `make score`", file=sys.stderr)
+            return 1
+        print(f"leaderboard ({board_path}):")
+        print(format_board(read_board(board_path)))
+        return 0
     cfg = config_from_args(args)
     name, _ = cfg.ensemble_target(args.run or cfg.name)
     stack_json = run_dir(args.output, name) / "stack.json"
     with_stack = args.stack or (stack_json.exists() and "cv_ne_stack" in json.loads(stack_json.read_text()))
     try:
-        rows = [score_run(args.output, name, cfg.digest(), False)] if not args.stack else []
+        rows = [score_and_report(args.output, name, cfg.data.categories, cfg.digest(), False)] \
+            if not args.stack else []
         if with_stack:
-            rows.append(score_run(args.output, name, cfg.digest(), True))
+            rows.append(score_and_report(args.output, name, cfg.data.categories, cfg.digest(), True))
     except (FileNotFoundError, ValueError) as err:
         print(f"score: error: {err}", file=sys.stderr)
         return 1
     for row in rows:
-        board = update_leaderboard(args.output, row)
-        print(f"score: {row['name']}: CV NE {row['cv_ne']:.4f}" +
-              (f", test NE {row['test_ne']:.4f}" if np.isfinite(row["test_ne"]) else ""))
+        print(f"score: {row['name']} ({row['categories']}): CV NE {row['cv_ne']:.4f}" +
+              (f", test NE {row['test_ne']:.4f}" if row["test_ne"] is not None and np.isfinite(row["test_ne"])
+               else ""))
     submitted = name
     if with_stack and json.loads(stack_json.read_text()).get("use_stack"):
         submitted = f"{name}+stack"
-    print(f"score: {Path(args.output) / 'submission.csv'} holds the predictions of row {submitted!r}")
-    print(f"leaderboard ({Path(args.output) / 'leaderboard.csv'}):")
-    print(format_board(board))
+    print(f"score: {run_dir(args.output, name) / 'submission.csv'} holds the predictions of row {submitted!r}")
+    print(f"leaderboard ({board_path}):")
+    print(format_board(read_board(board_path)))
     return 0
 
 

@@ -13,13 +13,17 @@ other predicted keypoints of the image relative to this one, and image size.
 Honest validation: nested CV on the stored folds. The corrections of fold f
 come from a stacker fitted on the OOF rows of the other folds only, so it
 never sees the labels of the rows it corrects; its CV NE is computed exactly
-like the ensemble's. The test-time stacker is fitted on all OOF rows, with
-test features built the same way from the fold-averaged test predictions.
+like the ensemble's. The test-time stacker is fitted on all OOF rows. Its test
+features are built exactly like the OOF ones, from single fold models: for each
+fold f, the fold-f models' test predictions (averaged over members) are
+corrected from their own features, and the k corrected predictions are
+averaged (fold-averaged features would have a smaller spread and flip
+disagreement than any the stacker was fitted on; docs/decisions.md).
 
 Writes runs/<name>/<cat>/oof_stack.csv and test_stack.csv, runs/<name>/stack.json
 (CV NE of both, the relative gain and whether the submission uses the
 stacker: `stack.mode` on | off | auto — auto uses it only when it beats
-plain averaging), and OUTPUT/report/stack_importance.png.
+plain averaging), and runs/<name>/report/stack_importance.png.
 
 CLI: python -m pipeline.stack --output DIR [--config C] [--run RUN]
 """
@@ -34,11 +38,10 @@ import numpy as np
 import pandas as pd
 
 from .config import Config, config_from_args, stage_parser
-from .fsutil import write_text_atomic
+from .artifacts import is_current, write_record
 from .keypoints import CATEGORY_KEYPOINTS, category_indices, normalizer_local_indices
-from .metrics import normalized_error
 from .predictions import fold_dir, load_npz, read_category_csv, run_dir, write_category_csv
-from .preprocess import load_folds, load_index
+from .preprocess import run_data
 
 VARIANTS = ("xy_plain", "xy_mirror", "xy_heatmap", "xy_coords")
 PEAK_FEATURES = ("score", "sharpness", "peak2_val", "peak2_dist")
@@ -53,24 +56,24 @@ def _align(ids: np.ndarray, arrays: Dict[str, np.ndarray], wanted: np.ndarray, w
     return {k: v[order] for k, v in arrays.items()}
 
 
-def member_arrays(output, member: str, category: str, k: int, split: str, wanted: np.ndarray) -> Dict:
+def member_arrays(output, member: str, category: str, k: int, split: str, wanted: np.ndarray,
+                  fold: int = None) -> Dict:
     """A member's variants and peak features aligned with `wanted` ids.
 
-    split "oof": each image's held-out fold model; "test": averaged over folds.
+    split "oof": each image's held-out fold model (one single model per image);
+    "test": the predictions of the fold-`fold` model alone — the same single-model
+    construction as the OOF features the stacker is fitted on.
     """
     keys = [v for v in VARIANTS] + list(PEAK_FEATURES)
-    parts = [load_npz(fold_dir(output, member, category, f) / f"{split}.npz") for f in range(k)]
+    folds = range(k) if split == "oof" else [fold]
+    parts = [load_npz(fold_dir(output, member, category, f) / f"{split}.npz") for f in folds]
     for p in parts:
         for key in keys:
             if key not in p:  # no flip TTA: the plain pass stands in for the variants
                 p[key] = p["xy_plain"] if key.startswith("xy_") else np.zeros(p["score"].shape)
-    if split == "oof":
-        ids = np.concatenate([p["image_id"] for p in parts])
-        arrays = {key: np.concatenate([p[key] for p in parts]) for key in keys}
-        return _align(ids, arrays, wanted, f"OOF of {member}/{category}")
-    aligned = [_align(p["image_id"], {key: p[key] for key in keys}, wanted, f"test of {member}/{category}")
-               for p in parts]
-    return {key: np.mean([a[key] for a in aligned], axis=0) for key in keys}
+    ids = np.concatenate([p["image_id"] for p in parts])
+    arrays = {key: np.concatenate([p[key] for p in parts]) for key in keys + ["xy"]}
+    return _align(ids, arrays, wanted, f"{split} of {member}/{category}")
 
 
 def predicted_normalizer(xy: np.ndarray, sizes: np.ndarray, category: str) -> np.ndarray:
@@ -148,10 +151,10 @@ def _keypoint_job(k, x_train, y_train, has_truth, folds, x_test, n_folds, cfg):
 
 
 def stack_category(output, cfg: Config, name: str, members: Sequence[str], category: str, train, folds,
-                   test=None) -> Dict:
+                   k: int, test=None) -> Dict:
+    """Nested-CV stacker of one category (k folds); writes oof_stack.csv and test_stack.csv."""
     from joblib import Parallel, delayed
 
-    k = cfg.data.folds
     mask = train.category == category
     ids = train.image_id[mask]
     sizes = train.sizes[mask]
@@ -162,27 +165,37 @@ def stack_category(output, cfg: Config, name: str, members: Sequence[str], categ
     x_train, col_names, s_hat = features(ens_xy, oof_members, sizes, category)
     test_parts = None
     if test is not None:
+        # per fold: the fold-f models' test predictions, averaged over members, are corrected from
+        # features of those same single models (as in OOF); the corrected folds are then averaged
         t_mask = test.category == category
         t_ids, t_xy, t_score = read_category_csv(run_dir(output, name) / category / "test.csv", category)
-        t_members = [member_arrays(output, m, category, k, "test", t_ids) for m in members]
         t_sizes = test.sizes[t_mask]
-        x_test, _, t_s_hat = features(t_xy, t_members, t_sizes, category)
-        test_parts = (t_ids, t_xy, t_score, x_test, t_s_hat)
+        per_fold = []
+        for f in range(k):
+            t_members = [member_arrays(output, m, category, k, "test", t_ids, fold=f) for m in members]
+            f_xy = np.mean([a["xy"] for a in t_members], axis=0)
+            x_f, _, s_f = features(f_xy, t_members, t_sizes, category)
+            per_fold.append((f_xy, x_f, s_f))
+        test_parts = (t_ids, t_xy, t_score, per_fold)
     jobs = []
     for j in range(truth.shape[1]):
         has_truth = truth[:, j, 2] >= 0
         y = (truth[:, j, :2] - ens_xy[:, j]) / s_hat[:, None]
-        jobs.append(delayed(_keypoint_job)(j, x_train[j], y, has_truth, fold_of,
-                                           None if test_parts is None else test_parts[3][j], k, cfg))
+        x_test = None if test_parts is None else np.concatenate([x_f[j] for _, x_f, _ in test_parts[3]])
+        jobs.append(delayed(_keypoint_job)(j, x_train[j], y, has_truth, fold_of, x_test, k, cfg))
     results = Parallel(n_jobs=cfg.stack.jobs)(jobs)
     oof_xy = ens_xy.copy()
     importance = np.zeros(len(col_names))
-    t_xy_new = None if test_parts is None else test_parts[1].copy()
+    if test_parts is not None:
+        n_test = len(test_parts[0])
+        t_fold_xy = np.stack([f_xy for f_xy, _, _ in test_parts[3]])          # (k, M, K, 2)
+        t_fold_s = np.stack([s_f for _, _, s_f in test_parts[3]])             # (k, M)
     for j, oof_corr, test_corr, imp in results:
         oof_xy[:, j] += oof_corr * s_hat[:, None]
         if test_parts is not None:
-            t_xy_new[:, j] += test_corr * test_parts[4][:, None]
+            t_fold_xy[:, :, j] += test_corr.reshape(k, n_test, 2) * t_fold_s[..., None]
         importance += imp / max(imp.sum(), 1e-12)
+    t_xy_new = None if test_parts is None else t_fold_xy.mean(0)
     write_category_csv(run_dir(output, name) / category / "oof_stack.csv", ids, category, oof_xy, ens_score)
     if test_parts is not None:
         write_category_csv(run_dir(output, name) / category / "test_stack.csv", test_parts[0], category,
@@ -207,28 +220,58 @@ def _generic(name: str) -> str:
 
 
 def run_stack(output, cfg: Config, name: str, members: Sequence[str]) -> Dict:
+    """Fit the stacker for every category of the ensemble `name`; write stack.json (and the plot).
+
+    Skipped when stack.json records the same stack settings and the same ensemble inputs.
+    """
     from tqdm import tqdm
 
-    from .score import oof_predictions
+    from .score import categories_ne, oof_predictions
 
-    prep = Path(output) / "prep"
-    train = load_index(prep, "train")
-    folds = load_folds(prep, train.image_id)
-    test = load_index(prep, "test") if (prep / "test_index.csv").exists() else None
+    record = run_dir(output, name) / "stack.json"
+    inputs = stack_inputs(output, cfg, name)
+    if is_current(record, inputs):
+        result = json.loads(record.read_text())
+        print(f"stack {name}: up to date")
+        return result
+    prep = run_data(output, name)
+    train = prep.train_index()
+    folds = prep.folds(train.image_id)
+    test = prep.test_index()
+    categories = ensemble_categories(output, name)
     total = None
-    for cat in tqdm(cfg.data.categories, desc="stack", unit="category"):
-        imp = stack_category(output, cfg, name, members, cat, train, folds, test)["importance"]
+    for cat in tqdm(categories, desc="stack", unit="category"):
+        imp = stack_category(output, cfg, name, members, cat, train, folds, prep.k, test)["importance"]
         imp = imp.groupby(_generic).sum()
         total = imp if total is None else total.add(imp, fill_value=0)
-    plain = normalized_error(train.keypoints, oof_predictions(output, name, train), train.category)["ne"]
-    stacked = normalized_error(train.keypoints, oof_predictions(output, name, train, "_stack"), train.category)["ne"]
+    plain = categories_ne(train.keypoints, oof_predictions(output, name, train, categories=categories),
+                          train.category, categories)["ne"]
+    stacked = categories_ne(train.keypoints, oof_predictions(output, name, train, "_stack", categories),
+                            train.category, categories)["ne"]
     gain = (plain - stacked) / plain
     use = cfg.stack.mode == "on" or (cfg.stack.mode == "auto" and gain > cfg.stack.min_gain)
     result = {"cv_ne_plain": plain, "cv_ne_stack": stacked, "relative_gain": gain, "mode": cfg.stack.mode,
               "use_stack": bool(use), "members": list(members)}
-    write_text_atomic(run_dir(output, name) / "stack.json", json.dumps(result, indent=2))
-    plot_importance(total, Path(output) / "report" / "stack_importance.png")
+    plot_importance(total, run_dir(output, name) / "report" / "stack_importance.png")
+    write_record(record, inputs, **result)
     return result
+
+
+def stack_inputs(output, cfg: Config, name: str) -> Dict:
+    """What stack.json depends on: the stack settings and the ensemble's own recorded inputs."""
+    from .artifacts import digest, read_record
+
+    ens = read_record(run_dir(output, name) / "ensemble.json")
+    if ens is None:
+        raise FileNotFoundError(f"{run_dir(output, name) / 'ensemble.json'} missing: run `make ensemble` first")
+    return {"settings": cfg.stage_settings("stack"), "ensemble": digest(ens["inputs"])}
+
+
+def ensemble_categories(output, name: str) -> List[str]:
+    """The categories the ensemble `name` covers (from its ensemble.json)."""
+    from .artifacts import read_record
+
+    return list(read_record(run_dir(output, name) / "ensemble.json")["categories"])
 
 
 def main(argv=None) -> int:
@@ -236,12 +279,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     name, members = cfg.ensemble_target(args.run or cfg.name)
-    if cfg.stack.mode == "off":
-        write_text_atomic(run_dir(args.output, name) / "stack.json",
-                          json.dumps({"mode": "off", "use_stack": False}))
-        print("stack: off (stack.mode=off); the submission uses plain averaging")
-        return 0
     try:
+        if cfg.stack.mode == "off":
+            record = run_dir(args.output, name) / "stack.json"
+            inputs = stack_inputs(args.output, cfg, name)
+            if not is_current(record, inputs):
+                write_record(record, inputs, mode="off", use_stack=False)
+            print("stack: off (stack.mode=off); the submission uses plain averaging")
+            return 0
         r = run_stack(args.output, cfg, name, members)
     except (FileNotFoundError, ValueError) as err:
         print(f"stack: error: {err}", file=sys.stderr)

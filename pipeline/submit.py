@@ -137,14 +137,20 @@ def write_submission(path, test_csv, image_id: Sequence[str], category: Sequence
             raise ValueError(f"refusing to write {path}: {len(problems)} problem(s):\n" + "\n".join(problems[:20]))
 
 
-def gather_test_predictions(output, name: str, test_index, use_stack: bool = False) -> np.ndarray:
-    """Per-category ensemble test CSVs → (N, 24, 2) in test_index order."""
+def gather_test_predictions(output, name: str, test_index, use_stack: bool = False,
+                            categories: Sequence[str] = None) -> np.ndarray:
+    """Per-category ensemble test CSVs → (N, 24, 2) in test_index order.
+
+    Only rows of `categories` (default: every category in the test index) are read
+    and must be predicted; other rows stay NaN.
+    """
     from .predictions import read_ensemble
 
-    xy = read_ensemble(output, name, test_index.image_id, test_index.category,
-                       "test_stack.csv" if use_stack else "test.csv")
+    wanted = sorted(set(test_index.category)) if categories is None \
+        else [c for c in sorted(set(test_index.category)) if c in categories]
+    xy = read_ensemble(output, name, test_index.image_id, wanted, "test_stack.csv" if use_stack else "test.csv")
     missing = [iid for iid, c, p in zip(test_index.image_id, test_index.category, xy)
-               if np.isnan(p[[KEYPOINT_INDEX[n] for n in CATEGORY_KEYPOINTS[c]]]).any()]
+               if c in wanted and np.isnan(p[[KEYPOINT_INDEX[n] for n in CATEGORY_KEYPOINTS[c]]]).any()]
     if missing:
         raise ValueError(f"no prediction for {len(missing)} test image(s) of {name}, e.g. {missing[0]}")
     return xy
@@ -156,6 +162,92 @@ def stack_choice(output, name: str) -> bool:
 
     path = run_dir(output, name) / "stack.json"
     return path.exists() and json.loads(path.read_text()).get("use_stack", False)
+
+
+def _run_inputs(output, name: str) -> Dict:
+    """A run's ensemble (and stacker) identity, as submit and score record it."""
+    from .artifacts import digest, read_record
+    from .predictions import run_dir
+
+    ens = read_record(run_dir(output, name) / "ensemble.json")
+    if ens is None:
+        raise FileNotFoundError(f"{run_dir(output, name) / 'ensemble.json'} missing: run `make ensemble` "
+                                f"for run {name!r} first")
+    stack = read_record(run_dir(output, name) / "stack.json")
+    use = bool(stack and stack.get("use_stack"))
+    return {"ensemble": digest(ens["inputs"]), "categories": ens["categories"], "use_stack": use,
+            "stack": digest(stack["inputs"]) if use else None}
+
+
+def plan_submission(output, name: str, categories: Sequence[str], fallback: str, test_categories) -> Dict:
+    """Which run predicts which test categories: {run: categories}; ValueError when some have none.
+
+    `name` predicts its own `categories`; the test categories it lacks come from `fallback`
+    (which must cover them and share the dataset).
+    """
+    from .preprocess import run_data
+
+    own = [c for c in sorted(set(test_categories)) if c in categories]
+    rest = [c for c in sorted(set(test_categories)) if c not in categories]
+    plan = {name: own}
+    if rest:
+        try:
+            fb = _run_inputs(output, fallback)
+        except FileNotFoundError:
+            raise ValueError(f"run {name!r} covers only {', '.join(categories)}; the test set also holds "
+                             f"{', '.join(rest)}, which need a fallback run, but {fallback!r} has no ensemble "
+                             f"(run `make baseline` for the default mean-shape fallback, or set "
+                             f"submit.fallback to a run that covers them)") from None
+        lacking = [c for c in rest if c not in fb["categories"]]
+        if lacking:
+            raise ValueError(f"fallback run {fallback!r} does not cover {', '.join(lacking)}")
+        a, b = run_data(output, name), run_data(output, fallback)
+        if a.dataset != b.dataset:
+            raise ValueError(f"fallback run {fallback!r} was built on dataset {b.dataset}, run {name!r} on "
+                             f"{a.dataset}: they answer different test sets")
+        plan[fallback] = rest
+    return plan
+
+
+def submit_run(output, name: str, categories: Sequence[str], fallback: str) -> Dict:
+    """Write runs/<name>/submission.csv (validated) unless submit.json records the same inputs.
+
+    Returns the submit record (inputs, plan: run → categories, n_rows).
+    """
+    from .artifacts import file_id, is_current, write_record
+    from .predictions import run_dir
+    from .preprocess import run_data
+
+    prep = run_data(output, name)
+    test = prep.test_index()
+    if test is None:
+        raise FileNotFoundError(f"no test set in {prep.ds_dir} (INPUT has no test/test.csv)")
+    plan = plan_submission(output, name, categories, fallback, test.category)
+    inputs = {"plan": plan, "runs": {run: _run_inputs(output, run) for run in plan},
+              "test_csv": file_id(prep.test_csv)}
+    path = run_dir(output, name) / "submission.csv"
+    record = run_dir(output, name) / "submit.json"
+    if is_current(record, inputs, [path]):
+        return json.loads(record.read_text())
+    xy = np.full((len(test.image_id), NUM_KEYPOINTS, 2), np.nan)
+    for run, cats in plan.items():
+        if cats:
+            part = gather_test_predictions(output, run, test, stack_choice(output, run), cats)
+            rows = np.isin(test.category, cats)
+            xy[rows] = part[rows]
+    write_submission(path, prep.test_csv, test.image_id, test.category, xy, test.sizes)
+    return write_record(record, inputs, plan=plan, n_rows=int(len(test.image_id)))
+
+
+def publish(source: Path, target: Path) -> bool:
+    """Copy `source` to `target` atomically unless it already holds the same bytes; True if copied."""
+    import shutil
+
+    if target.exists() and target.read_bytes() == source.read_bytes():
+        return False
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return True
 
 
 def main(argv=None) -> int:
@@ -173,23 +265,27 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1 if problems else 0
 
-    from .preprocess import load_index
+    from .baseline import baseline_name
+    from .predictions import run_dir
 
     cfg = config_from_args(args)
     name, _ = cfg.ensemble_target(args.run or cfg.name)
-    prep = Path(args.output) / "prep"
-    test = load_index(prep, "test")
-    test_csv = Path(json.loads((prep / "manifest.json").read_text())["input"]) / "test" / "test.csv"
-    use_stack = stack_choice(args.output, name)
+    fallback = cfg.submit.fallback or baseline_name(cfg)
     try:
-        xy = gather_test_predictions(args.output, name, test, use_stack)
-        out = Path(args.output) / "submission.csv"
-        write_submission(out, test_csv, test.image_id, test.category, xy, test.sizes)
+        record = submit_run(args.output, name, cfg.data.categories, fallback)
     except (ValueError, FileNotFoundError) as err:
         print(f"submit: error: {err}", file=sys.stderr)
         return 1
-    print(f"submit: {out} ({len(test.image_id)} rows, predictions of {name}"
-          f"{' + stacker' if use_stack else ''}, validated)")
+    source = run_dir(args.output, name) / "submission.csv"
+    out = Path(args.output) / "submission.csv"
+    publish(source, out)
+    plan = record["plan"]
+    parts = [f"{run}{' + stacker' if record['inputs']['runs'][run]['use_stack'] else ''}: {', '.join(cats)}"
+             for run, cats in plan.items() if cats]
+    print(f"submit: {out} = {source} ({record['n_rows']} rows, validated); predictions of " + "; ".join(parts))
+    if len(plan) > 1:
+        print(f"submit: run {name!r} covers only {', '.join(plan[name])}; the other categories come from "
+              f"the fallback run {list(plan)[1]!r} (recorded in {run_dir(args.output, name) / 'submit.json'})")
     return 0
 
 

@@ -33,7 +33,7 @@ from .fsutil import atomic_path, write_text_atomic
 from .keypoints import category_flip_index, category_indices
 from .metrics import category_ne
 from .predictions import fold_dir
-from .preprocess import load_cache, load_folds, load_index
+from .preprocess import RunData, run_data
 
 HISTORY_FIELDS = ["epoch", "loss", "val_ne", "lr", "seconds", "img_per_s"]
 
@@ -48,11 +48,10 @@ class FoldData:
     pixels; val_params: (M, 4) letterbox transforms; val_ids: (M,).
     """
 
-    def __init__(self, output, cfg: Config, category: str, fold: int):
-        prep = Path(output) / "prep"
-        index = load_index(prep, "train")
-        folds = load_folds(prep, index.image_id)
-        images = load_cache(prep, "train", cfg.model.input_size)
+    def __init__(self, prep: RunData, cfg: Config, category: str, fold: int):
+        index = prep.train_index()
+        folds = prep.folds(index.image_id)
+        images = prep.cache("train")
         cols = category_indices(category)
         in_cat = index.category == category
         self.category = category
@@ -251,42 +250,82 @@ def _truncate_history(path: Path, epochs_done: int) -> None:
 # --------------------------------------------------------------------------- main
 
 
-def resume_key(cfg: Config) -> str:
-    """Digest of the settings a saved state must share to be resumed.
+def resume_key(cfg: Config, prep_identity: Optional[Dict] = None) -> str:
+    """Digest of the settings (and prep artifacts) a saved state must share to be resumed.
 
     More epochs or a longer time budget may be asked of a finished run, and
     threads, distribution or precision may change between sessions; any other
-    change to data, model, codec, augmentation or training starts over.
+    change to data (the dataset, cache or folds it was trained on), model,
+    codec, augmentation or training starts over.
     """
     import hashlib
 
-    settings = cfg.to_dict()
-    kept = {section: settings[section] for section in ("data", "model", "codec", "augment", "train")}
-    for key in ("epochs", "time_budget_s", "threads", "distribute", "precision"):
+    kept = cfg.stage_settings("train")
+    for key in ("epochs", "time_budget_s"):
         kept["train"].pop(key)
+    kept["prep"] = prep_identity or {}
     return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:10]
+
+
+class ModelLock:
+    """Exclusive lock of a model directory while it trains (fold<k>/.lock, fcntl).
+
+    A second trainer of the same model (another make, a second terminal) stops at
+    once with a message instead of writing into the same files.
+    """
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / ".lock"
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise RuntimeError(f"train: {self.path.parent} is being trained by another process "
+                               f"(lock {self.path}); wait for it or stop it") from None
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # closing releases the lock; the file stays (removing it would race)
 
 
 def train(output, cfg: Config, run: str, category: str, fold: int, force: bool = False,
           devices=None) -> Dict:
     """Train (or resume) one model; returns metrics.json's content."""
     out = fold_dir(output, run, category, fold)
+    with ModelLock(out):
+        return _train_locked(output, cfg, run, category, fold, out, force, devices)
+
+
+def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: Path, force: bool,
+                  devices) -> Dict:
+    prep = run_data(output, run, cfg)
+    key = resume_key(cfg, prep.identity())
     metrics_path = out / "metrics.json"
     run_state = RunState(out)
     state = run_state.load()
-    if state and state.get("config") != resume_key(cfg):
+    if state and state.get("config") != key:
         print(f"train: {out}: the config changed since this model was trained; starting over")
         force = True
     if force and out.exists():
         import shutil
 
-        shutil.rmtree(out)
+        for child in out.iterdir():  # keep the lock file we hold
+            if child.name != ".lock":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
         state = None
     more_epochs = state is not None and state["epoch"] < cfg.train.epochs and (
         state.get("stop_reason") == "epochs"
         or (state.get("stop_reason") == "budget" and cfg.train.time_budget_s > state["seconds"]))
     if state and state.get("finished") and metrics_path.exists() and not more_epochs:
         print(f"train: {out} already finished (val NE {state['best_ne']:.4f}); use --force to retrain")
+        os.utime(metrics_path)  # current: let make's file times agree
         return json.loads(metrics_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
     threads = hardware.configure_threads(cfg.train.threads)
@@ -296,7 +335,7 @@ def train(output, cfg: Config, run: str, category: str, fold: int, force: bool =
     policy = hardware.set_precision(cfg.train.precision)
     keras.utils.set_random_seed(cfg.train.seed + 1000 * fold)
     save_config(cfg, out / "config.yaml")
-    data = FoldData(output, cfg, category, fold)
+    data = FoldData(prep, cfg, category, fold)
     strategy = hardware.make_strategy(cfg.train.distribute, devices)
     from .models import build_model
 
@@ -309,7 +348,7 @@ def train(output, cfg: Config, run: str, category: str, fold: int, force: bool =
     steps = cfg.train.steps_per_epoch or max(1, math.ceil(len(data.train) / cfg.train.batch_size))
     fresh = {"epoch": 0, "best_ne": float("inf"), "best_epoch": 0, "wait": 0, "lr_wait": 0,
              "lr": cfg.train.lr, "seconds": 0.0, "train_seconds": 0.0, "images": 0, "steps": steps,
-             "finished": False, "config": resume_key(cfg)}
+             "finished": False, "config": key}
     if state:
         trainer.load_weights(run_state.dir / state["weights"])
         trainer.optimizer.learning_rate.assign(state["lr"])
@@ -346,7 +385,7 @@ def train(output, cfg: Config, run: str, category: str, fold: int, force: bool =
         "category": category, "fold": fold, "run": run, "n_train": len(data.train), "n_val": len(data.val),
         "precision": policy, "threads": threads, "replicas": strategy.num_replicas_in_sync,
         "params": int(base.count_params()), "stop_reason": state.get("stop_reason"),
-        "tf_version": tf.__version__,
+        "tf_version": tf.__version__, "prep": prep.identity(),
     }
     write_text_atomic(metrics_path, json.dumps(metrics, indent=2))
     print(f"train: {category} fold {fold}: best val NE {metrics['val_ne']:.4f} at epoch {metrics['best_epoch']}"
@@ -370,6 +409,9 @@ def main(argv=None) -> int:
     except FloatingPointError as err:
         print(err, file=sys.stderr)
         return 3
+    except (RuntimeError, FileNotFoundError, ValueError) as err:
+        print(f"train: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
