@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 
 from conftest import good_dataset
-from pipeline.baseline import RUN, mean_shape, place, run_baseline
+from pipeline.baseline import mean_shape, place, run_baseline
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, category_indices
 from pipeline.predictions import fold_dir, load_npz
-from pipeline.preprocess import load_index, preprocess
+from pipeline.preprocess import preprocess, run_data
+
+RUN = "meanshape_test"
 
 K = 3
 
@@ -40,14 +42,24 @@ def test_mean_shape_of_one_image_places_it_back():
 def baseline_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("baseline")
     good_dataset(root / "input", per_cat=4, warm_per_cat=2, n_test_per_cat=2)
-    preprocess(root / "input", root / "output", size=32, k=K, seed=1, jobs=1)
-    summary = run_baseline(root / "output", K)
+    preprocess(root / "input", root / "output", size=32, k=K, seed=1, jobs=1, run="src")
+    summary = run_baseline(root / "output", run_data(root / "output", "src"), RUN)
     return root / "output", summary
+
+
+def test_rerun_is_a_no_op_and_binds_the_baseline(baseline_run):
+    output, summary = baseline_run
+    files = sorted(p for p in (output / "runs" / RUN).rglob("*.npz"))
+    before = {p: p.read_bytes() for p in files}
+    mtimes = {p: p.stat().st_mtime_ns for p in files}
+    assert run_baseline(output, run_data(output, "src"), RUN) == summary
+    assert {p: p.stat().st_mtime_ns for p in files} == mtimes and {p: p.read_bytes() for p in files} == before
+    assert run_data(output, RUN).identity(with_cache=False) == run_data(output, "src").identity(with_cache=False)
 
 
 def test_oof_covers_every_training_image_exactly_once(baseline_run):
     output, summary = baseline_run
-    train = load_index(output / "prep")
+    train = run_data(output, "src").train_index()
     assert set(summary) == {f"{c}/fold{f}" for c in CATEGORIES for f in range(K)}
     all_ids = []
     for cat in CATEGORIES:
@@ -66,8 +78,9 @@ def test_oof_covers_every_training_image_exactly_once(baseline_run):
 
 def test_oof_predictions_use_only_the_other_folds(baseline_run):
     output, _ = baseline_run
-    train = load_index(output / "prep")
-    folds = pd.read_csv(output / "prep" / "folds.csv").set_index("image_id").loc[train.image_id, "fold"].to_numpy()
+    prep = run_data(output, "src")
+    train = prep.train_index()
+    folds = pd.read_csv(prep.folds_file).set_index("image_id").loc[train.image_id, "fold"].to_numpy()
     for cat in ("dress", "trousers"):
         idx = category_indices(cat)
         for f in range(K):
@@ -88,7 +101,7 @@ def test_oof_predictions_use_only_the_other_folds(baseline_run):
 
 def test_test_predictions_for_every_test_image(baseline_run):
     output, _ = baseline_run
-    test = load_index(output / "prep", "test")
+    test = run_data(output, "src").test_index()
     for cat in CATEGORIES:
         for f in range(K):
             pred = load_npz(fold_dir(output, RUN, cat, f) / "test.npz")

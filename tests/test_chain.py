@@ -5,6 +5,7 @@ preprocess → train (every category, both folds, a tiny CPM) → resume → pre
 meaning of the stage outputs (OOF covers every training image once, the
 leaderboard's test NE equals an independent NE of submission.csv).
 """
+import dataclasses
 import json
 import subprocess
 import sys
@@ -31,16 +32,17 @@ def tiny_config(*extra):
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """Tiny dataset, preprocessed and trained once for the module."""
-    from pipeline.baseline import run_baseline
-    from pipeline.preprocess import preprocess
+    from pipeline.baseline import baseline_name, run_baseline
+    from pipeline.preprocess import preprocess, run_data
     from pipeline.train import train
 
     root = tmp_path_factory.mktemp("chain")
     data, out = root / "input", root / "output"
     synth.generate(data, train_per_cat=8, test_per_cat=3, seed=3, warm_per_cat=2, jobs=1, progress=False)
     cfg = tiny_config()
-    preprocess(data, out, cfg.model.input_size, cfg.data.folds, cfg.data.fold_seed, jobs=1, margin=cfg.model.margin)
-    run_baseline(out, cfg.data.folds)
+    preprocess(data, out, cfg.model.input_size, cfg.data.folds, cfg.data.fold_seed, jobs=1, margin=cfg.model.margin,
+               run="tiny")
+    run_baseline(out, run_data(out, "tiny"), baseline_name(cfg))
     metrics = {(c, f): train(out, cfg, "tiny", c, f) for c in CATEGORIES for f in range(cfg.data.folds)}
     return {"data": data, "out": out, "cfg": cfg, "metrics": metrics}
 
@@ -79,7 +81,7 @@ def test_predict_ensemble_submit_score(chain):
     from pipeline.ensemble import run_ensemble
     from pipeline.metrics import score_files
     from pipeline.predict import run_predict
-    from pipeline.preprocess import load_index
+    from pipeline.preprocess import run_data
     from pipeline.score import score_run, update_leaderboard
     from pipeline.stack import run_stack
     from pipeline.submit import gather_test_predictions, validate, write_submission
@@ -90,21 +92,21 @@ def test_predict_ensemble_submit_score(chain):
     oof = np.load(out / "runs/tiny/dress/fold0/oof.npz", allow_pickle=True)
     assert oof["xy"].shape[1:] == (15, 2) and np.isfinite(oof["xy"]).all()
 
-    run_ensemble(out, "tiny", ["tiny"], cfg.data.folds, cfg.data.categories)
-    train = load_index(out / "prep", "train")
+    run_ensemble(out, "tiny", ["tiny"], cfg.data.categories)
+    train = run_data(out, "tiny").train_index()
     covered = np.concatenate([pd.read_csv(out / f"runs/tiny/{c}/oof.csv")["image_id"] for c in CATEGORIES])
     assert sorted(covered) == sorted(train.image_id)  # every training image exactly once
 
     result = run_stack(out, cfg, "tiny", ["tiny"])
     assert set(result) >= {"cv_ne_plain", "cv_ne_stack", "use_stack"}
 
-    test = load_index(out / "prep", "test")
+    test = run_data(out, "tiny").test_index()
     xy = gather_test_predictions(out, "tiny", test)
     sub = out / "submission.csv"
     write_submission(sub, chain["data"] / "test" / "test.csv", test.image_id, test.category, xy, test.sizes)
     assert validate(sub, chain["data"] / "test" / "test.csv") == []
 
-    row = score_run(out, "tiny", cfg.digest())
+    row = score_run(out, "tiny", CATEGORIES, cfg.digest())["row"]
     independent = score_files(chain["data"] / "test" / "answers.csv", sub)
     assert row["test_ne"] == pytest.approx(independent["ne"], abs=1e-9)
     board = update_leaderboard(out, row)
@@ -115,21 +117,21 @@ def test_missing_member_is_an_error(chain):
     from pipeline.ensemble import run_ensemble
 
     with pytest.raises(FileNotFoundError, match="no_such_run"):
-        run_ensemble(chain["out"], "bad", ["tiny", "no_such_run"], 2, ["skirt"])
+        run_ensemble(chain["out"], "bad", ["tiny", "no_such_run"], ["skirt"])
 
 
 def test_cli_chain_and_report(chain):
     """The make-facing CLIs: score, report, predict_image."""
     env_out = str(chain["out"])
     args = ["--config", str(ROOT / "configs/demo.yaml")] + sum((["--set", s] for s in TINY), [])
-    subprocess.run([sys.executable, "-m", "pipeline.ensemble", "--output", env_out, "--run", "meanshape"] + args,
-                   check=True, cwd=ROOT)
-    res = subprocess.run([sys.executable, "-m", "pipeline.score", "--output", env_out, "--run", "meanshape"] + args,
+    res = subprocess.run([sys.executable, "-m", "pipeline.baseline", "--output", env_out, "--run", "tiny"] + args,
                          check=True, cwd=ROOT, capture_output=True, text=True)
-    assert "meanshape" in res.stdout and "cv_ne" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "pipeline.score", "--output", env_out, "--show"],
+                         check=True, cwd=ROOT, capture_output=True, text=True)
+    assert "meanshape_k2_seed42" in res.stdout and "cv_ne" in res.stdout
     subprocess.run([sys.executable, "-m", "pipeline.report", "--output", env_out, "--run", "tiny"] + args,
                    check=True, cwd=ROOT)
-    html = (chain["out"] / "report" / "index.html").read_text()
+    html = (chain["out"] / "runs" / "tiny" / "report" / "index.html").read_text()
     assert "examples_dress.png" in html and "learning_curves_skirt.png" in html
     image = next((chain["data"] / "test" / "Images" / "skirt").glob("*.jpg"))
     res = subprocess.run([sys.executable, "-m", "pipeline.predict_image", str(image), "--category", "skirt",
@@ -170,6 +172,9 @@ print("RESULT" + json.dumps(m))
 
 def test_mirrored_strategy_over_two_cpu_replicas(chain):
     """tf.distribute by configuration: MirroredStrategy over two logical CPU devices trains."""
+    from pipeline.preprocess import bind_run, run_data
+
+    bind_run(chain["out"], "mirror", run_data(chain["out"], "tiny"))
     res = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(chain["out"]),
                           str(ROOT / "configs/demo.yaml")] + TINY, cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -181,12 +186,15 @@ def test_mirrored_strategy_over_two_cpu_replicas(chain):
 def test_changed_config_starts_over_instead_of_resuming(chain, tmp_path):
     import shutil
 
+    from pipeline.preprocess import bind_run, run_data
     from pipeline.train import resume_key, train
 
     assert resume_key(tiny_config("train.epochs=9", "train.threads=1")) == resume_key(tiny_config())
     assert resume_key(tiny_config("augment.rotation=5")) != resume_key(tiny_config())
+    assert resume_key(tiny_config(), {"dataset": "a"}) != resume_key(tiny_config(), {"dataset": "b"})
     out = tmp_path / "output"
     shutil.copytree(chain["out"] / "prep", out / "prep")
+    bind_run(out, "cfgchange", dataclasses.replace(run_data(chain["out"], "tiny"), output=out))
     train(out, tiny_config("train.epochs=1"), "cfgchange", "skirt", 0)
     m = train(out, tiny_config("train.epochs=1", "codec.sigma=2.0"), "cfgchange", "skirt", 0)
     fold = out / "runs/cfgchange/skirt/fold0"

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import Dataset, cells, good_dataset, random_keypoints, write_csv, write_image
+from conftest import REPO, Dataset, cells, good_dataset, random_keypoints, write_csv, write_image
 from pipeline import codec
 from pipeline.keypoints import CATEGORIES, KEYPOINT_INDEX
-from pipeline.preprocess import ImageError, cache_path, load_cache, load_index, load_letterboxed, preprocess
+from pipeline.preprocess import (ImageError, cache_path, folds_path, load_cache, load_index, load_letterboxed,
+                                 preprocess)
 from pipeline.tianchi import ABSENT_CELL
 
 SIZE, K = 64, 3
@@ -92,7 +94,7 @@ def prepped(tmp_path_factory):
     root = tmp_path_factory.mktemp("prep")
     info = build_bad_dataset(root / "input")
     manifest = preprocess(root / "input", root / "output", size=SIZE, k=K, seed=0, jobs=1)
-    info.update(root=root, prep=root / "output" / "prep", manifest=manifest)
+    info.update(root=root, prep=Path(manifest["dataset_dir"]), manifest=manifest)
     return info
 
 
@@ -119,7 +121,7 @@ def test_good_rows_in_index_and_folds(prepped):
     assert "train_warm/Images/skirt/same.jpg" in set(index.image_id)
     assert f"train/{prepped['gray_id']}" in set(index.image_id)      # grayscale JPEG kept
     assert f"train_warm/{prepped['png_id']}" in set(index.image_id)  # PNG bytes under .jpg kept
-    folds = pd.read_csv(prepped["prep"] / "folds.csv")
+    folds = pd.read_csv(folds_path(prepped["prep"], K, 0))
     assert sorted(folds.image_id) == sorted(expected)
     assert prepped["manifest"]["n_train"] == len(expected)
     # keypoints, sizes and sources survive the round trip through index.csv
@@ -139,7 +141,7 @@ def test_good_rows_in_index_and_folds(prepped):
 
 
 def test_folds_stratified_and_leak_free(prepped):
-    folds = pd.read_csv(prepped["prep"] / "folds.csv")
+    folds = pd.read_csv(folds_path(prepped["prep"], K, 0))
     assert set(folds.fold) == set(range(K))
     assert not folds.image_id.duplicated().any()
     table = pd.crosstab(folds.image_category, folds.fold)
@@ -153,8 +155,8 @@ def test_folds_stratified_and_leak_free(prepped):
 
 @pytest.mark.parametrize("name,size,dot,radius", DOTS, ids=[d[0] for d in DOTS])
 def test_cache_holds_the_letterboxed_images(prepped, name, size, dot, radius):
-    index = load_index(prepped["prep"])
-    cache = load_cache(prepped["prep"], "train", SIZE)
+    index = load_index(prepped["prep"], "train", SIZE)
+    cache = load_cache(prepped["prep"], "train", SIZE, 0)
     assert cache.dtype == np.uint8 and cache.shape[1:] == (SIZE, SIZE, 3)
     pos = list(index.image_id).index(f"train/Images/blouse/{name}.jpg")
     img = np.asarray(cache[index.cache_row[pos]], np.float64)
@@ -181,7 +183,7 @@ def test_cache_holds_the_letterboxed_images(prepped, name, size, dot, radius):
 
 def test_grayscale_and_png_images_cached_in_colour(prepped):
     index = load_index(prepped["prep"])
-    cache = load_cache(prepped["prep"], "train", SIZE)
+    cache = load_cache(prepped["prep"], "train", SIZE, 0)
     for iid in (f"train/{prepped['gray_id']}", f"train_warm/{prepped['png_id']}"):
         pos = list(index.image_id).index(iid)
         img = cache[index.cache_row[pos]]
@@ -193,50 +195,81 @@ def test_grayscale_and_png_images_cached_in_colour(prepped):
 
 def test_test_index_in_test_csv_order(prepped):
     ds = prepped["ds"]
-    test = load_index(prepped["prep"], "test")
+    test = load_index(prepped["prep"], "test", SIZE)
     assert list(test.image_id) == [i for i, _ in ds.test_rows]
     assert list(test.category) == [c for _, c in ds.test_rows]
     assert test.keypoints is None
     assert test.sizes.tolist() == [[340, 512]] * 5 + [[512, 300]]
     np.testing.assert_allclose(test.params[-1], codec.letterbox_params(512, 300, SIZE))
-    cache = load_cache(prepped["prep"], "test", SIZE)
+    cache = load_cache(prepped["prep"], "test", SIZE, 0)
     assert cache.shape == (6, SIZE, SIZE, 3)
     assert prepped["manifest"]["n_test"] == 6
 
 
 def test_rerun_with_unchanged_inputs_does_nothing(prepped, capsys):
     prep = prepped["prep"]
-    watched = ["index.csv", "folds.csv", "rejects.csv", cache_path(prep, "train", SIZE).name, "test_index.csv"]
-    before = {f: os.stat(prep / f).st_mtime_ns for f in watched}
+    watched = [prep / "index.csv", folds_path(prep, K, 0), prep / "rejects.csv", cache_path(prep, "train", SIZE, 0),
+               prep / "test_index.csv", prep / "manifest.json"]
+    before = {f: os.stat(f).st_mtime_ns for f in watched}
     manifest = preprocess(prepped["root"] / "input", prepped["root"] / "output", size=SIZE, k=K, seed=0, jobs=1)
     assert "up to date" in capsys.readouterr().out
     assert manifest == prepped["manifest"]
-    assert {f: os.stat(prep / f).st_mtime_ns for f in watched} == before
+    assert {f: os.stat(f).st_mtime_ns for f in watched} == before
 
 
-def test_folds_reused_when_forced(tmp_path, capsys):
+def test_other_settings_get_their_own_artifacts(tmp_path, capsys):
+    """Another input size, margin, k or seed adds files beside the first ones and never rewrites them."""
+    good_dataset(tmp_path / "input", per_cat=4, warm_per_cat=1, n_test_per_cat=1)
+    first = preprocess(tmp_path / "input", tmp_path / "output", size=32, k=2, seed=0, jobs=1, run="a")
+    ds = Path(first["dataset_dir"])
+    files = sorted(p for p in ds.rglob("*") if p.is_file())
+    stamp = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    second = preprocess(tmp_path / "input", tmp_path / "output", size=48, k=3, seed=5, jobs=1, margin=2, run="b")
+    assert second["dataset"] == first["dataset"]
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == stamp
+    assert cache_path(ds, "train", 48, 2).exists() and folds_path(ds, 3, 5).exists()
+    # the same rows at the same cache rows, letterboxed for each cache's size
+    a, b = load_cache(ds, "train", 32, 0), load_cache(ds, "train", 48, 2)
+    assert a.shape[0] == b.shape[0] and b.shape[1:] == (48, 48, 3)
+    index = load_index(ds, "train", 48, 2)
+    row = index.cache_row[0]
+    assert b[row].max() > 0 and a[row].max() > 0
+    np.testing.assert_allclose(index.params[0], codec.letterbox_params(*index.sizes[0], 48, 2))
+    # each run is bound to its own settings, and a mismatched config is refused naming both
+    from pipeline.config import load_config
+    from pipeline.preprocess import PrepMismatch, run_data
+
+    assert run_data(tmp_path / "output", "a").size == 32 and run_data(tmp_path / "output", "b").k == 3
+    cfg = load_config(REPO / "configs" / "demo.yaml", ["model.input_size=48", "model.margin=2", "data.folds=3",
+                                                       "data.fold_seed=5"])
+    assert run_data(tmp_path / "output", "b", cfg).margin == 2
+    with pytest.raises(PrepMismatch, match=r"built for input size 32.*asks for input size 48"):
+        run_data(tmp_path / "output", "a", cfg)
+
+
+def test_folds_are_made_once_and_never_overwritten(tmp_path, capsys):
     good_dataset(tmp_path / "input", per_cat=3, warm_per_cat=1)
-    preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, seed=0, jobs=1)
-    folds_csv = tmp_path / "output" / "prep" / "folds.csv"
+    summary = preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, seed=0, jobs=1)
+    folds_csv = folds_path(summary["dataset_dir"], K, 0)
     folds = pd.read_csv(folds_csv)
     # swap the folds of two images of one category: still a valid split, but not the seeded one
     skirt = folds.index[folds.image_category == "skirt"]
     a, b = skirt[folds.fold[skirt].argmin()], skirt[folds.fold[skirt].argmax()]
     folds.loc[[a, b], "fold"] = folds.loc[[b, a], "fold"].to_numpy()
     folds.to_csv(folds_csv, index=False)
-    capsys.readouterr()
-    preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, seed=0, jobs=1, force=True)
-    assert "up to date" not in capsys.readouterr().out
+    preprocess(tmp_path / "input", tmp_path / "output", size=64, k=K, seed=0, jobs=1)
     pd.testing.assert_frame_equal(pd.read_csv(folds_csv), folds)
-    # a changed image set remakes them
+    # a changed image set is another dataset, with folds of its own
     ds = Dataset(tmp_path / "input", seed=9)
     rows = pd.read_csv(tmp_path / "input" / "train" / "Annotations" / "train.csv", dtype=str)
     ds.rows["train"] = rows.values.tolist()
     ds.add("train", "skirt", (300, 200), name="extra")
     write_csv(ds.csv_path("train"), ds.rows["train"])
-    preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, seed=0, jobs=1)
-    new = pd.read_csv(folds_csv)
+    changed = preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, seed=0, jobs=1)
+    assert changed["dataset"] != summary["dataset"]
+    new = pd.read_csv(folds_path(changed["dataset_dir"], K, 0))
     assert "train/Images/skirt/extra.jpg" in set(new.image_id) and len(new) == len(folds) + 1
+    pd.testing.assert_frame_equal(pd.read_csv(folds_csv), folds)
 
 
 def test_category_with_no_usable_rows_exits_naming_it(tmp_path, dataset_factory):
@@ -248,8 +281,12 @@ def test_category_with_no_usable_rows_exits_naming_it(tmp_path, dataset_factory)
     with pytest.raises(SystemExit) as err:
         preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, seed=0, jobs=1)
     assert "skirt" in str(err.value.code) and "trousers" not in str(err.value.code)
-    rejects = pd.read_csv(tmp_path / "output" / "prep" / "rejects.csv")
+    rejects = pd.read_csv(next((tmp_path / "output" / "prep").glob("ds-*/rejects.csv")))
     assert len(rejects) == 3 and (rejects.column == "image_id").all()
+    # a run of the other categories is fine with the same dataset
+    summary = preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, seed=0, jobs=1,
+                         categories=("dress", "trousers"))
+    assert summary["per_category"].get("skirt") is None and summary["n_rejected"] == 3
 
 
 def test_no_training_data_exits(tmp_path):
@@ -262,25 +299,15 @@ def test_parallel_workers_give_the_same_outputs(tmp_path):
     good_dataset(tmp_path / "input", per_cat=3, warm_per_cat=1, n_test_per_cat=1)
     out = {}
     for jobs in (1, 2):
-        preprocess(tmp_path / "input", tmp_path / f"out{jobs}", size=32, k=K, seed=0, jobs=jobs)
-        prep = tmp_path / f"out{jobs}" / "prep"
-        out[jobs] = (pd.read_csv(prep / "index.csv"), pd.read_csv(prep / "folds.csv"),
-                     np.load(cache_path(prep, "train", 32)), np.load(cache_path(prep, "test", 32)))
+        prep = Path(preprocess(tmp_path / "input", tmp_path / f"out{jobs}", size=32, k=K, seed=0,
+                               jobs=jobs)["dataset_dir"])
+        out[jobs] = (pd.read_csv(prep / "index.csv"), pd.read_csv(folds_path(prep, K, 0)),
+                     np.load(cache_path(prep, "train", 32, 0)), np.load(cache_path(prep, "test", 32, 0)))
     for a, b in zip(out[1], out[2]):
         if isinstance(a, pd.DataFrame):
             pd.testing.assert_frame_equal(a, b)
         else:
             np.testing.assert_array_equal(a, b)
-
-
-def test_changed_categories_are_not_up_to_date(tmp_path, capsys):
-    good_dataset(tmp_path / "input", per_cat=3, warm_per_cat=0, n_test_per_cat=0)
-    preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, jobs=1, categories=("skirt", "trousers"))
-    assert set(load_index(tmp_path / "output" / "prep").category) == {"skirt", "trousers"}
-    capsys.readouterr()
-    preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, jobs=1)
-    assert "up to date" not in capsys.readouterr().out
-    assert set(load_index(tmp_path / "output" / "prep").category) == set(CATEGORIES)
 
 
 def _bright_centroid(img):
