@@ -559,6 +559,13 @@ def ensure_folds(ds_dir: Path, k: int, seed: int) -> pd.DataFrame:
     return folds
 
 
+def remove_stale_temporaries(directory: Path) -> None:
+    """Delete temporary files a killed build left behind (fsutil.atomic_path names: .<name>.<random>.tmp...)."""
+    if Path(directory).exists():
+        for p in Path(directory).rglob(".*.tmp*"):
+            p.unlink(missing_ok=True)
+
+
 def preprocess(input_dir, output_dir, size: int = 128, k: int = 3, seed: int = 42, jobs: int = -1,
                categories: Sequence[str] = CATEGORIES, force: bool = False, margin: int = 0,
                run: Optional[str] = None) -> Dict:
@@ -581,6 +588,7 @@ def preprocess(input_dir, output_dir, size: int = 128, k: int = 3, seed: int = 4
 
         shutil.rmtree(ds_dir)
     if not manifest_path.exists():
+        remove_stale_temporaries(ds_dir)
         manifest = build_dataset(input_dir, ds_dir, size, margin, jobs)
         write_text_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
         built = True
@@ -588,6 +596,7 @@ def preprocess(input_dir, output_dir, size: int = 128, k: int = 3, seed: int = 4
         manifest = json.loads(manifest_path.read_text())
         built = False
     if not (cache_dir(ds_dir, size, margin) / "manifest.json").exists():
+        remove_stale_temporaries(cache_dir(ds_dir, size, margin))
         build_extra_cache(ds_dir, size, margin, jobs, manifest)
     empty = [c for c in categories if not manifest["per_category"].get(c)]
     if empty:
