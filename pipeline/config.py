@@ -244,6 +244,9 @@ def _coerce(cls, values: Dict[str, Any], sources: Dict[str, str], prefix: str):
                 raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted!r} must be a mapping")
             kwargs[key] = _coerce(type(default), value, sources, dotted + ".")
             continue
+        choices = _CHOICES.get(tuple(dotted.split(".")))
+        if isinstance(value, bool) and choices and {"on", "off"} <= set(choices):
+            value = "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as a boolean
         if isinstance(default, tuple) and isinstance(value, list):
             value = tuple(value)
         elif isinstance(default, bool) and not isinstance(value, bool):
@@ -258,7 +261,6 @@ def _coerce(cls, values: Dict[str, Any], sources: Dict[str, str], prefix: str):
         if default is not None and not isinstance(default, tuple) and type(value) is not type(default):
             raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted}={value!r} "
                              f"must be of type {type(default).__name__}")
-        choices = _CHOICES.get(tuple(dotted.split(".")))
         if choices is not None and value not in choices:
             raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted}={value!r} "
                              f"is not one of {choices}")
