@@ -23,19 +23,25 @@ SIDES = (-1, 1)
 #: angle is measured from straight down, positive outwards; the forearm's angle is
 #: upper + bend (negative bends swing the forearm in front of the body).
 ARM_POSES: Dict[str, Tuple[Tuple[float, float], Tuple[float, float]]] = {
-    "down": ((4.0, 16.0), (-4.0, 8.0)),
+    "down": ((2.0, 12.0), (-4.0, 8.0)),
     "out": ((18.0, 45.0), (-10.0, 20.0)),
     "hip": ((28.0, 45.0), (-95.0, -70.0)),        # hand on the hip
     "bent": ((5.0, 20.0), (-75.0, -45.0)),        # forearm raised in front
     "raised": ((100.0, 160.0), (-30.0, 15.0)),
     "crossed": ((4.0, 14.0), (-125.0, -100.0)),   # forearm across the body
+    "behind": ((6.0, 18.0), (-85.0, -55.0)),      # hand behind the back / in a back pocket
     "flat": ((18.0, 70.0), (-4.0, 4.0)),          # laid flat, no body
+    "folded": ((10.0, 35.0), (-150.0, -115.0)),   # laid flat, sleeve folded over the front
+    "folded_back": ((10.0, 30.0), (-120.0, -90.0)),   # laid flat, sleeve folded behind
 }
-#: Poses whose forearm lies in front of the body.
-FRONT_POSES = ("hip", "bent", "crossed")
+#: Poses whose forearm lies in front of the body / behind it.
+FRONT_POSES = ("hip", "bent", "crossed", "folded")
+BEHIND_POSES = ("behind", "folded_back")
 #: Worn poses and their probabilities (applied to both arms, or to one arm with "down" on the other).
-WORN_POSES = ("down", "out", "hip", "bent", "raised", "crossed")
-WORN_POSE_P = (0.36, 0.16, 0.16, 0.10, 0.10, 0.12)
+WORN_POSES = ("down", "out", "hip", "bent", "raised", "crossed", "behind")
+WORN_POSE_P = (0.26, 0.12, 0.16, 0.10, 0.09, 0.15, 0.12)
+FLAT_POSES = ("flat", "folded", "folded_back")
+FLAT_POSE_P = (0.7, 0.15, 0.15)
 
 
 @dataclasses.dataclass
@@ -93,9 +99,9 @@ def _direction(side: int, angle_deg: float) -> np.ndarray:
 def sample_pose(rng: np.random.Generator, flat: bool) -> Tuple[str, str]:
     """Arm pose names for sides (-1, +1)."""
     if flat:
-        return "flat", "flat"
+        return tuple(FLAT_POSES[int(rng.choice(len(FLAT_POSES), p=FLAT_POSE_P))] for _ in SIDES)
     pose = WORN_POSES[int(rng.choice(len(WORN_POSES), p=WORN_POSE_P))]
-    if pose in ("crossed",) or rng.random() < 0.6:
+    if pose == "crossed" or rng.random() < 0.6:
         return pose, pose
     return (pose, "down") if rng.random() < 0.5 else ("down", pose)
 
@@ -192,7 +198,7 @@ def body_parts(rng: np.random.Generator, sk: Skeleton) -> BodyParts:
     under, feet, front, over = [], [], [], []
     head = sk.j("head")
     rx, ry = sk.head_axes
-    style = int(rng.choice(3, p=[0.3, 0.25, 0.45]))       # short, bob, long
+    style = int(rng.choice(3, p=[0.25, 0.25, 0.5]))       # short, bob, long
     if style == 2:                                         # long hair behind the shoulders
         length = u(0.15, 0.55)
         back = np.array([head + (-rx * 1.15, 0.0), head + (rx * 1.15, 0.0),
@@ -223,18 +229,18 @@ def body_parts(rng: np.random.Generator, sk: Skeleton) -> BodyParts:
         d = arm[2] - arm[1]
         d /= np.linalg.norm(d) + 1e-12
         hand_len = u(0.085, 0.11)
-        over.append(("hand", ellipse(arm[2] + d * hand_len * 0.45, (hand_len * 0.6, sk.arm_hw * 0.8),
+        (under if pose in BEHIND_POSES else over).append(("hand", ellipse(arm[2] + d * hand_len * 0.45, (hand_len * 0.6, sk.arm_hw * 0.8),
                                      np.arctan2(d[1], d[0]))))
     if style >= 1:                                         # hair framing the face
         over.append(("hair", ellipse(head + (0, ry * 0.2), (rx * 1.22, ry * 1.05))))
     over.append(("face", ellipse(head, (rx, ry))))
     over.append(("hair", ellipse(head - (0, ry * 0.25), (rx * 1.08, ry * 0.85), 0.0, 20,
                                  np.pi * 1.02, np.pi * 1.98)))
-    if style == 2 and rng.random() < 0.55:                 # strands over one or both shoulders
+    if style == 2 and rng.random() < 0.7:                 # strands over one or both shoulders
         for side in SIDES:
             if rng.random() < 0.6:
                 top = head + (side * rx * 0.95, -ry * 0.2)
-                end = np.array([side * u(0.05, sk.shoulder_hw * 0.9), u(0.08, 0.35)])
+                end = np.array([side * u(0.05, sk.shoulder_hw * 1.1), u(0.08, 0.45)])
                 w = u(0.035, 0.06)
                 over.append(("hair", band(np.array([top, (top + end) / 2 + (side * 0.02, 0), end]),
                                           [w, w, w * 0.5])))

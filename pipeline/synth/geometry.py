@@ -14,7 +14,7 @@ bottom's `in` corner lies on the armpit / crotch side of the sleeve or leg.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Tuple
 
 import numpy as np
 
@@ -45,6 +45,25 @@ class Garment:
     opening_kind: str = "skin"
     lines: List[np.ndarray] = dataclasses.field(default_factory=list)
     dots: List[np.ndarray] = dataclasses.field(default_factory=list)
+    pose: Tuple[str, str] = ("flat", "flat")
+
+    def keypoint_parts(self) -> List[FrozenSet[int]]:
+        """Per keypoint (category order), the indices of the parts it is a corner of.
+
+        Tops: part 0 is the body, 1 and 2 the image-left and image-right
+        sleeves; cuffs belong to their sleeve, shoulders and armpits to the body
+        and their sleeve, the rest to the body.
+        """
+        out = []
+        for name in CATEGORY_KEYPOINTS[self.category]:
+            side = 1 if "_left" in name else 2 if "_right" in name else 0
+            if name.startswith("cuff_"):
+                out.append(frozenset({side}))
+            elif name.startswith(("shoulder_", "armpit_")) and len(self.parts) > 2:
+                out.append(frozenset({0, side}))
+            else:
+                out.append(frozenset({0}))
+        return out
 
     def keypoint_array(self) -> np.ndarray:
         """(K, 2) keypoints in CATEGORY_KEYPOINTS[category] order."""
@@ -278,8 +297,9 @@ def make_garment(rng: np.random.Generator, category: str, sk: Skeleton,
             g = trousers(rng, sk)
         else:
             g = top(rng, category, sk, open_front)
+        g.pose = sk.pose
         if _distinct(g):
-            return g
+            break
     return g
 
 

@@ -5,22 +5,23 @@ one homography per image (`frame_scene`) maps it to *image pixels* (the
 "original image pixels" of DESIGN.md), where every layer is rasterised. The
 labelled garment's keypoints are mapped with the same homography.
 
-Visibility (DESIGN.md §1): a labelled point is `v=0` when a layer drawn
-after the labelled garment (hand, arm, hair, a second garment worn over it,
-a prop) covers its pixel, `-1_-1_-1` when it falls outside the image, else
+Visibility (DESIGN.md §1): a labelled point is `v=0` when something painted
+after its own part of the labelled garment (hand, forearm, hair, a second
+garment worn over it, a prop, a sleeve of the same garment folded over the
+front or the body over a sleeve held behind the back) covers its pixel, `-1_-1_-1` when it falls outside the image, else
 `v=1`. Only the labelled garment's category points are returned; a second
 garment's points never are.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from ..keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, NORMALIZER, NUM_KEYPOINTS
-from .figure import BodyParts, Skeleton, body_parts, ellipse, sample_skeleton
+from .figure import BEHIND_POSES, Skeleton, body_parts, ellipse, sample_skeleton
 from .geometry import Garment, make_garment
 
 #: Image sizes (width, height) and their probabilities: about 80 % are 512x512.
@@ -54,11 +55,14 @@ def colour(rng: np.random.Generator, lum: float, sat: Optional[float] = None) ->
     return np.clip(lum + hue / (np.abs(hue).max() + 1e-9) * sat, 0, 255)
 
 
-def texture(rng: np.random.Generator, h: int, w: int, base: np.ndarray, contrast: float) -> np.ndarray:
-    """(h, w, 3) float32 fabric pattern around colour `base` (BGR).
+def texture(rng: np.random.Generator, h: int, w: int, base: np.ndarray, contrast: float,
+            origin: Tuple[int, int] = (0, 0), span: float = 512.0) -> np.ndarray:
+    """(h, w, 3) float32 fabric pattern around colour `base` (BGR) for the image box at `origin`.
 
     One of solid, stripes, checks, dots, smooth noise, gradient; the second
-    colour stays within about `contrast` of the base brightness.
+    colour stays within about `contrast` of the base brightness. Periodic
+    patterns are laid out in image pixels (period a fraction of `span`), so two
+    boxes painted from equal RNG states continue the same pattern.
     """
     kind = rng.choice(["solid", "stripes", "checks", "dots", "noise", "gradient"],
                       p=[0.35, 0.18, 0.12, 0.1, 0.13, 0.12])
@@ -70,9 +74,9 @@ def texture(rng: np.random.Generator, h: int, w: int, base: np.ndarray, contrast
         small = rng.uniform(0, 1, (int(rng.integers(3, 12)),) * 2).astype(np.float32)
         t = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
     else:
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        yy, xx = np.mgrid[origin[1]:origin[1] + h, origin[0]:origin[0] + w].astype(np.float32)
         ang = rng.uniform(0, np.pi)
-        period = rng.uniform(0.03, 0.12) * max(h, w) + 2.0
+        period = rng.uniform(0.02, 0.08) * span + 2.0
         uu = xx * np.cos(ang) + yy * np.sin(ang)
         if kind == "stripes":
             t = (np.mod(uu, period) < period * rng.uniform(0.3, 0.6)).astype(np.float32)
@@ -178,17 +182,31 @@ class Alpha:
 
 
 class Canvas:
-    """A float32 BGR image (h, w, 3) in image pixels, the homography of the scene,
-    and `cover` (h, w): the opacity of everything drawn after the labelled garment
-    (accumulated while `covering` is true)."""
+    """A float32 BGR image (h, w, 3) in image pixels and the homography of the scene.
+
+    It follows the labelled keypoints (`track`): each keeps the opacity of what
+    was painted over it after the part of the garment it belongs to
+    (`point_cover`, (K,)), so a point is covered by hands, hair, other
+    garments and by other parts of its own garment (a sleeve folded over the
+    front, a sleeve behind the back), in painting order.
+    """
 
     def __init__(self, image: np.ndarray, hom: np.ndarray):
         self.image = image
         self.hom = hom
         self.h, self.w = image.shape[:2]
-        self.cover = np.zeros((self.h, self.w), np.float32)
-        self.covering = False
         self.px = float(np.sqrt(abs(np.linalg.det(hom[:2, :2]))))      # pixels per canonical unit
+        self.points = np.zeros((0, 2), np.int64)
+        self.owners: List[FrozenSet[int]] = []
+        self.point_cover = np.zeros(0, np.float32)
+        self.point_drawn = np.zeros(0, bool)
+
+    def track(self, points: np.ndarray, owners: Sequence[FrozenSet[int]]) -> None:
+        """Follow image points (K, 2) int whose own garment parts are `owners` (K sets)."""
+        self.points = np.asarray(points, np.int64)
+        self.owners = list(owners)
+        self.point_cover = np.zeros(len(points), np.float32)
+        self.point_drawn = np.zeros(len(points), bool)
 
     def box(self, polys_px: Sequence[np.ndarray], pad: float) -> Tuple[int, int, int, int]:
         """(x0, y0, x1, y1) image box around image-frame polygons, padded, clipped to the image."""
@@ -209,22 +227,28 @@ class Canvas:
             cv2.fillPoly(m, [_fixed(p - (x0, y0)) for p in px], 255, cv2.LINE_AA, _SHIFT)
         return Alpha(m.astype(np.float32) / 255.0, x0, y0).blurred(soft)
 
-    def paint(self, alpha: Alpha, paint, label: bool = False) -> None:
-        """Blend `paint` (BGR (3,) or a callable (h, w) -> (h, w, 3) over the box) by `alpha`.
+    def paint(self, alpha: Alpha, paint, part: Optional[int] = None) -> None:
+        """Blend `paint` (BGR (3,), or a callable (x, y, h, w) -> (h, w, 3) for the box) by `alpha`.
 
-        Paint of the labelled garment (`label`) uncovers it; other paint covers it
-        once `covering` is set."""
+        part: index of the labelled garment's part being painted, None for
+        anything else. It uncovers the tracked points it owns and covers the
+        others that are already drawn.
+        """
         h, w = alpha.a.shape
         if h == 0 or w == 0:
             return
         sl = (slice(alpha.y, alpha.y + h), slice(alpha.x, alpha.x + w))
-        fill = paint(h, w) if callable(paint) else np.asarray(paint, np.float32)
+        fill = paint(alpha.x, alpha.y, h, w) if callable(paint) else np.asarray(paint, np.float32)
         region = self.image[sl]
         region += (fill - region) * alpha.a[..., None]
-        if label:
-            self.cover[sl] *= 1.0 - alpha.a
-        elif self.covering:
-            np.maximum(self.cover[sl], alpha.a, out=self.cover[sl])
+        xs, ys = self.points[:, 0] - alpha.x, self.points[:, 1] - alpha.y
+        for k in np.flatnonzero((xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)):
+            a = float(alpha.a[ys[k], xs[k]])
+            if part is not None and part in self.owners[k]:
+                self.point_cover[k] *= 1.0 - a
+                self.point_drawn[k] = True
+            elif self.point_drawn[k]:
+                self.point_cover[k] = max(self.point_cover[k], a)
 
     def line(self, pts: np.ndarray, col, thickness: float) -> None:
         """Anti-aliased polyline (canonical points) of `thickness` canonical units."""
@@ -234,14 +258,15 @@ class Canvas:
 
 
 def _shaded(rng: np.random.Generator, base: np.ndarray, pattern: bool, n_folds: int,
-            fold_strength: float):
-    """A paint callable: fabric (or skin) colour x low-frequency shading x folds."""
+            fold_strength: float, pattern_seed: Optional[int] = None, span: float = 512.0):
+    """A paint callable: fabric colour (a pattern from `pattern_seed`) x shading x folds."""
     seed = int(rng.integers(2 ** 31))
+    pattern_seed = seed if pattern_seed is None else pattern_seed
 
-    def paint(h: int, w: int) -> np.ndarray:
+    def paint(x: int, y: int, h: int, w: int) -> np.ndarray:
         r = np.random.default_rng(seed)
-        tex = texture(r, h, w, base, 35.0) if pattern else np.broadcast_to(
-            base.astype(np.float32), (h, w, 3)).copy()
+        tex = texture(np.random.default_rng(pattern_seed), h, w, base, 35.0, (x, y), span) \
+            if pattern else np.broadcast_to(base.astype(np.float32), (h, w, 3)).copy()
         shade = smooth_field(r, h, w, 0.10)
         if n_folds:
             shade *= folds(r, h, w, n_folds, fold_strength)
@@ -271,8 +296,9 @@ class Sample:
 def second_garment(rng: np.random.Generator, category: str, shot: str) -> Tuple[Optional[str], str]:
     """(category of an unlabelled second garment or None, "under"/"over"/"beside")."""
     if shot == "worn":
-        if category in ("blouse", "outwear"):
-            return str(rng.choice(["skirt", "trousers"])), "under"
+        if category in ("blouse", "outwear"):        # a blouse may be tucked in
+            tucked = category == "blouse" and rng.random() < 0.3
+            return str(rng.choice(["skirt", "trousers"])), "over" if tucked else "under"
         if category in ("skirt", "trousers"):
             return str(rng.choice(["blouse", "outwear"], p=[0.7, 0.3])), \
                 "over" if rng.random() < 0.45 else "under"
@@ -302,24 +328,40 @@ def frame_scene(rng: np.random.Generator, points: np.ndarray, size: Tuple[int, i
     q = points @ lin.T
     lo, hi = q.min(0), q.max(0)
     box = np.maximum(hi - lo, 1e-3)
-    frac = float(np.exp(rng.uniform(*np.log(FRAMING))))
-    scale = np.sqrt(frac * w * h / (box[0] * box[1]))
-    crop = rng.random() < 0.2
+    frac = min(float(np.exp(rng.uniform(np.log(FRAMING[0]), np.log(FRAMING[1] * 1.2)))), FRAMING[1])
+    want = np.sqrt(frac * w * h / (box[0] * box[1]))
     fit = min(0.97 * w / box[0], 0.97 * h / box[1])
-    if not crop:
-        scale = min(scale, fit)
-    size_px = box * scale
-    for _ in range(20):
-        slack = np.array([w, h]) - size_px
-        centre = np.array([w, h]) / 2 + rng.uniform(-0.5, 0.5, 2) * np.maximum(slack, 0.0)
-        if crop:
-            centre += rng.normal(0.0, 0.1, 2) * size_px
+    # a box too elongated for the target is enlarged past the border (a close crop) until the
+    # points left inside the image cover the target; some images are shifted off-centre anyway
+    scales = [min(want, fit)] + [fit * 1.12 ** i for i in range(1, 12) if fit * 1.12 ** (i - 1) < want]
+    shift = 0.1 if rng.random() < 0.12 else 0.0
+    best = None
+    for scale in scales:
+        size_px = box * scale
+        for _ in range(8):
+            slack = np.array([w, h]) - size_px
+            centre = np.array([w, h]) / 2 + rng.uniform(-0.5, 0.5, 2) * np.abs(slack)
+            centre += rng.normal(0.0, shift, 2) * size_px
+            a = np.eye(3)
+            a[:2, :2] = scale * lin
+            a[:2, 2] = centre - scale * (lo + hi) / 2
+            xy = apply_homography(a, points)
+            inside = _inside(xy, size)
+            if not inside[keep].all() or inside.sum() < 2:
+                continue
+            got = np.prod(xy[inside].max(0) - xy[inside].min(0)) / (w * h)
+            if best is None or abs(np.log(got / frac)) < best[0]:
+                best = (abs(np.log(got / frac)), a, scale)
+            break
+        if best is not None and best[0] < 0.1:
+            break
+    if best is None:
+        scale = fit
         a = np.eye(3)
         a[:2, :2] = scale * lin
-        a[:2, 2] = centre - scale * (lo + hi) / 2
-        xy = apply_homography(a, points)
-        if _inside(xy[keep], size).all():
-            break
+        a[:2, 2] = np.array([w, h]) / 2 - scale * (lo + hi) / 2
+    else:
+        _, a, scale = best
     jitter = rng.uniform(-0.02, 0.02, (4, 2)) * scale * box.max()
     src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     p = cv2.getPerspectiveTransform(src, (src + jitter).astype(np.float32))
@@ -352,10 +394,12 @@ def _beside(rng: np.random.Generator, g: Garment, other: Garment) -> None:
 
 @dataclasses.dataclass
 class Look:
-    """How a garment is painted: colour (BGR), patterned or plain, folds, a faint outline."""
+    """How a garment is painted: colour (BGR), patterned or plain (pattern RNG seed), folds,
+    a faint outline."""
 
     base: np.ndarray
     pattern: bool
+    pattern_seed: int
     n_folds: int
     fold_strength: float
     outline: bool
@@ -363,17 +407,18 @@ class Look:
 
 def sample_look(rng: np.random.Generator, base: np.ndarray) -> Look:
     """A garment look around colour `base`; about 12 % keep a faint outline."""
-    return Look(base, rng.random() < 0.7, int(rng.integers(2, 9)), rng.uniform(0.15, 0.4),
-                rng.random() < 0.12)
+    return Look(base, rng.random() < 0.7, int(rng.integers(2 ** 31)), int(rng.integers(2, 9)),
+                rng.uniform(0.15, 0.4), rng.random() < 0.12)
 
 
 def draw_garment(rng: np.random.Generator, canvas: Canvas, g: Garment, look: Look, worn: bool,
                  skin: np.ndarray, soft: float, parts: Sequence[int], label: bool) -> np.ndarray:
     """Draw `parts` (indices into g.parts; openings, seams and buttons with part 0) of `g`.
 
-    label: the labelled garment (it clears `canvas.cover` where it is drawn).
+    label: `g` is the labelled garment (then `parts` is one part, tracked by the canvas).
     Returns the (h, w) float32 opacity of what was drawn, openings excluded, unblurred.
     """
+    part = parts[0] if label else None
     polys = [g.parts[i] for i in parts]
     box = canvas.box([apply_homography(canvas.hom, p) for p in polys], 3 * soft + 2)
     fill = canvas.mask(polys, box=box)
@@ -382,8 +427,8 @@ def draw_garment(rng: np.random.Generator, canvas: Canvas, g: Garment, look: Loo
                     else np.zeros_like(fill.a), fill.x, fill.y)
     own = Alpha(np.clip(fill.a - opening.a, 0.0, 1.0), fill.x, fill.y)
     drawn = (own if g.opening_kind == "hole" else fill).blurred(soft)
-    canvas.paint(drawn, _shaded(rng, look.base, look.pattern, look.n_folds, look.fold_strength),
-                 label)
+    canvas.paint(drawn, _shaded(rng, look.base, look.pattern, look.n_folds, look.fold_strength,
+                                look.pattern_seed, max(canvas.h, canvas.w)), part)
     if with_body and g.openings and g.opening_kind != "hole":
         if g.opening_kind == "inner":
             inner = _shaded(rng, colour(rng, rng.uniform(30, 230)), True, 2, 0.2)
@@ -391,7 +436,7 @@ def draw_garment(rng: np.random.Generator, canvas: Canvas, g: Garment, look: Loo
             inner = _tone(rng, skin, 0.06)
         else:
             inner = _tone(rng, look.base * rng.uniform(0.45, 0.7), 0.1)
-        canvas.paint(opening.blurred(soft), inner, label)
+        canvas.paint(opening.blurred(soft), inner, part)
     seam = np.clip(look.base * 0.72, 0, 255)
     for line in g.lines if with_body else []:
         canvas.line(line, seam, 0.006)
@@ -429,7 +474,7 @@ def _tone(rng: np.random.Generator, base: np.ndarray, amplitude: float):
     """Paint callable: a flat colour with gentle low-frequency shading."""
     seed = int(rng.integers(2 ** 31))
 
-    def paint(h: int, w: int) -> np.ndarray:
+    def paint(x: int, y: int, h: int, w: int) -> np.ndarray:
         shade = smooth_field(np.random.default_rng(seed), h, w, amplitude)
         return base.astype(np.float32) * shade[..., None]
     return paint
@@ -465,6 +510,19 @@ def _hanger(sk: Skeleton, top: bool) -> List[np.ndarray]:
                                    np.pi, -0.3)])
     return [bar, hook, np.array([(-0.008, hook_y - 0.01), (0.008, hook_y - 0.01),
                                  (0.008, hook_y + 0.03), (-0.008, hook_y + 0.03)])]
+
+
+def garment_passes(g: Garment, front_arms: bool) -> List[Optional[List[int]]]:
+    """Painting order of a garment's parts; None marks where forearms held in front go.
+
+    Tops: sleeves of arms behind the back (or folded behind), the body, the
+    forearms in front, the other sleeves. Other garments: their one part.
+    """
+    if len(g.parts) < 3:
+        return [[i] for i in range(len(g.parts))]
+    behind = [1 + i for i, pose in enumerate(g.pose) if pose in BEHIND_POSES]
+    front = [1 + i for i, pose in enumerate(g.pose) if pose not in BEHIND_POSES]
+    return [[i] for i in behind] + [[0]] + ([None] if front_arms else []) + [[i] for i in front]
 
 
 def render_sample(rng: np.random.Generator, category: str) -> Sample:
@@ -505,28 +563,26 @@ def render_sample(rng: np.random.Generator, category: str) -> Sample:
     if shot == "hanger":
         bar = _tone(rng, colour(rng, rng.uniform(40, 200), 30.0), 0.1)
         canvas.paint(canvas.mask(_hanger(sk, category in TOPS), 0.7), bar)
+    xy = np.rint(apply_homography(hom, pts)).astype(np.int64)
+    inside = _inside(xy, size)
+    canvas.track(np.where(inside[:, None], xy, -1), g.keypoint_parts())
     order = ([(g2, look2, False)] if g2 is not None and place != "over" else []) + [(g, look, True)] \
         + ([(g2, look2, False)] if g2 is not None and place == "over" else [])
     outer_top = [x for x, _, _ in order if x.category in TOPS][-1:] if worn else []
     own = np.zeros((h, w), np.float32)
     for garment, lk, is_label in order:
-        passes = [range(len(garment.parts))]
-        if garment in outer_top and body.front:
-            passes = [[0], None, range(1, len(garment.parts))]
-        for parts in passes:
+        front_arms = worn and garment in outer_top and bool(body.front)
+        for parts in garment_passes(garment, front_arms):
             if parts is None:
                 draw_body(rng, canvas, body.front, skin, hair, shoe, sk)
                 continue
             drawn = draw_garment(rng, canvas, garment, lk, worn, skin, soft, parts, is_label)
             if is_label:
                 own = np.maximum(own, drawn)
-                canvas.covering = True
     if worn:
         draw_body(rng, canvas, body.over, skin, hair, shoe, sk)
 
-    xy = np.rint(apply_homography(hom, pts)).astype(np.int64)
-    inside = _inside(xy, size)
-    n_props = int(rng.choice(3, p=[0.6, 0.3, 0.1])) if not worn else int(rng.random() < 0.06)
+    n_props = int(rng.choice(3, p=[0.5, 0.35, 0.15])) if not worn else int(rng.random() < 0.15)
     draw_props(rng, canvas, xy[inside].astype(np.float64), n_props)
     img = canvas.image
     if rng.random() < 0.3:
@@ -542,7 +598,7 @@ def render_sample(rng: np.random.Generator, category: str) -> Sample:
     for j, name in enumerate(names):
         if inside[j]:
             x, y = xy[j]
-            kps[KEYPOINT_INDEX[name]] = (x, y, 0 if canvas.cover[y, x] > 0.5 else 1)
+            kps[KEYPOINT_INDEX[name]] = (x, y, 0 if canvas.point_cover[j] > 0.5 else 1)
     meta = {"shot": shot, "figure": worn, "second": second, "second_place": place or None,
             "quality": int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1)),
             "framing_target": frac}
