@@ -135,8 +135,12 @@ def _sleeve(rng: np.random.Generator, sk: Skeleton, side: int, shoulder: np.ndar
 
 
 def top(rng: np.random.Generator, category: str, sk: Skeleton,
-        open_front: Optional[str] = None) -> Garment:
-    """Blouse, outwear or dress on the skeleton (`open_front`: None, "inner" or "hole")."""
+        open_front: Optional[str] = None, hem_y: Optional[float] = None) -> Garment:
+    """Blouse, outwear or dress on the skeleton (`open_front`: None, "inner" or "hole").
+
+    hem_y: the hem's height for a blouse (e.g. just below the waistband of a
+    skirt it is tucked into); drawn at random when None.
+    """
     u = rng.uniform
     nw, neck_y = u(0.055, 0.10), u(-0.015, 0.01)
     ease = u(0.01, 0.05) + (0.025 if category == "outwear" else 0.0)
@@ -158,7 +162,7 @@ def top(rng: np.random.Generator, category: str, sk: Skeleton,
     max_hem = min(sk.j("ankle", -1)[1], sk.j("ankle", 1)[1]) - 0.08
     sides: List[Tuple[Optional[str], float, float]] = []        # (keypoint stem, y, half-width)
     if category == "blouse":
-        hem_y = sk.waist_y + u(-0.10, 0.30)
+        hem_y = sk.waist_y + u(-0.10, 0.30) if hem_y is None else hem_y
         if hem_y > sk.waist_y + 0.03:
             sides.append((None, sk.waist_y, sk.torso_hw(sk.waist_y) + ease))
         sides.append(("top_hem", hem_y, sk.torso_hw(hem_y) + ease * u(1.0, 1.8) + u(0.0, 0.04)))
@@ -264,6 +268,8 @@ def trousers(rng: np.random.Generator, sk: Skeleton) -> Garment:
         path = np.concatenate([start[None], leg[1:]])
         hw0 = np.linalg.norm(hip_out - crotch) / 2
         widths = np.array([hw0, sk.leg_hw * 0.72 * max(wide, 1.25), sk.leg_hw * 0.5 * wide * 1.3])
+        # the legs stay apart below the crotch, so that it remains a corner of the outline
+        widths[1:] = np.minimum(widths[1:], np.maximum(np.abs(leg[1:, 0]) - 0.05, sk.leg_hw * 0.6))
         total = float(np.sum(np.linalg.norm(np.diff(path, axis=0), axis=1)))
         path, widths = trim_path(path, widths, max(fraction * u(0.97, 1.03) * total, hw0 * 1.5))
         poly, b_in, b_out = tube(hip_out, crotch, path, widths, side)
@@ -288,15 +294,16 @@ def _distinct(g: Garment, min_dist: float = 0.03) -> bool:
 
 
 def make_garment(rng: np.random.Generator, category: str, sk: Skeleton,
-                 open_front: Optional[str] = None) -> Garment:
-    """A garment of `category` on skeleton `sk`, its keypoints at least 0.03 units apart."""
+                 open_front: Optional[str] = None, hem_y: Optional[float] = None) -> Garment:
+    """A garment of `category` on skeleton `sk`, its keypoints at least 0.03 units apart
+    (open_front, hem_y: see `top`)."""
     for _ in range(20):
         if category == "skirt":
             g = skirt(rng, sk)
         elif category == "trousers":
             g = trousers(rng, sk)
         else:
-            g = top(rng, category, sk, open_front)
+            g = top(rng, category, sk, open_front, hem_y)
         g.pose = sk.pose
         if _distinct(g):
             break

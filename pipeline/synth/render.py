@@ -299,9 +299,9 @@ def second_garment(rng: np.random.Generator, category: str, shot: str) -> Tuple[
         if category in ("blouse", "outwear"):        # a blouse may be tucked in
             tucked = category == "blouse" and rng.random() < 0.3
             return str(rng.choice(["skirt", "trousers"])), "over" if tucked else "under"
-        if category in ("skirt", "trousers"):
-            return str(rng.choice(["blouse", "outwear"], p=[0.7, 0.3])), \
-                "over" if rng.random() < 0.45 else "under"
+        if category in ("skirt", "trousers"):        # a jacket, a loose blouse, a tucked blouse
+            return [("outwear", "over"), ("blouse", "over"), ("blouse", "under")][
+                int(rng.choice(3, p=[0.25, 0.3, 0.45]))]
         return ("outwear", "over") if rng.random() < 0.25 else (None, "")
     if shot == "flat" and rng.random() < 0.35:
         others = [c for c in ("blouse", "outwear", "dress", "skirt", "trousers") if c != category]
@@ -335,6 +335,9 @@ def frame_scene(rng: np.random.Generator, points: np.ndarray, size: Tuple[int, i
     # points left inside the image cover the target; some images are shifted off-centre anyway
     scales = [min(want, fit)] + [fit * 1.12 ** i for i in range(1, 12) if fit * 1.12 ** (i - 1) < want]
     shift = 0.1 if rng.random() < 0.12 else 0.0
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    corners = src + rng.uniform(-0.012, 0.012, (4, 2)).astype(np.float32) * max(w, h)
+    jitter = cv2.getPerspectiveTransform(src, corners).astype(np.float64)   # mild perspective
     best = None
     for scale in scales:
         size_px = box * scale
@@ -345,7 +348,7 @@ def frame_scene(rng: np.random.Generator, points: np.ndarray, size: Tuple[int, i
             a = np.eye(3)
             a[:2, :2] = scale * lin
             a[:2, 2] = centre - scale * (lo + hi) / 2
-            xy = apply_homography(a, points)
+            xy = apply_homography(jitter @ a, points)
             inside = _inside(xy, size)
             if not inside[keep].all() or inside.sum() < 2:
                 continue
@@ -362,10 +365,7 @@ def frame_scene(rng: np.random.Generator, points: np.ndarray, size: Tuple[int, i
         a[:2, 2] = np.array([w, h]) / 2 - scale * (lo + hi) / 2
     else:
         _, a, scale = best
-    jitter = rng.uniform(-0.02, 0.02, (4, 2)) * scale * box.max()
-    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
-    p = cv2.getPerspectiveTransform(src, (src + jitter).astype(np.float32))
-    return p.astype(np.float64) @ a, frac
+    return jitter @ a, frac
 
 
 def _inside(xy: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -537,7 +537,10 @@ def render_sample(rng: np.random.Generator, category: str) -> Sample:
     g2 = None
     if second:
         sk2 = sk if worn else sample_skeleton(rng, flat=True)
-        g2 = make_garment(rng, second, sk2, open_front="hole" if category == "dress" else None)
+        tucked = g.keypoints["waistband_left"][1] + rng.uniform(0.03, 0.15) \
+            if place == "under" and worn and second == "blouse" and "waistband_left" in g.keypoints \
+            else None
+        g2 = make_garment(rng, second, sk2, "hole" if category == "dress" else None, tucked)
         if place == "beside":
             _beside(rng, g, g2)
     names = CATEGORY_KEYPOINTS[category]
