@@ -26,7 +26,7 @@ NAMES = {-1: "left", 1: "right"}
 SLEEVE = {"blouse": (0.12, 1.0), "outwear": (0.75, 1.0), "dress": (0.08, 0.95)}
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Garment:
     """One garment in the canonical frame.
 

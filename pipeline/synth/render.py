@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, NORMALIZER, NUM_KEYPOINTS
-from .figure import BEHIND_POSES, Skeleton, body_parts, ellipse, sample_skeleton
+from .figure import BEHIND_POSES, BodyParts, Skeleton, body_parts, ellipse, sample_skeleton
 from .geometry import Garment, make_garment
 
 #: Image sizes (width, height) and their probabilities: about 80 % are 512x512.
@@ -525,10 +525,30 @@ def garment_passes(g: Garment, front_arms: bool) -> List[Optional[List[int]]]:
     return [[i] for i in behind] + [[0]] + ([None] if front_arms else []) + [[i] for i in front]
 
 
-def render_sample(rng: np.random.Generator, category: str) -> Sample:
-    """Draw one image of `category` with its keypoints (image pixel frame)."""
+@dataclasses.dataclass
+class Scene:
+    """What one image shows, in the canonical frame, and how it is framed.
+
+    size: (width, height) pixels; shot: one of SHOTS; skeleton: the figure's
+    (drawn only for worn shots, `body` its polygons); garment: the labelled one;
+    second / place: an unlabelled garment and where it goes ("under", "over",
+    "beside"); hom: canonical -> image pixels; framing: target box fraction.
+    """
+
+    size: Tuple[int, int]
+    shot: str
+    skeleton: Skeleton
+    body: Optional[BodyParts]
+    garment: Garment
+    second: Optional[Garment]
+    place: str
+    hom: np.ndarray
+    framing: float
+
+
+def build_scene(rng: np.random.Generator, category: str) -> Scene:
+    """Choose the image size, shot, figure, garments and framing of one image."""
     size = IMAGE_SIZES[int(rng.choice(len(IMAGE_SIZES), p=IMAGE_SIZE_P))]
-    w, h = size
     shot = SHOTS[int(rng.choice(len(SHOTS), p=SHOT_P))]
     worn = shot == "worn"
     sk = sample_skeleton(rng, flat=not worn)
@@ -544,37 +564,49 @@ def render_sample(rng: np.random.Generator, category: str) -> Sample:
         if place == "beside":
             _beside(rng, g, g2)
     names = CATEGORY_KEYPOINTS[category]
-    pts = g.keypoint_array()
     keep = [names.index(n) for n in NORMALIZER[category]] if rng.random() < 0.97 else []
-    hom, frac = frame_scene(rng, pts, size, shot, np.array(keep, int))
+    hom, frac = frame_scene(rng, g.keypoint_array(), size, shot, np.array(keep, int))
+    body = body_parts(rng, sk) if worn else None
+    return Scene(size, shot, sk, body, g, g2, place, hom, frac)
 
+
+def draw_scene(rng: np.random.Generator, scene: Scene) -> Tuple[Canvas, np.ndarray]:
+    """Paint a scene: background, body under the garments, garments in wearing order (the
+    outer top's body, forearms held in front, its sleeves), hands, head and hair, props.
+
+    Returns the canvas (tracking the labelled keypoints) and the (h, w) float32
+    opacity of the labelled garment's own pixels.
+    """
+    w, h = scene.size
+    worn, sk, body = scene.shot == "worn", scene.skeleton, scene.body
     g_lum = rng.uniform(30.0, 225.0)
     gap = rng.uniform(35.0, 100.0)
     b_lum = g_lum + gap if (g_lum + gap <= 240 and (g_lum - gap < 15 or rng.random() < 0.5)) \
         else g_lum - gap
     canvas = Canvas(background(rng, h, w, b_lum, int(rng.integers(0, 4)) if worn
-                               else int(rng.integers(0, 10))), hom)
-    look, look2 = sample_look(rng, colour(rng, g_lum)), sample_look(rng, colour(rng, rng.uniform(30, 225)))
+                               else int(rng.integers(0, 10))), scene.hom)
+    look = sample_look(rng, colour(rng, g_lum))
+    look2 = sample_look(rng, colour(rng, rng.uniform(30, 225)))
     skin = SKIN_TONES[int(rng.integers(len(SKIN_TONES)))] + rng.uniform(-10, 10, 3)
     soft = rng.uniform(0.5, 1.6) * max(w, h) / 512
-    body = body_parts(rng, sk) if worn else None
     hair = HAIR_COLOURS[body.hair_colour_index] + rng.uniform(-10, 10, 3) if body else None
     shoe = colour(rng, rng.uniform(20, 200), rng.uniform(0, 40))
 
     if worn:
         draw_body(rng, canvas, body.under + body.feet, skin, hair, shoe, sk)
-    if shot == "hanger":
+    if scene.shot == "hanger":
         bar = _tone(rng, colour(rng, rng.uniform(40, 200), 30.0), 0.1)
-        canvas.paint(canvas.mask(_hanger(sk, category in TOPS), 0.7), bar)
-    xy = np.rint(apply_homography(hom, pts)).astype(np.int64)
-    inside = _inside(xy, size)
+        canvas.paint(canvas.mask(_hanger(sk, scene.garment.category in TOPS), 0.7), bar)
+    g, g2 = scene.garment, scene.second
+    xy = np.rint(apply_homography(scene.hom, g.keypoint_array())).astype(np.int64)
+    inside = _inside(xy, scene.size)
     canvas.track(np.where(inside[:, None], xy, -1), g.keypoint_parts())
-    order = ([(g2, look2, False)] if g2 is not None and place != "over" else []) + [(g, look, True)] \
-        + ([(g2, look2, False)] if g2 is not None and place == "over" else [])
+    order = ([(g2, look2, False)] if g2 is not None and scene.place != "over" else []) \
+        + [(g, look, True)] + ([(g2, look2, False)] if g2 is not None and scene.place == "over" else [])
     outer_top = [x for x, _, _ in order if x.category in TOPS][-1:] if worn else []
     own = np.zeros((h, w), np.float32)
     for garment, lk, is_label in order:
-        front_arms = worn and garment in outer_top and bool(body.front)
+        front_arms = worn and bool(body.front) and any(garment is t for t in outer_top)
         for parts in garment_passes(garment, front_arms):
             if parts is None:
                 draw_body(rng, canvas, body.front, skin, hair, shoe, sk)
@@ -584,25 +616,36 @@ def render_sample(rng: np.random.Generator, category: str) -> Sample:
                 own = np.maximum(own, drawn)
     if worn:
         draw_body(rng, canvas, body.over, skin, hair, shoe, sk)
-
     n_props = int(rng.choice(3, p=[0.5, 0.35, 0.15])) if not worn else int(rng.random() < 0.15)
     draw_props(rng, canvas, xy[inside].astype(np.float64), n_props)
-    img = canvas.image
-    if rng.random() < 0.3:
-        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 1.0))
-    if rng.random() < 0.5:                        # sensor noise (cv2's RNG, seeded from ours)
-        cv2.setRNGSeed(int(rng.integers(2 ** 31)))
-        noise = np.empty_like(img)
-        cv2.randn(noise, 0.0, float(rng.uniform(1.0, 4.0)))
-        img = img + noise
-    image = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    return canvas, own
 
+
+def finish(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Camera blur (30 %) and sensor noise (50 %) on a float32 image; returns uint8."""
+    if rng.random() < 0.3:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 1.0))
+    if rng.random() < 0.5:                        # cv2's RNG, seeded from ours
+        cv2.setRNGSeed(int(rng.integers(2 ** 31)))
+        noise = np.empty_like(image)
+        cv2.randn(noise, 0.0, float(rng.uniform(1.0, 4.0)))
+        image = image + noise
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+def render_sample(rng: np.random.Generator, category: str) -> Sample:
+    """Draw one image of `category` with its keypoints (image pixel frame)."""
+    scene = build_scene(rng, category)
+    canvas, own = draw_scene(rng, scene)
+    image = finish(rng, canvas.image)
     kps = np.full((NUM_KEYPOINTS, 3), -1, dtype=np.int64)
-    for j, name in enumerate(names):
-        if inside[j]:
-            x, y = xy[j]
+    for j, name in enumerate(CATEGORY_KEYPOINTS[category]):
+        x, y = canvas.points[j]
+        if x >= 0:
             kps[KEYPOINT_INDEX[name]] = (x, y, 0 if canvas.point_cover[j] > 0.5 else 1)
-    meta = {"shot": shot, "figure": worn, "second": second, "second_place": place or None,
+    meta = {"shot": scene.shot, "figure": scene.shot == "worn",
+            "second": scene.second.category if scene.second is not None else None,
+            "second_place": scene.place or None,
             "quality": int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1)),
-            "framing_target": frac}
+            "framing_target": scene.framing}
     return Sample(image, kps, own > 0.5, meta)
