@@ -9,8 +9,9 @@ Garments have soft edges, shading and folds; framings range from close crops
 to full-body shots; JPEG quality varies.
 
 Modules: `figure` (skeleton, poses, body polygons), `geometry` (garment
-keypoints and outlines from parameters and a skeleton), `render` (scene,
-framing, drawing, visibility), `dataset` (files, real-data guard, realism
+keypoints and outlines from parameters and a skeleton), `texture` (fabric
+patterns, shading, folds, backdrops), `render` (scene, framing, drawing,
+visibility), `dataset` (files, real-data guard, realism
 figures), `preview` (contact sheet), `__main__` (CLI).
 
 CLI: python -m pipeline.synth --out DIR --train-per-cat N --test-per-cat M --seed S
