@@ -32,7 +32,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
 
-.PHONY: help install data preprocess baseline train train-all predict ensemble stack submit score \
+.PHONY: help install data data-preview preprocess baseline train train-all predict ensemble stack submit score \
         report demo test bench clean leaderboard _preprocess _baseline _train-all _predict _ensemble _stack \
         _submit _publish _score _report _train
 
@@ -41,6 +41,7 @@ help:
 	@echo "make test        run the test suite"
 	@echo "make install     build .venv from requirements.txt (automatic for other targets)"
 	@echo "make data        write the synthetic dataset into INPUT (never over real data)"
+	@echo "make data-preview  contact sheet of 20 training images with labels -> OUTPUT/data_preview.png"
 	@echo "make preprocess  parse/validate annotations, folds, image cache -> OUTPUT/prep/<dataset>/, runs/<run>/prep.json"
 	@echo "make baseline    mean-shape baseline run (OUTPUT/runs/meanshape_k<k>_seed<s>), scored"
 	@echo "make train CAT=dress FOLD=0   train one model (resumes when interrupted)"
@@ -67,6 +68,10 @@ install: $(STAMP)
 data: $(STAMP)
 	$(PY) -m pipeline.synth --out $(INPUT) --train-per-cat $(SYNTH_TRAIN) --test-per-cat $(SYNTH_TEST) \
 		--warm-per-cat $(SYNTH_WARM) --seed $(SYNTH_SEED)
+
+data-preview: $(STAMP)
+	@if ! ls $(INPUT)/*/Annotations/*.csv >/dev/null 2>&1; then $(MAKE) --no-print-directory data; fi
+	$(PY) -m pipeline.synth.preview --input $(INPUT) --out $(OUTPUT)/data_preview.png
 
 # ------------------------------------------------------------------ stages
 # Every stage is a file target. While make reads this file, `pipeline.artifacts stamps` writes

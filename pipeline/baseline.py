@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -44,6 +45,24 @@ def mean_shape(keypoints: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 def place(shape: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Relative shape (K, 2) placed on images of sizes (M, 2) → (M, K, 2) pixels."""
     return shape[None, :, :] * sizes[:, None, :].astype(np.float64)
+
+
+def predict_mean_shape(train_keypoints: np.ndarray, train_categories: Sequence[str],
+                       train_sizes: np.ndarray, test_categories: Sequence[str],
+                       test_sizes: np.ndarray) -> np.ndarray:
+    """Each category's mean relative shape, placed on every test image of that category.
+
+    train_keypoints: (N, 24, 3) original pixels; sizes: (N, 2) / (M, 2) width,
+    height. Returns (M, 24, 2) original pixels of each test image (zeros for a
+    category without training images).
+    """
+    train_categories = np.asarray(train_categories, dtype=object)
+    test_categories = np.asarray(test_categories, dtype=object)
+    pred = np.zeros((len(test_categories), train_keypoints.shape[1], 2))
+    for cat in set(test_categories) & set(train_categories):
+        fit, out = train_categories == cat, test_categories == cat
+        pred[out] = place(mean_shape(train_keypoints[fit], train_sizes[fit]), test_sizes[out])
+    return pred
 
 
 def baseline_name(cfg) -> str:

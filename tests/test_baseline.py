@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import good_dataset
-from pipeline.baseline import mean_shape, place, run_baseline
+from pipeline.baseline import mean_shape, place, predict_mean_shape, run_baseline
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, category_indices
 from pipeline.predictions import fold_dir, load_npz
 from pipeline.preprocess import preprocess, run_data
@@ -36,6 +36,20 @@ def test_mean_shape_of_one_image_places_it_back():
     kps = np.array([[[30, 40, 1], [299, 0, 1]]])
     sizes = np.array([[300, 200]])
     np.testing.assert_allclose(place(mean_shape(kps, sizes), sizes)[0], kps[0, :, :2])
+
+
+def test_predict_mean_shape_per_category_and_test_size():
+    kps = np.full((3, 2, 3), -1)
+    kps[0] = [[10, 20, 1], [-1, -1, -1]]      # "skirt", image 100 x 100
+    kps[1] = [[30, 40, 1], [50, 50, 0]]       # "skirt", image 100 x 100
+    kps[2] = [[80, 10, 1], [20, 90, 1]]       # "dress", image 200 x 100
+    sizes = np.array([[100, 100], [100, 100], [200, 100]])
+    pred = predict_mean_shape(kps, ["skirt", "skirt", "dress"], sizes,
+                              ["dress", "skirt", "blouse"], np.array([[400, 200], [10, 20], [50, 50]]))
+    assert pred.shape == (3, 2, 2)
+    np.testing.assert_allclose(pred[0], [[160, 20], [40, 180]])      # dress shape (0.4, 0.1), (0.1, 0.9)
+    np.testing.assert_allclose(pred[1], [[2, 6], [5, 10]])           # skirt mean (0.2, 0.3), (0.5, 0.5)
+    np.testing.assert_allclose(pred[2], 0)                           # no blouse in training
 
 
 @pytest.fixture(scope="module")
