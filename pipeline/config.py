@@ -39,6 +39,7 @@ class ModelConfig:
     stage_kernel: int = 3          # kernel of stage convs (dilations give the receptive field)
     backbone: str = "simple"       # simple | mobilenetv2 | resnet50 (keras.applications)
     weights: Optional[str] = None  # null | imagenet (imagenet needs the internet)
+    bn_momentum: float = 0.9       # BatchNorm moving-average momentum (0.9 for short CPU runs, 0.99 long GPU runs)
 
 
 @dataclasses.dataclass(frozen=True)
