@@ -40,6 +40,7 @@ class ModelConfig:
     backbone: str = "simple"       # simple | mobilenetv2 | resnet50 (keras.applications)
     weights: Optional[str] = None  # null | imagenet (imagenet needs the internet)
     bn_momentum: float = 0.9       # BatchNorm moving-average momentum (0.9 for short CPU runs, 0.99 long GPU runs)
+    sync_bn: bool = False          # BatchNorm statistics over all replicas (small per-replica batches)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +63,9 @@ class AugmentConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30
-    batch_size: int = 16
-    lr: float = 2e-3
+    batch_size: int = 16           # images per replica (one GPU / the CPU); a step takes batch_size × replicas
+    lr: float = 2e-3               # learning rate of one replica (scaled by lr_scaling)
+    lr_scaling: str = "linear"     # linear: lr × replicas | none
     min_lr: float = 1e-5
     lr_patience: int = 3           # epochs without val NE gain before the LR is halved
     patience: int = 8              # early stopping on val NE
@@ -179,6 +181,7 @@ _CHOICES = {
     ("codec", "refine"): ("none", "quarter", "dark"),
     ("train", "distribute"): ("auto", "none", "mirrored", "multiworker"),
     ("train", "loss"): ("mse", "softmax_ce"),
+    ("train", "lr_scaling"): ("linear", "none"),
     ("train", "precision"): ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
     ("predict", "merge"): ("heatmap", "coords"),
     ("stack", "mode"): ("auto", "on", "off"),

@@ -84,14 +84,29 @@ def make_batch(samples: SampleSet, counters: np.ndarray, cfg: Config, flip_index
     return np.stack(images), np.stack(maps), np.stack(weights).astype(np.float32)
 
 
-def train_dataset(samples: SampleSet, cfg: Config, flip_index: Sequence[int], start_counter: int = 0):
-    """Endless tf.data stream of (images, (heatmaps, weights)) batches, from `start_counter`."""
+def train_dataset(samples: SampleSet, cfg: Config, flip_index: Sequence[int], start_counter: int = 0,
+                  batch_size: int = 0, global_size: int = 0, pipeline: int = 0, pipelines: int = 1):
+    """Endless tf.data stream of (images, (heatmaps, weights)) batches, from `start_counter`.
+
+    batch_size: images per element (0: `train.batch_size`), i.e. per replica;
+    global_size: images per training step over all replicas (0: batch_size).
+    Input pipeline `pipeline` of `pipelines` (one per worker machine) builds
+    only its share of each global batch (`distributed.shard_slice`), as
+    consecutive per-replica elements; the pipelines together make exactly the
+    one-device stream. Auto-sharding is off: nothing is built and dropped.
+    """
     import tensorflow as tf
 
-    bs = cfg.train.batch_size
+    from .distributed import shard_slice
+
+    bs = batch_size or cfg.train.batch_size
+    global_size = global_size or bs
     k = samples.xy.shape[1]
     hm = cfg.heatmap_size
     size = cfg.model.input_size
+    first, stop = shard_slice(int(start_counter), global_size, pipeline, pipelines)
+    if (stop - first) % bs:
+        raise ValueError(f"a pipeline's share {stop - first} is not a multiple of the batch {bs}")
 
     def load(first):
         counters = np.arange(int(first), int(first) + bs)
@@ -107,7 +122,11 @@ def train_dataset(samples: SampleSet, cfg: Config, flip_index: Sequence[int], st
 
     options = tf.data.Options()
     options.deterministic = True
-    ds = tf.data.Dataset.range(start_counter, 2 ** 62, bs)
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    ds = tf.data.Dataset.range(first, 2 ** 62, global_size)  # first counter of this pipeline's share
+    if stop - first > bs:  # several replicas per pipeline: consecutive elements go to its replicas
+        share = stop - first
+        ds = ds.flat_map(lambda c: tf.data.Dataset.range(c, c + share, bs))
     ds = ds.map(tf_load, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 

@@ -33,16 +33,42 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def parallel_jobs() -> int:
+    """Jobs make runs side by side (`make -jN` → N, exported as PIPELINE_PARALLEL_JOBS); 1 outside make."""
+    try:
+        return max(1, int(os.environ.get("PIPELINE_PARALLEL_JOBS", "1") or 1))
+    except ValueError:
+        return 1
+
+
+def enable_memory_growth() -> int:
+    """Memory growth on for every visible GPU, so several processes (make -jN) can share one.
+
+    TensorFlow otherwise reserves nearly all of a GPU's memory in the first process.
+    Must run before TensorFlow initialises the GPUs; later calls are ignored.
+    Returns the number of GPUs seen.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except (RuntimeError, ValueError):
+            pass  # already initialised (e.g. a test session): keep its setting
+    return len(gpus)
+
+
 def configure_threads(threads: int = 0) -> int:
-    """Set TF's thread pools; 0 → cores divided among parallel `make -jN` jobs.
+    """Set TF's thread pools (0 → cores divided among parallel `make -jN` jobs) and GPU memory growth.
 
     Must run before TensorFlow executes its first op. Returns the thread count.
     """
     import tensorflow as tf
 
+    enable_memory_growth()
     if threads <= 0:
-        jobs = max(1, int(os.environ.get("PIPELINE_PARALLEL_JOBS", "1") or 1))
-        threads = max(1, available_cores() // jobs)
+        threads = max(1, available_cores() // parallel_jobs())
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
@@ -51,14 +77,34 @@ def configure_threads(threads: int = 0) -> int:
     return threads
 
 
-def resolve_precision(precision: str) -> str:
-    """`auto` → mixed_float16 on GPUs, mixed_bfloat16 on bf16-capable CPUs, else float32."""
-    if precision != "auto":
-        return precision
+def gpu_compute_capabilities() -> list:
+    """(major, minor) compute capability of each visible GPU ((0, 0) when TF does not say)."""
     import tensorflow as tf
 
-    if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
+    caps = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            cap = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        except (RuntimeError, ValueError):
+            cap = None
+        caps.append(tuple(cap) if cap else (0, 0))
+    return caps
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto` → a mixed policy on GPUs and bf16-capable CPUs, else float32.
+
+    GPUs: mixed_bfloat16 when every visible GPU has compute capability ≥ 8.0
+    (Ampere, Hopper, …: bf16 tensor cores as fast as fp16, no loss scaling,
+    no overflow), else mixed_float16 (Volta/Turing tensor cores), which Keras
+    trains with a dynamic LossScaleOptimizer (model.compile wraps the optimizer
+    for that policy). CPUs: mixed_bfloat16 with AVX512-BF16/AMX, else float32.
+    """
+    if precision != "auto":
+        return precision
+    caps = gpu_compute_capabilities()
+    if caps:
+        return "mixed_bfloat16" if min(caps) >= (8, 0) else "mixed_float16"
     return "mixed_bfloat16" if cpu_has_bf16() else "float32"
 
 
@@ -103,3 +149,68 @@ def make_strategy(distribute: str, devices: Optional[Sequence[str]] = None):
                                "(see README, 'Hardware')")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown train.distribute {distribute!r}")
+
+
+def auto_strategy_name(distribute: str, n_gpus: int) -> str:
+    """What `make_strategy(distribute)` builds, in words, for `n_gpus` visible GPUs (no TF needed)."""
+    if distribute == "auto":
+        return f"MirroredStrategy over {n_gpus} GPUs" if n_gpus > 1 else "default strategy (one device)"
+    return {"none": "default strategy (one device)",
+            "mirrored": f"MirroredStrategy over {max(n_gpus, 1)} device(s)",
+            "multiworker": "MultiWorkerMirroredStrategy (TF_CONFIG)"}[distribute]
+
+
+def doctor(cfg) -> dict:
+    """What TensorFlow sees on this machine and what `cfg` will use (`make doctor`)."""
+    import tensorflow as tf
+
+    threads = configure_threads(cfg.train.threads)
+    build = tf.sysconfig.get_build_info()
+    gpus = tf.config.list_physical_devices("GPU")
+    names = []
+    for gpu in gpus:
+        try:
+            names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+        except (RuntimeError, ValueError):
+            names.append(gpu.name)
+    return {
+        "tensorflow": tf.__version__,
+        "cuda_build": bool(build.get("is_cuda_build")),
+        "cuda_version": build.get("cuda_version"),
+        "cudnn_version": build.get("cudnn_version"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cpu_devices": len(tf.config.list_physical_devices("CPU")),
+        "gpus": names,
+        "gpu_compute_capability": [".".join(map(str, c)) for c in gpu_compute_capabilities()],
+        "cores": available_cores(),
+        "threads": threads,
+        "make_jobs": parallel_jobs(),
+        "cpu_bf16": cpu_has_bf16(),
+        "precision": f"{cfg.train.precision} -> {resolve_precision(cfg.train.precision)}",
+        "loss_scaling": resolve_precision(cfg.train.precision) == "mixed_float16",
+        "distribute": f"{cfg.train.distribute} -> {auto_strategy_name(cfg.train.distribute, len(gpus))}",
+        "tf_config": os.environ.get("TF_CONFIG") or None,
+    }
+
+
+def main(argv=None) -> int:
+    """`make doctor`: print what TensorFlow sees and the precision/strategy a config gets."""
+    from .config import add_config_args, config_from_args
+
+    import argparse
+
+    parser = argparse.ArgumentParser(description="What TensorFlow sees: devices, precision, threads, strategy.")
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"doctor: error: {err}")
+        return 1
+    for key, value in doctor(cfg).items():
+        print(f"{key:24s} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

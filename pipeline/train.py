@@ -26,7 +26,7 @@ from typing import Dict, Optional
 import numpy as np
 import pandas as pd
 
-from . import codec, hardware
+from . import codec, distributed, hardware
 from .config import Config, config_from_args, stage_parser, save_config
 from .data import SampleSet, to_input_frame, train_dataset
 from .fsutil import atomic_path, write_text_atomic
@@ -164,9 +164,19 @@ class RunState:
 
 
 def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: Dict, run_state: RunState,
-                 started: float):
-    """Keras callback: val NE, best checkpoint, LR plateau, early stop, time budget, resume state."""
+                 started: float, strategy=None):
+    """Keras callback: val NE, best checkpoint, LR plateau, early stop, time budget, resume state.
+
+    Under a multi-worker strategy every decision (NaN, val NE, time budget) is taken
+    on values all workers agree on (`distributed.agree`) at the end of an epoch, so
+    they all stop at the same step.
+    """
     import keras
+
+    multiworker = cfg.train.distribute == "multiworker"
+
+    def agree(*values):
+        return distributed.agree(strategy, values) if strategy is not None else list(values)
 
     class Monitor(keras.callbacks.Callback):
         nan_epoch = None
@@ -175,23 +185,29 @@ def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: D
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(float(loss)):
                 self.nan_epoch = state["epoch"]
-                trainer.stop_training = True
+                if not multiworker:  # other workers would wait for this one: stop at the epoch's end
+                    trainer.stop_training = True
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.time()
 
         def on_epoch_end(self, epoch, logs=None):
+            if multiworker:
+                (nan,) = agree(float(self.nan_epoch is not None))
+                if nan > 0:
+                    self.nan_epoch = state["epoch"]
+                    trainer.stop_training = True
             if self.nan_epoch is not None:
                 return
             logs = logs if logs is not None else {}
             seconds = time.time() - self.t0
-            val_ne = validation_ne(base, data, cfg)
+            val_ne, elapsed = agree(validation_ne(base, data, cfg), time.time() - started)
             logs["val_ne"] = val_ne
             lr = float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))
             state["epoch"] = epoch + 1
             state["seconds"] += time.time() - self.t0
             state["train_seconds"] += seconds
-            state["images"] += state["steps"] * cfg.train.batch_size
+            state["images"] += state["steps"] * state["global_batch"]
             if val_ne < state["best_ne"]:
                 state.update(best_ne=val_ne, best_epoch=epoch + 1, wait=0, lr_wait=0)
                 with atomic_path(out / "model.keras") as tmp:  # tmp name ends in .keras too
@@ -205,13 +221,13 @@ def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: D
                     state["lr_wait"] = 0
             state["lr"] = lr
             row = {"epoch": epoch, "loss": float(logs.get("loss", float("nan"))), "val_ne": val_ne, "lr": lr,
-                   "seconds": seconds, "img_per_s": state["steps"] * cfg.train.batch_size / max(seconds, 1e-9)}
+                   "seconds": seconds, "img_per_s": state["steps"] * state["global_batch"] / max(seconds, 1e-9)}
             _append_history(out / "history.csv", row)
             budget = cfg.train.time_budget_s
             reason = None
             if state["wait"] >= cfg.train.patience:
                 reason = "early_stop"
-            elif budget and time.time() - started + state["seconds_before"] >= budget:
+            elif budget and elapsed + state["seconds_before"] >= budget:
                 reason = "budget"
             elif epoch + 1 >= cfg.train.epochs:
                 reason = "epochs"
@@ -299,8 +315,9 @@ def train(output, cfg: Config, run: str, category: str, fold: int, force: bool =
           devices=None) -> Dict:
     """Train (or resume) one model; returns metrics.json's content."""
     out = fold_dir(output, run, category, fold)
-    with ModelLock(out):
-        return _train_locked(output, cfg, run, category, fold, out, force, devices)
+    # multiworker: the chief writes `out`, the other workers a scratch copy (distributed.worker_dir)
+    with distributed.worker_dir(out, cfg.train.distribute) as write_dir, ModelLock(write_dir):
+        return _train_locked(output, cfg, run, category, fold, write_dir, force, devices)
 
 
 def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: Path, force: bool,
@@ -339,15 +356,19 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
     strategy = hardware.make_strategy(cfg.train.distribute, devices)
     from .models import build_model
 
+    replicas = strategy.num_replicas_in_sync
+    batch = distributed.global_batch(cfg.train.batch_size, replicas)  # train.batch_size is per replica
+    lr = distributed.scaled_lr(cfg.train.lr, replicas, cfg.train.lr_scaling)
     with strategy.scope():
         base = build_model(cfg, data.num_keypoints)
         trainer = make_trainer(base, cfg.train.loss)
-        trainer.compile(optimizer=keras.optimizers.Adam(cfg.train.lr), jit_compile=False)
+        # mixed_float16: compile wraps Adam in a LossScaleOptimizer (keras does it for that policy)
+        trainer.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=False)
         trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
         trainer.optimizer.build(trainer.trainable_variables)
-    steps = cfg.train.steps_per_epoch or max(1, math.ceil(len(data.train) / cfg.train.batch_size))
+    steps = cfg.train.steps_per_epoch or max(1, math.ceil(len(data.train) / batch))
     fresh = {"epoch": 0, "best_ne": float("inf"), "best_epoch": 0, "wait": 0, "lr_wait": 0,
-             "lr": cfg.train.lr, "seconds": 0.0, "train_seconds": 0.0, "images": 0, "steps": steps,
+             "lr": lr, "seconds": 0.0, "train_seconds": 0.0, "images": 0, "steps": steps,
              "finished": False, "config": key}
     if state:
         trainer.load_weights(run_state.dir / state["weights"])
@@ -358,19 +379,19 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
         for stale in ("history.csv", "model.keras", "metrics.json"):
             (out / stale).unlink(missing_ok=True)
     state["steps"] = steps
+    state["global_batch"] = batch
     state["seconds_before"] = state["seconds"]
     _truncate_history(out / "history.csv", state["epoch"])
-    start = state["epoch"] * steps * cfg.train.batch_size
-    dataset = train_dataset(data.train, cfg, data.flip_index, start_counter=start)
-    if strategy.num_replicas_in_sync > 1:
-        dataset = strategy.experimental_distribute_dataset(dataset)
+    start = state["epoch"] * steps * batch
+    dataset = distributed.distribute_input(strategy, lambda pipeline, pipelines: train_dataset(
+        data.train, cfg, data.flip_index, start, cfg.train.batch_size, batch, pipeline, pipelines))
     started = time.time()
-    monitor = make_monitor(trainer, base, data, cfg, out, state, run_state, started)
+    monitor = make_monitor(trainer, base, data, cfg, out, state, run_state, started, strategy)
     callbacks = [monitor, keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False,
                                                       profile_batch=0)]
     print(f"train: {category} fold {fold}: {len(data.train)} train / {len(data.val)} val images, "
           f"{steps} steps/epoch, policy {policy}, {threads} thread(s), "
-          f"{strategy.num_replicas_in_sync} replica(s) → {out}")
+          f"{replicas} replica(s) × batch {cfg.train.batch_size}, lr {lr:g} → {out}")
     if state["epoch"] < cfg.train.epochs:
         trainer.fit(dataset, epochs=cfg.train.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps,
                     callbacks=callbacks, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
@@ -383,7 +404,7 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
         "val_ne": state["best_ne"], "best_epoch": state["best_epoch"], "epochs": state["epoch"],
         "seconds": state["seconds"], "train_img_per_s": state["images"] / max(state["train_seconds"], 1e-9),
         "category": category, "fold": fold, "run": run, "n_train": len(data.train), "n_val": len(data.val),
-        "precision": policy, "threads": threads, "replicas": strategy.num_replicas_in_sync,
+        "precision": policy, "threads": threads, "replicas": replicas, "global_batch": batch, "lr": lr,
         "params": int(base.count_params()), "stop_reason": state.get("stop_reason"),
         "tf_version": tf.__version__, "prep": prep.identity(),
     }
@@ -405,6 +426,9 @@ def main(argv=None) -> int:
     if not 0 <= args.fold < cfg.data.folds:
         parser.error(f"--fold must be in 0..{cfg.data.folds - 1}")
     try:
+        gpu = distributed.claim_gpu(cfg.train.distribute, hardware.parallel_jobs())
+        if gpu is not None:
+            print(f"train: {args.category} fold {args.fold} on GPU {gpu} (CUDA_VISIBLE_DEVICES, make -j slot)")
         train(args.output, cfg, args.run or cfg.name, args.category, args.fold, args.force)
     except FloatingPointError as err:
         print(err, file=sys.stderr)

@@ -19,4 +19,9 @@ def build_model(cfg, num_keypoints: int):
         builder = MODELS[cfg.model.name]
     except KeyError:
         raise ValueError(f"unknown model.name {cfg.model.name!r}; known: {sorted(MODELS)}") from None
-    return builder(cfg, num_keypoints)
+    model = builder(cfg, num_keypoints)
+    if getattr(cfg.model, "sync_bn", False):
+        from .layers import synchronize_batchnorm
+
+        model = synchronize_batchnorm(model)
+    return model

@@ -40,3 +40,24 @@ def stack_stages(maps, name: str = "beliefs"):
     if len(expanded) == 1:
         return expanded[0]
     return layers.Concatenate(axis=1, name=name, dtype="float32")(expanded)
+
+
+def synchronize_batchnorm(model):
+    """Copy of `model` whose BatchNormalization layers (keras.applications backbones included)
+    compute batch statistics over all replicas (`synchronized=True`, config `model.sync_bn`).
+
+    Same weights and outputs on one device; under MirroredStrategy /
+    MultiWorkerMirroredStrategy the statistics of a step come from the global batch, which
+    matters when the per-replica batch is small. Saved models load back with stock Keras.
+    """
+    import keras
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, layers.BatchNormalization):
+            config["synchronized"] = True
+        return layer.__class__.from_config(config)
+
+    synced = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    synced.set_weights(model.get_weights())
+    return synced
