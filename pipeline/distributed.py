@@ -140,7 +140,7 @@ def agree(strategy, values: Sequence[float]):
     """
     import tensorflow as tf
 
-    if not _is_multiworker(strategy):
+    if not is_multiworker(strategy):
         return [float(v) for v in values]
     tensor = tf.constant([float(v) for v in values], tf.float64)
     per_replica = strategy.run(lambda: tf.identity(tensor))
@@ -148,7 +148,8 @@ def agree(strategy, values: Sequence[float]):
     return [float(v) for v in reduced.numpy()]
 
 
-def _is_multiworker(strategy) -> bool:
+def is_multiworker(strategy) -> bool:
+    """True for a MultiWorkerMirroredStrategy that spans several workers."""
     import tensorflow as tf
 
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \

@@ -132,6 +132,25 @@ def make_trainer(base, kind: str = "mse"):
             loss = heatmap_loss(heatmaps, weights, y_pred, kind)
             return loss_module.scale_loss_for_distribution(loss)
 
+        def get_metrics_result(self):
+            # Keras reduces the step's logs over the workers of a MultiWorkerMirroredStrategy with
+            # reduce(MEAN, axis=0), which rejects scalars: hand it (1,) tensors there
+            result = super().get_metrics_result()
+            import tensorflow as tf
+
+            if not tf.distribute.in_cross_replica_context() and \
+                    distributed.is_multiworker(tf.distribute.get_strategy()):
+                result = {k: tf.reshape(v, (1,)) for k, v in result.items()}
+            return result
+
+        def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+            # train() builds the model and optimizer before fit. Keras' version would take a
+            # batch off the training stream and reduce it over the replicas, which fails under
+            # MultiWorkerMirroredStrategy (nested uint8 batches): skip it once everything is built.
+            if self.built and self.optimizer is not None and self.optimizer.built:
+                return None
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     return HeatmapTrainer(base)
 
 
