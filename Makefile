@@ -15,14 +15,34 @@ SYNTH_TRAIN ?= 160
 SYNTH_TEST  ?= 40
 SYNTH_WARM  ?= 0
 SYNTH_SEED  ?= 0
-# extra pip requirement, e.g. TF_PACKAGE='tensorflow[and-cuda]' for NVIDIA GPUs
-TF_PACKAGE ?=
+# TensorFlow build (README, "GPU"): GPU=1 installs the CUDA build, GPU=0 the CPU build; by default
+# GPU=1 where `nvidia-smi -L` lists a GPU. TF_PACKAGE names the requirement itself (overrides both).
+ifeq ($(origin GPU),undefined)
+GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo 1 || echo 0)
+endif
+TF_CPU_PACKAGE := $(if $(filter x86_64 amd64,$(shell uname -m)),tensorflow-cpu>=2.16,tensorflow>=2.16)
+TF_GPU_PACKAGE := tensorflow[and-cuda]>=2.16
+TF_PACKAGE ?= $(if $(filter 1,$(GPU)),$(TF_GPU_PACKAGE),$(TF_CPU_PACKAGE))
 PYTHON ?= python3
 BENCH_MODE ?= full
 
 VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# the distribution TF_PACKAGE installs (tensorflow-cpu, tensorflow, ...) and the variants removed first
+TF_DIST  := $(firstword $(subst [, ,$(subst >, ,$(subst <, ,$(subst =, ,$(subst ~, ,$(subst !, ,$(TF_PACKAGE))))))))
+TF_OTHER := $(filter-out $(TF_DIST),tensorflow tensorflow-cpu)
+# $(TF_VARIANT) holds TF_PACKAGE and is rewritten only when it changes, so switching GPU=
+# (or TF_PACKAGE) reinstalls; `make -n` writes nothing but still plans the reinstall.
+TF_VARIANT := $(VENV)/.tf-variant
+TF_VARIANT_CHANGED := $(shell test "$$(cat $(TF_VARIANT) 2>/dev/null)" = '$(TF_PACKAGE)' || echo yes)
+ifneq ($(TF_VARIANT_CHANGED),)
+ifneq ($(findstring n,$(firstword -$(MAKEFLAGS))),)
+TF_VARIANT := _tf-variant-changed
+else
+_ := $(shell mkdir -p $(VENV) && printf '%s\n' '$(TF_PACKAGE)' > $(TF_VARIANT))
+endif
+endif
 OVERRIDES := $(foreach s,$(SET),--set $(s))
 CFG_ARGS  := --config $(CONFIG) $(OVERRIDES)
 # jobs given to make (-jN), so parallel trainings split the cores instead of oversubscribing them
@@ -32,14 +52,16 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
 
-.PHONY: help install data data-preview preprocess baseline train train-all predict ensemble stack submit score \
+.PHONY: help install doctor test-multiworker bench-input _tf-variant-changed data data-preview preprocess baseline train train-all predict ensemble stack submit score \
         report demo test bench clean leaderboard _preprocess _baseline _train-all _predict _ensemble _stack \
         _submit _publish _score _report _train
 
 help:
 	@echo "make demo        whole chain on synthetic data (or INPUT=...), prints the leaderboard"
 	@echo "make test        run the test suite"
-	@echo "make install     build .venv from requirements.txt (automatic for other targets)"
+	@echo "make test-multiworker  two MultiWorkerMirroredStrategy workers on 127.0.0.1 (slow; CI runs it)"
+	@echo "make install     build .venv from requirements.txt + TensorFlow (GPU=1: CUDA build; automatic for other targets)"
+	@echo "make doctor      what TensorFlow sees: devices, precision and strategy \`auto\` picks, threads"
 	@echo "make data        write the synthetic dataset into INPUT (never over real data)"
 	@echo "make data-preview  contact sheet of 20 training images with labels -> OUTPUT/data_preview.png"
 	@echo "make preprocess  parse/validate annotations, folds, image cache -> OUTPUT/prep/<dataset>/, runs/<run>/prep.json"
@@ -57,12 +79,23 @@ help:
 	@echo "variables: INPUT=$(INPUT) OUTPUT=$(OUTPUT) CONFIG=$(CONFIG) RUN=$(RUN) CAT FOLD SET='train.epochs=3 ...'"
 
 # ------------------------------------------------------------------ install
-$(STAMP): requirements.txt
+# tensorflow and tensorflow-cpu share one package directory: never both. Switching removes the
+# other variant and the wanted one (its files may be the other's), then installs the wanted one.
+$(STAMP): requirements.txt $(TF_VARIANT)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt $(TF_PACKAGE)
+	@for other in $(TF_OTHER); do if $(PY) -m pip show -q $$other >/dev/null 2>&1; then \
+		echo "install: removing $$other (installing $(TF_PACKAGE))"; \
+		$(PY) -m pip uninstall -q -y $$other $(TF_DIST) >/dev/null 2>&1; fi; done
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt '$(TF_PACKAGE)'
 	@touch $@
 
 install: $(STAMP)
+
+# `make -n` with another GPU=/TF_PACKAGE than the installed one: shown as a reinstall
+_tf-variant-changed:
+
+doctor: $(STAMP)
+	@$(PY) -m pipeline.hardware $(CFG_ARGS)
 
 # ------------------------------------------------------------------ data
 data: $(STAMP)
@@ -180,6 +213,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pipeline.bench --output $(OUTPUT) --mode $(BENCH_MODE)
+
+# input-pipeline img/s at the config's input size, one core and all cores (JSON on stdout)
+bench-input: $(STAMP)
+	@$(PY) -m pipeline.throughput $(CFG_ARGS)
+
+test-multiworker: $(STAMP)
+	$(PY) -m pytest -q -m multiworker tests/test_multiworker.py
 
 clean:
 	rm -rf $(OUTPUT)/prep $(OUTPUT)/runs $(OUTPUT)/report $(OUTPUT)/submission.csv $(OUTPUT)/leaderboard.csv

@@ -1,0 +1,77 @@
+"""`make install` TensorFlow variants (GPU=0/1, TF_PACKAGE), run against a scratch VENV whose
+python is a fake that records pip calls: nothing is installed, the real .venv is never touched."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+FAKE_PYTHON = r"""#!/bin/bash
+# records its arguments; keeps the "installed" distributions in $VENV/installed
+here="$(cd "$(dirname "$0")/.." && pwd)"
+echo "$*" >> "$here/calls"
+touch "$here/installed"
+if [ "$1 $2" = "-m pip" ]; then
+  case "$3" in
+    show) grep -qx "$5" "$here/installed"; exit $?;;
+    uninstall) for a in "${@:4}"; do case $a in -*) ;; *) sed -i "/^$a\$/d" "$here/installed";; esac; done;;
+    install) for a in "${@:4}"; do case $a in tensorflow*) echo "${a%%[>\[=<]*}" >> "$here/installed";; esac; done;;
+  esac
+fi
+"""
+
+
+@pytest.fixture
+def venv(tmp_path):
+    root = tmp_path / "venv"
+    (root / "bin").mkdir(parents=True)
+    py = root / "bin" / "python"
+    py.write_text(FAKE_PYTHON)
+    py.chmod(0o755)
+    return root
+
+
+def make(venv: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("GPU", "TF_PACKAGE", "MAKEFLAGS", "MAKELEVEL")}
+    res = subprocess.run(["make", "--no-print-directory", f"VENV={venv}", *args], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+def installed(venv: Path):
+    return sorted((venv / "installed").read_text().split())
+
+
+def test_gpu_switch_installs_one_variant_and_reinstalls_on_change(venv):
+    make(venv, "install", "GPU=0")
+    assert installed(venv) == ["tensorflow-cpu"]
+    assert "Nothing to be done" in make(venv, "install", "GPU=0")
+    plan = make(venv, "-n", "install", "GPU=1")  # after a CPU install the GPU switch plans a reinstall
+    assert "'tensorflow[and-cuda]>=2.16'" in plan and "pip uninstall" in plan
+    assert (venv / ".tf-variant").read_text().strip() == "tensorflow-cpu>=2.16"  # -n wrote nothing
+    assert "Nothing to be done" in make(venv, "-n", "install", "GPU=0")
+    out = make(venv, "install", "GPU=1")
+    assert "removing tensorflow-cpu" in out
+    assert installed(venv) == ["tensorflow"]  # never both
+    assert "Nothing to be done" in make(venv, "install", "GPU=1")
+    make(venv, "install", "GPU=0")
+    assert installed(venv) == ["tensorflow-cpu"]
+
+
+def test_tf_package_names_the_requirement(venv):
+    make(venv, "install", "GPU=0")
+    plan = make(venv, "-n", "install", "TF_PACKAGE=tensorflow-cpu==2.17.0")
+    assert "'tensorflow-cpu==2.17.0'" in plan
+    make(venv, "install", "TF_PACKAGE=tensorflow==2.17.0")
+    assert installed(venv) == ["tensorflow"]
+
+
+def test_requirements_leave_tensorflow_to_make():
+    lines = [ln.split(";")[0].strip() for ln in (REPO / "requirements.txt").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert not [ln for ln in lines if ln.startswith("tensorflow") and not ln.startswith("tensorboard")]
