@@ -170,7 +170,7 @@ def gpu_count() -> int:
     return sum(1 for line in res.stdout.splitlines() if line.startswith("GPU "))
 
 
-_SLOT_FD = None  # the held slot lock (released when the process exits)
+_SLOT_FDS: list = []  # held slot locks (released when the process exits)
 
 
 def claim_gpu(distribute: str, jobs: int, n_gpus: Optional[int] = None, lock_dir=None) -> Optional[int]:
@@ -186,7 +186,6 @@ def claim_gpu(distribute: str, jobs: int, n_gpus: Optional[int] = None, lock_dir
     growth is on). Sets CUDA_VISIBLE_DEVICES (before TensorFlow starts) and
     returns the GPU index, or None when nothing was assigned.
     """
-    global _SLOT_FD
     if jobs <= 1 or distribute not in ("auto", "none") or os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
         return None
     n_gpus = gpu_count() if n_gpus is None else n_gpus
@@ -204,7 +203,7 @@ def claim_gpu(distribute: str, jobs: int, n_gpus: Optional[int] = None, lock_dir
         except BlockingIOError:
             os.close(fd)
             continue
-        _SLOT_FD = fd
+        _SLOT_FDS.append(fd)
         gpu = slot % n_gpus
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
         return gpu
@@ -214,11 +213,9 @@ def claim_gpu(distribute: str, jobs: int, n_gpus: Optional[int] = None, lock_dir
 
 
 def release_gpu() -> None:
-    """Release the slot taken by claim_gpu (tests; a process exit releases it too)."""
-    global _SLOT_FD
-    if _SLOT_FD is not None:
-        os.close(_SLOT_FD)
-        _SLOT_FD = None
+    """Release the slots taken by claim_gpu (tests; a process exit releases them too)."""
+    while _SLOT_FDS:
+        os.close(_SLOT_FDS.pop())
 
 
 def distribute_input(strategy, build):

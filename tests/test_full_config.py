@@ -61,8 +61,9 @@ def test_full_config_trains_reloads_predicts_and_submits(tmp_path):
     train_index = run_data(out, "full").train_index()
     assert sorted(ens["image_id"]) == sorted(train_index.image_id[train_index.category == "skirt"])
 
-    record = submit_run(out, "full", cfg.data.categories, cfg.submit.fallback)
-    assert record["plan"]["full"] == ["skirt"]
+    fallback = cfg.submit.fallback or baseline.baseline_name(cfg)  # as `make submit` picks it
+    record = submit_run(out, "full", cfg.data.categories, fallback)
+    assert record["plan"] == {"full": ["skirt"], fallback: ["blouse", "dress", "outwear", "trousers"]}
     sub = out / "runs/full/submission.csv"
     assert validate(sub, data / "test" / "test.csv") == []
     rows = pd.read_csv(sub)
