@@ -180,6 +180,8 @@ def test_mirrored_strategy_over_two_cpu_replicas(chain):
     assert res.returncode == 0, res.stderr[-2000:]
     metrics = json.loads(res.stdout.split("RESULT", 1)[1])
     assert metrics["replicas"] == 2
+    assert metrics["global_batch"] == 2 * tiny_config().train.batch_size  # train.batch_size is per replica
+    assert metrics["lr"] == pytest.approx(2 * tiny_config().train.lr)  # train.lr_scaling: linear
     assert np.isfinite(metrics["val_ne"]) and metrics["epochs"] == 2
 
 
