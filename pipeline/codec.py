@@ -90,6 +90,25 @@ def encode(uv: np.ndarray, weight: np.ndarray, shape: Tuple[int, int], sigma: fl
     return np.ascontiguousarray(maps.transpose(1, 2, 0), dtype=np.float32)
 
 
+def encode_tensor(uv, weight, shape: Tuple[int, int], sigma: float):
+    """`encode` for a batch, in Keras ops (runs on the accelerator inside the train step).
+
+    uv: (B, K, 2) keypoints in heatmap cells; weight: (B, K). Returns float32
+    (B, H, W, K), equal to stacking `encode` per sample (config train.targets: device).
+    """
+    from keras import ops
+
+    h, w = shape
+    uv = ops.cast(uv, "float32")
+    xs = ops.arange(w, dtype="float32")
+    ys = ops.arange(h, dtype="float32")
+    gx = ops.exp(-ops.square(xs[None, None, :] - uv[:, :, :1]) / (2 * sigma ** 2))   # (B, K, W)
+    gy = ops.exp(-ops.square(ys[None, None, :] - uv[:, :, 1:2]) / (2 * sigma ** 2))  # (B, K, H)
+    on = ops.cast(ops.greater(weight, 0), "float32")[:, :, None, None]
+    maps = gy[:, :, :, None] * gx[:, :, None, :] * on                               # (B, K, H, W)
+    return ops.transpose(maps, (0, 2, 3, 1))
+
+
 def inside(uv: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
     """(K,) bool: keypoint (heatmap cells) lies within the heatmap."""
     h, w = shape

@@ -66,6 +66,7 @@ class TrainConfig:
     batch_size: int = 16           # images per replica (one GPU / the CPU); a step takes batch_size × replicas
     lr: float = 2e-3               # learning rate of one replica (scaled by lr_scaling)
     lr_scaling: str = "linear"     # linear: lr × replicas | none
+    targets: str = "host"          # host: the input pipeline ships float32 heatmaps | device: keypoints, encoded in the train step
     min_lr: float = 1e-5
     lr_patience: int = 3           # epochs without val NE gain before the LR is halved
     patience: int = 8              # early stopping on val NE
@@ -166,7 +167,7 @@ class Config:
 STAGE_SETTINGS: Dict[str, Dict[str, Any]] = {
     "prep": {"data": ("folds", "fold_seed"), "model": ("input_size", "margin")},
     "train": {"data": ("folds", "fold_seed"), "model": "*", "codec": ("sigma",), "augment": "*",
-              "train": ("-", "threads", "distribute", "precision")},
+              "train": ("-", "threads", "distribute", "precision", "targets")},
     "predict": {"model": ("input_size", "stride", "margin"), "codec": "*", "predict": ("-", "batch_size")},
     "ensemble": {"data": ("folds", "fold_seed", "categories"), "ensemble": "*"},
     "stack": {"stack": ("-", "jobs"), "train": ("seed",)},
@@ -182,6 +183,7 @@ _CHOICES = {
     ("train", "distribute"): ("auto", "none", "mirrored", "multiworker"),
     ("train", "loss"): ("mse", "softmax_ce"),
     ("train", "lr_scaling"): ("linear", "none"),
+    ("train", "targets"): ("host", "device"),
     ("train", "precision"): ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
     ("predict", "merge"): ("heatmap", "coords"),
     ("stack", "mode"): ("auto", "on", "off"),

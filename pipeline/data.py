@@ -55,8 +55,12 @@ def make_batch(samples: SampleSet, counters: np.ndarray, cfg: Config, flip_index
 
     Returns images (B, S, S, 3) uint8, heatmaps (B, h, w, K) float32 and
     weights (B, K) float32 (0 for points absent, pushed outside, or occluded
-    when occluded points are not supervised).
+    when occluded points are not supervised). With `train.targets: device` the
+    targets are the keypoints (B, K, 2) float32 in heatmap cells instead of
+    heatmaps: the train step encodes them (codec.encode_tensor), so the
+    pipeline neither computes nor ships float32 maps.
     """
+    on_device = cfg.train.targets == "device"
     n = len(samples)
     size = cfg.model.input_size
     hm = cfg.heatmap_size
@@ -79,7 +83,7 @@ def make_batch(samples: SampleSet, counters: np.ndarray, cfg: Config, flip_index
         uv = codec.input_to_cell(xy, cfg.model.stride)
         weight = weight * codec.inside(uv, (hm, hm))
         images.append(image)
-        maps.append(codec.encode(uv, weight, (hm, hm), cfg.codec.sigma))
+        maps.append(uv.astype(np.float32) if on_device else codec.encode(uv, weight, (hm, hm), cfg.codec.sigma))
         weights.append(weight)
     return np.stack(images), np.stack(maps), np.stack(weights).astype(np.float32)
 
@@ -116,7 +120,7 @@ def train_dataset(samples: SampleSet, cfg: Config, flip_index: Sequence[int], st
         images, maps, weights = tf.numpy_function(load, [first], [tf.uint8, tf.float32, tf.float32],
                                                   stateful=False)
         images.set_shape((bs, size, size, 3))
-        maps.set_shape((bs, hm, hm, k))
+        maps.set_shape((bs, k, 2) if cfg.train.targets == "device" else (bs, hm, hm, k))
         weights.set_shape((bs, k))
         return images, (maps, weights)
 

@@ -114,8 +114,12 @@ def heatmap_loss(heatmaps, weights, beliefs, kind: str = "mse"):
     return ops.mean(per_map * ops.expand_dims(weights, 1))
 
 
-def make_trainer(base, kind: str = "mse"):
-    """Wrap a heatmap model in a keras.Model whose loss is `heatmap_loss`."""
+def make_trainer(base, kind: str = "mse", sigma: float = 0.0):
+    """Wrap a heatmap model in a keras.Model whose loss is `heatmap_loss`.
+
+    Targets are heatmaps (B, h, w, K), or keypoints (B, K, 2) in heatmap cells
+    (`train.targets: device`), encoded here with Gaussian `sigma` on the device.
+    """
     import keras
     from keras.src.losses import loss as loss_module
 
@@ -129,6 +133,8 @@ def make_trainer(base, kind: str = "mse"):
 
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
             heatmaps, weights = y
+            if len(heatmaps.shape) == 3:  # keypoints: encode on the device
+                heatmaps = codec.encode_tensor(heatmaps, weights, tuple(y_pred.shape[2:4]), sigma)
             loss = heatmap_loss(heatmaps, weights, y_pred, kind)
             return loss_module.scale_loss_for_distribution(loss)
 
@@ -380,7 +386,7 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
     lr = distributed.scaled_lr(cfg.train.lr, replicas, cfg.train.lr_scaling)
     with strategy.scope():
         base = build_model(cfg, data.num_keypoints)
-        trainer = make_trainer(base, cfg.train.loss)
+        trainer = make_trainer(base, cfg.train.loss, cfg.codec.sigma)
         # mixed_float16: compile wraps Adam in a LossScaleOptimizer (keras does it for that policy)
         trainer.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=False)
         trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))

@@ -229,3 +229,40 @@ def test_input_throughput_reports_rates():
     assert r["img_per_s_per_core"] > 0 and r["img_per_s_all_cores"] > 0
     assert r["input_size"] == 32 and 0 < r["encode_fraction"] <= 1
     assert r["bytes_per_image"] == 32 * 32 * 3 + 8 * 8 * r["keypoints"] * 4 + r["keypoints"] * 4
+
+
+# --------------------------------------------------------------------------- targets encoded on the device
+
+
+def test_device_encoding_equals_host_encoding():
+    from keras import ops
+
+    from pipeline import codec
+
+    rng = np.random.default_rng(3)
+    uv = rng.uniform(-2, 18, (3, 5, 2))
+    weight = (rng.random((3, 5)) > 0.3).astype(np.float32)
+    host = np.stack([codec.encode(uv[i], weight[i], (16, 12), 1.5) for i in range(3)])
+    device = ops.convert_to_numpy(codec.encode_tensor(uv.astype(np.float32), weight, (16, 12), 1.5))
+    assert device.shape == host.shape == (3, 16, 12, 5)
+    np.testing.assert_allclose(device, host, atol=1e-6)
+
+
+def test_device_targets_ship_keypoints_and_give_the_same_loss():
+    """train.targets=device: batches carry (B, K, 2) keypoints; the trainer's loss equals the host-heatmap loss."""
+    from pipeline.models import build_model
+    from pipeline.train import make_trainer
+
+    host_cfg, dev_cfg = tiny("augment.enabled=false"), tiny("augment.enabled=false", "train.targets=device")
+    rng = np.random.default_rng(0)
+    samples = data.SampleSet(rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), np.arange(4),
+                             rng.uniform(4, 28, (4, 3, 2)), np.ones((4, 3), np.int64))
+    img_h, maps, w_h = data.make_batch(samples, np.arange(4), host_cfg, [0, 1, 2])
+    img_d, uv, w_d = data.make_batch(samples, np.arange(4), dev_cfg, [0, 1, 2])
+    assert maps.shape == (4, 8, 8, 3) and uv.shape == (4, 3, 2)
+    np.testing.assert_array_equal(img_h, img_d)
+    trainer = make_trainer(build_model(host_cfg, 3), host_cfg.train.loss, host_cfg.codec.sigma)
+    pred = trainer(img_h)
+    loss_host = float(trainer.compute_loss(y=(maps, w_h), y_pred=pred))
+    loss_dev = float(trainer.compute_loss(y=(uv, w_d), y_pred=pred))
+    assert loss_dev == pytest.approx(loss_host, rel=1e-5)
