@@ -5,8 +5,8 @@ augmented uint8 images + Gaussian heatmaps + weights of `data.make_batch`, no
 model — at the config's input size, on synthetic cache rows (random pixels and
 keypoints: the work per image does not depend on the content):
 
-* `img_per_s_per_core`: `make_batch` in this process with OpenCV on one thread
-  (what one core gives);
+* `img_per_s_per_core`: `make_batch` in this process with OpenCV on one thread,
+  per CPU second (what one core gives, steady when other work shares the machine);
 * `img_per_s_all_cores`: the real tf.data pipeline (`data.train_dataset`,
   parallel map over all cores, prefetch) as the training loop consumes it;
 * the share of the per-core time spent encoding heatmaps, and the bytes shipped
@@ -41,14 +41,17 @@ def synthetic_samples(cfg, n_images: int = 64, category: str = "dress", seed: in
     return data.SampleSet(images, np.arange(n_images), xy, vis)
 
 
-def _timed_batches(fn, seconds: float, min_batches: int = 2) -> float:
-    """Seconds per call of fn() over at least `seconds` (one warm-up call first)."""
+def _timed_batches(fn, seconds: float, min_batches: int = 2):
+    """(wall seconds, CPU seconds of this process) per call of fn() over at least `seconds` (after a warm-up call).
+
+    CPU seconds hardly change when other work shares the machine: the per-core rate uses them.
+    """
     fn()
-    count, start = 0, time.perf_counter()
+    count, start, cpu = 0, time.perf_counter(), time.process_time()
     while count < min_batches or time.perf_counter() - start < seconds:
         fn()
         count += 1
-    return (time.perf_counter() - start) / count
+    return (time.perf_counter() - start) / count, (time.process_time() - cpu) / count
 
 
 def input_throughput(cfg, seconds: float = 3.0, n_images: int = 64, category: str = "dress",
@@ -56,8 +59,9 @@ def input_throughput(cfg, seconds: float = 3.0, n_images: int = 64, category: st
     """Training-input img/s at `cfg.model.input_size`, per core and with all cores (see module doc).
 
     Returns a dict: img_per_s_per_core, img_per_s_all_cores, cores, input_size,
-    heatmap_size, batch_size, encode_fraction (share of the per-core time spent in
-    codec.encode), bytes_per_image (shipped to the model: image + heatmaps + weights).
+    heatmap_size, batch_size, targets (`train.targets`), encode_fraction (share of the
+    per-core time spent in codec.encode; 0 with device targets), bytes_per_image
+    (shipped to the model: image + heatmaps or keypoints + weights).
     """
     import cv2
 
@@ -78,11 +82,11 @@ def input_throughput(cfg, seconds: float = 3.0, n_images: int = 64, category: st
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        per_batch = _timed_batches(one_batch, seconds)
+        _, per_batch = _timed_batches(one_batch, seconds)
         uv = np.random.default_rng(1).uniform(0, hm, (k, 2))
         weight = np.ones(k, np.float32)
-        encode_s = _timed_batches(lambda: [codec.encode(uv, weight, (hm, hm), cfg.codec.sigma)
-                                           for _ in range(bs)], seconds / 3)
+        _, encode_s = _timed_batches(lambda: [codec.encode(uv, weight, (hm, hm), cfg.codec.sigma)
+                                              for _ in range(bs)], seconds / 3)
     finally:
         cv2.setNumThreads(threads)
 
@@ -91,7 +95,8 @@ def input_throughput(cfg, seconds: float = 3.0, n_images: int = 64, category: st
     cores = hardware.available_cores()
     iterator = iter(data.train_dataset(samples, cfg, flip_index))
     next(iterator)
-    all_per_batch = _timed_batches(lambda: next(iterator), seconds, min_batches=4)
+    all_per_batch, _ = _timed_batches(lambda: next(iterator), seconds, min_batches=4)
+    device = cfg.train.targets == "device"
     return {
         "img_per_s_per_core": bs / per_batch,
         "img_per_s_all_cores": bs / all_per_batch,
@@ -100,8 +105,9 @@ def input_throughput(cfg, seconds: float = 3.0, n_images: int = 64, category: st
         "heatmap_size": hm,
         "keypoints": k,
         "batch_size": bs,
-        "encode_fraction": min(1.0, encode_s / per_batch),
-        "bytes_per_image": cfg.model.input_size ** 2 * 3 + hm * hm * k * 4 + k * 4,
+        "targets": cfg.train.targets,
+        "encode_fraction": 0.0 if device else min(1.0, encode_s / per_batch),
+        "bytes_per_image": cfg.model.input_size ** 2 * 3 + (k * 2 if device else hm * hm * k) * 4 + k * 4,
     }
 
 

@@ -227,7 +227,7 @@ def test_input_throughput_reports_rates():
     cfg = tiny("train.batch_size=4")
     r = input_throughput(cfg, seconds=0.2, n_images=8)
     assert r["img_per_s_per_core"] > 0 and r["img_per_s_all_cores"] > 0
-    assert r["input_size"] == 32 and 0 < r["encode_fraction"] <= 1
+    assert r["input_size"] == 32 and 0 < r["encode_fraction"] <= 1 and r["targets"] == "host"
     assert r["bytes_per_image"] == 32 * 32 * 3 + 8 * 8 * r["keypoints"] * 4 + r["keypoints"] * 4
 
 
