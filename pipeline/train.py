@@ -134,6 +134,8 @@ def make_trainer(base, kind: str = "mse", sigma: float = 0.0):
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
             heatmaps, weights = y
             if len(heatmaps.shape) == 3:  # keypoints: encode on the device
+                if sigma <= 0:
+                    raise ValueError("keypoint targets (train.targets: device) need make_trainer(sigma=codec.sigma)")
                 heatmaps = codec.encode_tensor(heatmaps, weights, tuple(y_pred.shape[2:4]), sigma)
             loss = heatmap_loss(heatmaps, weights, y_pred, kind)
             return loss_module.scale_loss_for_distribution(loss)
