@@ -111,6 +111,23 @@ def input_throughput(cfg, seconds: float = 3.0, n_images: int = 64, category: st
     }
 
 
+def model_flops(cfg, category: str = "dress") -> Dict:
+    """Forward conv FLOPs per image and parameters of `cfg`'s model for `category` (no weights download).
+
+    Counted by the benchmark's `conv_flops` (Σ 2·kh·kw·Cin·Cout·Hout·Wout); training ≈ 3× forward.
+    """
+    import dataclasses
+
+    from .bench import conv_flops
+    from .models import build_model
+
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
+    model = build_model(cfg, len(category_indices(category)))
+    forward = conv_flops(model)
+    return {"category": category, "input_size": cfg.model.input_size, "forward_gflops": forward / 1e9,
+            "train_gflops": 3 * forward / 1e9, "params": int(model.count_params())}
+
+
 def main(argv=None) -> int:
     """Print input_throughput of a config as JSON (`make bench-input CONFIG=configs/full.yaml`)."""
     import argparse
@@ -120,6 +137,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Input-pipeline img/s at the config's input size.")
     add_config_args(parser)
     parser.add_argument("--seconds", type=float, default=3.0, help="timing window per measurement")
+    parser.add_argument("--flops", action="store_true", help="print the model's FLOPs per image instead")
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
@@ -127,7 +145,7 @@ def main(argv=None) -> int:
         print(f"bench-input: error: {err}", file=sys.stderr)
         return 1
     hardware.configure_threads(cfg.train.threads)
-    print(json.dumps(input_throughput(cfg, args.seconds), indent=2))
+    print(json.dumps(model_flops(cfg) if args.flops else input_throughput(cfg, args.seconds), indent=2))
     return 0
 
 

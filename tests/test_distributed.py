@@ -266,3 +266,12 @@ def test_device_targets_ship_keypoints_and_give_the_same_loss():
     loss_host = float(trainer.compute_loss(y=(maps, w_h), y_pred=pred))
     loss_dev = float(trainer.compute_loss(y=(uv, w_d), y_pred=pred))
     assert loss_dev == pytest.approx(loss_host, rel=1e-5)
+
+
+def test_model_flops_grow_with_the_input_area():
+    from pipeline.throughput import model_flops
+
+    small, large = model_flops(tiny()), model_flops(tiny("model.input_size=64"))
+    assert small["forward_gflops"] > 0 and small["train_gflops"] == pytest.approx(3 * small["forward_gflops"])
+    assert large["forward_gflops"] == pytest.approx(4 * small["forward_gflops"], rel=1e-6)  # all convs scale with H·W
+    assert large["params"] == small["params"]
