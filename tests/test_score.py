@@ -68,3 +68,36 @@ def test_update_leaderboard_keeps_intervals(tmp_path):
     assert list(again.columns) == LEADERBOARD_COLUMNS
     assert again.loc[0, "cv_ne_lo"] == 0.04 and again.loc[0, "best"] == "a" and board.loc[0, "cv_vs_best"] == 0
     assert "0.04" in format_board(again)
+
+
+def test_compare_runs_per_category_and_keypoint(tmp_path, capsys):
+    from pipeline import compare
+
+    rng = np.random.default_rng(2)
+    a = _errors(rng, 50, 0.05)
+    b = dict(a, err=a["err"].copy())
+    b["err"][:, 0] *= 0.5            # B much better on neckline_left only
+    b["err"][:, 1] *= 1.0            # identical elsewhere
+    _save(tmp_path, "a", cv=a, test=a)
+    _save(tmp_path, "b", cv=b)
+    result = compare.compare_runs(tmp_path, "a", "b")
+    assert list(result) == ["cv"]    # B has no test scores: only CV is compared
+    rows = {(r["category"], r["keypoint"]): r for r in result["cv"]}
+    assert rows[("dress", "neckline_left")]["verdict"] == "B better"
+    assert rows[("dress", "neckline_right")]["verdict"] == "~" and rows[("dress", "neckline_right")]["diff"] == 0
+    assert rows[("dress", "all")]["diff"] < 0
+    assert compare.main(["--output", str(tmp_path), "a", "b"]) == 0
+    assert "neckline_left" in capsys.readouterr().out
+    assert compare.main(["--output", str(tmp_path), "a", "nope"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'nope'" in err[0] and "make score" in err[0]
+
+
+def test_compare_other_images_is_not_paired(tmp_path):
+    from pipeline import compare
+
+    rng = np.random.default_rng(3)
+    a = _errors(rng, 20, 0.05)
+    b = _errors(rng, 20, 0.05, ids=np.array([f"Images/dress/y{i}.jpg" for i in range(20)]))
+    rows = compare.compare_split(a, b)
+    assert rows and all(r["verdict"] == "n/a" for r in rows)
