@@ -321,7 +321,7 @@ def worker_eval(work: str, config: str, overrides: List[str], run: str, categori
     from ..config import load_config
     from ..metrics import normalized_error
     from ..predict import load_model, predict_fold, predict_images
-    from ..predictions import fold_dir
+    from ..predictions import fold_dir, load_npz
     from ..preprocess import run_data
     from ..score import test_answers
 
@@ -342,9 +342,9 @@ def worker_eval(work: str, config: str, overrides: List[str], run: str, categori
         report = predict_fold(work, cfg, run, cat, 0, prep, train_index, folds, test, force=True)
         oof[cat] = report.get("ne_heatmap" if cfg.predict.flip_tta and cfg.predict.merge == "heatmap"
                               else "ne_coords" if cfg.predict.flip_tta else "ne_plain")
-        with np.load(fold_dir(work, run, cat, 0) / "test.npz") as z:
-            rows = np.array([pos[i] for i in z["image_id"]], dtype=np.int64)
-            pred[rows[:, None], np.array(category_indices(cat))[None, :]] = z["xy"]
+        z = load_npz(fold_dir(work, run, cat, 0) / "test.npz")
+        rows = np.array([pos[i] for i in z["image_id"]], dtype=np.int64)
+        pred[rows[:, None], np.array(category_indices(cat))[None, :]] = z["xy"]
         done[rows] = True
     ne = normalized_error(answers[done], pred[done], test.category[done])
     out = {"ne": ne["ne"], "per_category": ne["per_category"], "n_images": int(done.sum()),
