@@ -53,7 +53,7 @@ export PYTHONUNBUFFERED := 1
 
 
 .PHONY: help install doctor test-multiworker bench-input _tf-variant-changed data data-preview preprocess baseline train train-all predict ensemble stack submit score \
-        report demo test bench clean leaderboard _preprocess _baseline _train-all _predict _ensemble _stack \
+        report demo test bench clean leaderboard compare _preprocess _baseline _train-all _predict _ensemble _stack \
         _submit _publish _score _report _train
 
 help:
@@ -74,6 +74,7 @@ help:
 	@echo "make submit      runs/<run>/submission.csv, validated, copied to OUTPUT/submission.csv"
 	@echo "make score       CV/test NE of the run's categories, put on OUTPUT/leaderboard.csv"
 	@echo "make leaderboard print OUTPUT/leaderboard.csv"
+	@echo "make compare A=run1 B=run2   per category/keypoint: B vs A, paired bootstrap interval, significant?"
 	@echo "make report      PNG plots and OUTPUT/runs/<run>/report/index.html"
 	@echo "make bench       benchmarks -> OUTPUT/bench/results.json, docs/benchmarks.md"
 	@echo "variables: INPUT=$(INPUT) OUTPUT=$(OUTPUT) CONFIG=$(CONFIG) RUN=$(RUN) CAT FOLD SET='train.epochs=3 ...'"
@@ -195,6 +196,10 @@ endif
 
 leaderboard: $(STAMP)
 	@$(PY) -m pipeline.score --output $(OUTPUT) --show
+
+compare: $(STAMP)
+	@if [ -z "$(A)" ] || [ -z "$(B)" ]; then echo "compare: give two scored runs: make compare A=run1 B=run2" >&2; exit 2; fi
+	@$(PY) -m pipeline.compare --output $(OUTPUT) $(A) $(B)
 
 # ------------------------------------------------------------------ whole chain
 demo: $(STAMP)

@@ -72,6 +72,7 @@ class TrainConfig:
     patience: int = 8              # early stopping on val NE
     supervise_occluded: bool = True
     loss: str = "softmax_ce"       # softmax_ce (spatial cross-entropy to the Gaussian) | mse
+    target_scale: float = 1.0      # loss mse: peak height of the Gaussian targets
     distribute: str = "auto"       # auto | none | mirrored | multiworker
     precision: str = "auto"        # auto | float32 | mixed_bfloat16 | mixed_float16
     threads: int = 0               # TF intra-op threads (0: TF default)
@@ -304,6 +305,8 @@ def load_config(path, overrides: Sequence[str] = ()) -> Config:
         raise ValueError(f"{path}: data.categories holds unknown categories {unknown}")
     if cfg.model.input_size % cfg.model.stride:
         raise ValueError(f"{path}: model.input_size must be a multiple of model.stride")
+    if not cfg.train.target_scale > 0:
+        raise ValueError(f"{sources.get('train.target_scale', path)}: train.target_scale must be > 0")
     return cfg
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -107,6 +107,117 @@ def category_ne(truth: np.ndarray, pred: np.ndarray, category: str) -> float:
     full = np.zeros((len(truth), len(KEYPOINTS), 2))
     full[:, [KEYPOINT_INDEX[n] for n in CATEGORY_KEYPOINTS[category]]] = pred
     return normalized_error(truth, full, [category] * len(truth))["ne"]
+
+
+# --------------------------------------------------------------------------- bootstrap intervals
+#
+# NE pools points, not images: a resample of images is scored as
+# (sum of the resampled images' normalized distances) / (their number of counted points).
+# So an image enters through two numbers, its error sum and its point count, and a
+# resample is a vector of multiplicities over the images (multinomial, n draws).
+
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def image_sums(errors: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-image error sums and counted-point counts of point errors.
+
+    errors: (N, K) normalized distances with NaN for points not counted (as
+    `point_errors` returns; any K, e.g. one keypoint column (N, 1)).
+    Returns sums (N,) float64 and counts (N,) int64.
+    """
+    errors = np.asarray(errors, dtype=np.float64)
+    errors = errors.reshape(len(errors), -1)
+    counted = np.isfinite(errors)
+    return np.where(counted, errors, 0.0).sum(1), counted.sum(1).astype(np.int64)
+
+
+def resample_weights(n: int, n_boot: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """(n_boot, n) int32 multiplicities: each row draws n images with replacement (seeded)."""
+    return np.concatenate(list(_weight_blocks(n, n_boot, seed)) or [np.zeros((0, n), np.int32)])
+
+
+def _weight_blocks(n: int, n_boot: int, seed: int, max_cells: int = 4_000_000):
+    """resample_weights in blocks of rows (bounded memory on large sets); same rows for the same seed."""
+    rng = np.random.default_rng(seed)
+    block = max(1, min(n_boot, max_cells // max(n, 1)))
+    for start in range(0, n_boot, block):
+        rows = min(block, n_boot - start)
+        if n == 0:
+            yield np.zeros((rows, 0), np.int32)
+        else:
+            yield rng.multinomial(n, np.full(n, 1.0 / n), size=rows).astype(np.int32)
+
+
+def resampled_ne(sums: np.ndarray, counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """NE of every resample: (B,) = weights @ sums / weights @ counts (NaN where nothing is counted).
+
+    sums, counts: (N,) per image; weights: (B, N) multiplicities.
+    """
+    num = weights @ np.asarray(sums, dtype=np.float64)
+    den = weights @ np.asarray(counts, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def bootstrap_samples(sets: Sequence[Tuple[np.ndarray, np.ndarray]], n_boot: int = BOOTSTRAP_SAMPLES,
+                      seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """(n_boot, len(sets)) resampled NEs of several predictions of the SAME images.
+
+    sets: [(sums (N,), counts (N,)), ...] aligned on the images; every resample
+    draws the same images for every set (the pairing of paired differences).
+    """
+    n = len(sets[0][0])
+    if any(len(s) != n or len(c) != n for s, c in sets):
+        raise ValueError("paired bootstrap needs aligned arrays, got lengths "
+                         + ", ".join(f"{len(s)}/{len(c)}" for s, c in sets))
+    out = [np.stack([resampled_ne(s, c, w) for s, c in sets], axis=1) for w in _weight_blocks(n, n_boot, seed)]
+    return np.concatenate(out) if out else np.zeros((0, len(sets)))
+
+
+def _percentiles(values: np.ndarray, level: float) -> Tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(values, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+def bootstrap_ne(sums: np.ndarray, counts: np.ndarray, n_boot: int = BOOTSTRAP_SAMPLES,
+                 seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> Dict[str, float]:
+    """NE and its percentile bootstrap interval, images resampled with replacement.
+
+    sums, counts: (N,) per-image error sums and counted points (`image_sums`).
+    Returns {"ne", "lo", "hi"}; NaN when no point is counted.
+    """
+    sums, counts = np.asarray(sums, np.float64), np.asarray(counts, np.int64)
+    total = counts.sum()
+    ne = float(sums.sum() / total) if total else float("nan")
+    lo, hi = _percentiles(bootstrap_samples([(sums, counts)], n_boot, seed)[:, 0], level)
+    return {"ne": ne, "lo": lo, "hi": hi}
+
+
+def paired_bootstrap_diff(sums_a: np.ndarray, counts_a: np.ndarray, sums_b: np.ndarray, counts_b: np.ndarray,
+                          n_boot: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
+                          level: float = 0.95) -> Dict[str, float]:
+    """NE(B) − NE(A) over the same images, with a paired bootstrap interval.
+
+    The four arrays are (N,) and aligned: image i is the same image in A and B.
+    Every resample draws the same images for both, so what the two predictions
+    share (hard images, few points) cancels. Returns {"diff", "lo", "hi",
+    "significant"} (significant: the interval excludes 0); NaN when either
+    side counts no point.
+    """
+    sums_a, sums_b = np.asarray(sums_a, np.float64), np.asarray(sums_b, np.float64)
+    counts_a, counts_b = np.asarray(counts_a, np.int64), np.asarray(counts_b, np.int64)
+    samples = bootstrap_samples([(sums_a, counts_a), (sums_b, counts_b)], n_boot, seed)
+    if not counts_a.sum() or not counts_b.sum():
+        return {"diff": float("nan"), "lo": float("nan"), "hi": float("nan"), "significant": False}
+    diff = float(sums_b.sum() / counts_b.sum() - sums_a.sum() / counts_a.sum())
+    lo, hi = _percentiles(samples[:, 1] - samples[:, 0], level)
+    return {"diff": diff, "lo": lo, "hi": hi, "significant": bool(lo > 0 or hi < 0)}
 
 
 def score_files(truth_csv, pred_csv) -> Dict:

@@ -25,14 +25,21 @@ import pandas as pd
 from .artifacts import is_current, write_record
 from .config import config_from_args, stage_parser
 from .keypoints import CATEGORIES
-from .metrics import normalized_error
+from .metrics import bootstrap_ne, image_sums, normalized_error, paired_bootstrap_diff, point_errors
 from .predictions import read_ensemble, run_dir
 from .preprocess import run_data
 from .submit import finalize, gather_test_predictions
 from .tianchi import read_annotations
 
+#: interval columns: 95 % bootstrap interval of the row's NE (images resampled, points pooled), and
+#: `*_vs_best`: NE minus that of the best row over the same categories (lowest CV NE), with its paired
+#: bootstrap interval (empty when the two rows were not scored on the same images)
+INTERVAL_COLUMNS = ["cv_ne_lo", "cv_ne_hi", "test_ne_lo", "test_ne_hi",
+                    "cv_vs_best", "cv_vs_best_lo", "cv_vs_best_hi", "test_vs_best", "test_vs_best_lo",
+                    "test_vs_best_hi", "best"]
 LEADERBOARD_COLUMNS = (["name", "categories", "cv_ne", "test_ne"] + [f"cv_ne_{c}" for c in CATEGORIES]
-                       + ["n_points", "n_images_skipped", "created", "config_hash"])
+                       + ["n_points", "n_images_skipped", "created", "config_hash"] + INTERVAL_COLUMNS)
+SPLITS = ("cv", "test")
 
 
 def categories_label(categories: Sequence[str]) -> str:
@@ -50,6 +57,46 @@ def categories_ne(truth: np.ndarray, pred: np.ndarray, image_category, categorie
     """normalized_error over the images of `categories` only (truth (N, 24, 3), pred (N, 24, 2))."""
     rows = np.isin(np.asarray(image_category), list(categories))
     return normalized_error(truth[rows], pred[rows], np.asarray(image_category)[rows])
+
+
+def errors_path(output, row_name: str) -> Path:
+    """Per-image point errors behind a leaderboard row: runs/<name>/scores[_stack]_errors.npz."""
+    base, stacked = (row_name[:-len("+stack")], True) if row_name.endswith("+stack") else (row_name, False)
+    return run_dir(output, base) / f"scores{'_stack' if stacked else ''}_errors.npz"
+
+
+def split_errors(truth: np.ndarray, pred: np.ndarray, image_id, image_category,
+                 categories: Sequence[str]) -> Dict[str, np.ndarray]:
+    """Point errors of the images of `categories`: {image_id (M,), category (M,), err (M, 24) NaN = not counted}."""
+    rows = np.isin(np.asarray(image_category), list(categories))
+    cats = np.asarray(image_category)[rows]
+    return {"image_id": np.asarray(image_id)[rows].astype(str), "category": cats.astype(str),
+            "err": point_errors(truth[rows], pred[rows], cats).astype(np.float32)}
+
+
+def load_errors(output, row_name: str) -> Optional[Dict[str, Dict[str, np.ndarray]]]:
+    """{split: {image_id, category, err}} of a row (splits it was scored on), or None without a file."""
+    path = errors_path(output, row_name)
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {split: {k: z[f"{split}_{k}"] for k in ("image_id", "category", "err")}
+                for split in SPLITS if f"{split}_err" in z.files}
+
+
+def aligned_sums(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray], column: Optional[int] = None):
+    """Per-image (sums, counts) of two predictions of the same images, aligned by image_id; None otherwise.
+
+    a, b: {image_id (N,), err (N, 24)}; column: one keypoint column, or all of them.
+    """
+    if len(a["image_id"]) != len(b["image_id"]) or set(a["image_id"]) != set(b["image_id"]):
+        return None
+    order = np.argsort(a["image_id"])
+    pos = np.argsort(b["image_id"])
+    ea, eb = a["err"][order], b["err"][pos]
+    if column is not None:
+        ea, eb = ea[:, [column]], eb[:, [column]]
+    return image_sums(ea) + image_sums(eb)
 
 
 def test_answers(input_dir, test) -> Optional[np.ndarray]:
@@ -74,6 +121,7 @@ def score_run(output, name: str, categories: Sequence[str], config_hash: str = "
     suffix = "_stack" if stacked else ""
     oof = oof_predictions(output, name, train, suffix, categories)
     cv = categories_ne(train.keypoints, oof, train.category, categories)
+    errors = {"cv": split_errors(train.keypoints, oof, train.image_id, train.category, categories)}
     row = {"name": name + ("+stack" if stacked else ""), "categories": categories_label(categories),
            "cv_ne": cv["ne"], "test_ne": np.nan,
            "n_points": cv["n_points"], "n_images_skipped": cv["n_images_skipped"],
@@ -89,7 +137,11 @@ def score_run(output, name: str, categories: Sequence[str], config_hash: str = "
             result = categories_ne(answers, pred, test.category, categories)
             row["test_ne"] = result["ne"]
             details["test"] = result
-    return {"row": row, "details": details}
+            errors["test"] = split_errors(answers, pred, test.image_id, test.category, categories)
+    for split, e in errors.items():
+        interval = bootstrap_ne(*image_sums(e["err"]))
+        row[f"{split}_ne_lo"], row[f"{split}_ne_hi"] = interval["lo"], interval["hi"]
+    return {"row": row, "details": details, "errors": errors}
 
 
 def score_inputs(output, name: str, categories: Sequence[str], stacked: bool) -> Dict:
@@ -99,7 +151,8 @@ def score_inputs(output, name: str, categories: Sequence[str], stacked: bool) ->
     ens = read_record(run_dir(output, name) / "ensemble.json")
     if ens is None:
         raise FileNotFoundError(f"{run_dir(output, name) / 'ensemble.json'} missing: run `make ensemble` first")
-    inputs = {"categories": list(categories), "ensemble": digest(ens["inputs"]), "stacked": stacked}
+    # "errors": the per-image errors file (scores*_errors.npz) and the intervals are part of the scores
+    inputs = {"categories": list(categories), "ensemble": digest(ens["inputs"]), "stacked": stacked, "errors": 1}
     if stacked:
         inputs["stack"] = digest(read_record(run_dir(output, name) / "stack.json")["inputs"])
     prep = run_data(output, name)
@@ -117,11 +170,15 @@ def score_and_report(output, name: str, categories: Sequence[str], config_hash: 
     suffix = "_stack" if stacked else ""
     record = run_dir(output, name) / f"scores{suffix}.json"
     inputs = score_inputs(output, name, categories, stacked)
-    if is_current(record, inputs):
+    if is_current(record, inputs) and errors_path(output, name + ("+stack" if stacked else "")).exists():
         row = json.loads(record.read_text())["row"]
     else:
+        from .predictions import save_npz
+
         result = score_run(output, name, categories, config_hash, stacked)
         row = result["row"]
+        save_npz(errors_path(output, row["name"]),
+                 **{f"{split}_{k}": v for split, e in result["errors"].items() for k, v in e.items()})
         write_record(record, inputs, row=row, **result["details"])
     update_leaderboard(output, row)
     return row
@@ -146,19 +203,89 @@ def update_leaderboard(output, row: Dict) -> pd.DataFrame:
         new = pd.DataFrame([row], columns=LEADERBOARD_COLUMNS)
         board = new if board.empty else pd.concat([board, new], ignore_index=True)
         board = board.sort_values(["cv_ne", "name"], kind="stable").reset_index(drop=True)
+        board = with_paired_differences(output, board)
         write_if_changed(path, board.to_csv(index=False, float_format="%.6f"))
+    return board
+
+
+def with_paired_differences(output, board: pd.DataFrame) -> pd.DataFrame:
+    """The board with `*_vs_best` columns: each row's NE minus the best row's, paired bootstrap interval.
+
+    The best row of a group of rows over the same categories is the one with the lowest
+    CV NE (never chosen on test answers); the difference is computed on CV and on test,
+    resampling the same images for both rows. Rows scored on other images (another data
+    set) or without an errors file get empty cells.
+    """
+    board = board.copy()
+    for col in INTERVAL_COLUMNS[4:]:
+        board[col] = np.nan if col != "best" else ""
+    board["best"] = board["best"].astype(object)
+    for _, group in board.groupby("categories", sort=False):
+        finite = group[np.isfinite(group["cv_ne"].astype(float))]
+        if finite.empty:
+            continue
+        best_name = finite.sort_values(["cv_ne", "name"], kind="stable")["name"].iloc[0]
+        best = load_errors(output, best_name)
+        for idx, row in group.iterrows():
+            board.at[idx, "best"] = best_name
+            mine = load_errors(output, row["name"])
+            if best is None or mine is None:
+                continue
+            for split in SPLITS:
+                if split not in best or split not in mine:
+                    continue
+                sums = aligned_sums(best[split], mine[split])
+                if sums is None:
+                    continue
+                d = paired_bootstrap_diff(*sums)
+                board.at[idx, f"{split}_vs_best"] = d["diff"]
+                board.at[idx, f"{split}_vs_best_lo"] = d["lo"]
+                board.at[idx, f"{split}_vs_best_hi"] = d["hi"]
     return board
 
 
 def read_board(path) -> pd.DataFrame:
     """OUTPUT/leaderboard.csv as a frame (`categories` stays text)."""
-    return pd.read_csv(path, dtype={"name": str, "categories": str, "created": str, "config_hash": str})
+    return pd.read_csv(path, dtype={"name": str, "categories": str, "created": str, "config_hash": str,
+                                    "best": str})
+
+
+def interval_text(value, lo, hi) -> str:
+    """'0.0812 [0.0754, 0.0870]' (NE with its interval); '-' when the value is missing."""
+    value, lo, hi = (float(v) if v is not None and v != "" else np.nan for v in (value, lo, hi))
+    if not np.isfinite(value):
+        return "-"
+    return f"{value:.4f}" + (f" [{lo:.4f}, {hi:.4f}]" if np.isfinite(lo) and np.isfinite(hi) else "")
+
+
+def difference_text(diff, lo, hi, is_best: bool) -> str:
+    """'+0.0123 [+0.0040, +0.0205] *' (significant: the interval excludes 0); 'best'; 'n/a' (not paired)."""
+    if is_best:
+        return "best"
+    diff, lo, hi = (float(v) if v is not None and v != "" else np.nan for v in (diff, lo, hi))
+    if not np.isfinite(diff):
+        return "n/a"
+    mark = " *" if (lo > 0 or hi < 0) else ""
+    return f"{diff:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}"
 
 
 def format_board(board: pd.DataFrame) -> str:
-    cols = ["name", "categories", "cv_ne", "test_ne"] + [f"cv_ne_{c}" for c in CATEGORIES] + ["n_points"]
-    shown = board[cols].copy()
-    return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
+    """The board as text: NE with 95 % bootstrap intervals and the paired difference to the best row."""
+    board = board.reindex(columns=LEADERBOARD_COLUMNS)
+    shown = pd.DataFrame({"name": board["name"], "categories": board["categories"]})
+    for split in SPLITS:
+        shown[f"{split}_ne [95% CI]"] = [interval_text(r[f"{split}_ne"], r[f"{split}_ne_lo"], r[f"{split}_ne_hi"])
+                                         for _, r in board.iterrows()]
+        shown[f"{split} vs best"] = [
+            difference_text(r[f"{split}_vs_best"], r[f"{split}_vs_best_lo"], r[f"{split}_vs_best_hi"],
+                            r["name"] == r["best"]) if np.isfinite(float(r[f"{split}_ne"])) else "-"
+            for _, r in board.iterrows()]
+    for c in CATEGORIES:
+        shown[f"cv_ne_{c}"] = board[f"cv_ne_{c}"]
+    shown["n_points"] = board["n_points"]
+    text = shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
+    return text + ("\n[..]: 95 % bootstrap interval over images (1000 resamples); vs best: NE minus that of the"
+                   " lowest-CV row over the same categories, paired over the same images; * = interval excludes 0")
 
 
 def main(argv=None) -> int:

@@ -114,16 +114,16 @@ def input_throughput(cfg, seconds: float = 3.0, n_images: int = 64, category: st
 def model_flops(cfg, category: str = "dress") -> Dict:
     """Forward conv FLOPs per image and parameters of `cfg`'s model for `category` (no weights download).
 
-    Counted by the benchmark's `conv_flops` (Σ 2·kh·kw·Cin·Cout·Hout·Wout); training ≈ 3× forward.
+    Counted by `models.flops.model_flops` (Σ 2·kh·kw·Cin·Cout·Hout·Wout); training ≈ 3× forward.
     """
     import dataclasses
 
-    from .bench import conv_flops
     from .models import build_model
+    from .models.flops import model_flops as count_flops
 
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
     model = build_model(cfg, len(category_indices(category)))
-    forward = conv_flops(model)
+    forward = count_flops(model)
     return {"category": category, "input_size": cfg.model.input_size, "forward_gflops": forward / 1e9,
             "train_gflops": 3 * forward / 1e9, "params": int(model.count_params())}
 

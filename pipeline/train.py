@@ -94,31 +94,33 @@ def validation_ne(model, data: FoldData, cfg: Config) -> float:
 # --------------------------------------------------------------------------- model + loss
 
 
-def heatmap_loss(heatmaps, weights, beliefs, kind: str = "mse"):
+def heatmap_loss(heatmaps, weights, beliefs, kind: str = "mse", target_scale: float = 1.0):
     """Masked loss over all stages (each stage supervised; unsupervised points weigh 0).
 
-    heatmaps: (B, h, w, K) Gaussian targets; weights: (B, K); beliefs:
-    (B, T, h, w, K). kind "mse": half the per-map sum of squared errors;
-    "softmax_ce": cross-entropy between the target normalised to a
-    distribution over cells and the (softmax) beliefs. Mean over B, T, K.
+    heatmaps: (B, h, w, K) Gaussian targets (peak 1); weights: (B, K); beliefs:
+    (B, T, h, w, K). kind "mse": half the per-map sum of squared errors to the
+    targets times `target_scale` (their peak height); "softmax_ce": cross-entropy
+    between the target normalised to a distribution over cells and the (softmax)
+    beliefs (the scale cancels). Mean over B, T, K.
     """
     from keras import ops
 
     beliefs = ops.cast(beliefs, "float32")
     target = ops.expand_dims(heatmaps, 1)
     if kind == "mse":
-        per_map = 0.5 * ops.sum(ops.square(beliefs - target), axis=(2, 3))   # (B, T, K)
+        per_map = 0.5 * ops.sum(ops.square(beliefs - target_scale * target), axis=(2, 3))   # (B, T, K)
     else:
         dist = target / ops.maximum(ops.sum(target, axis=(2, 3), keepdims=True), 1e-6)
         per_map = -ops.sum(dist * ops.log(beliefs + 1e-8), axis=(2, 3))
     return ops.mean(per_map * ops.expand_dims(weights, 1))
 
 
-def make_trainer(base, kind: str = "mse", sigma: float = 0.0):
+def make_trainer(base, kind: str = "mse", sigma: float = 0.0, target_scale: float = 1.0):
     """Wrap a heatmap model in a keras.Model whose loss is `heatmap_loss`.
 
     Targets are heatmaps (B, h, w, K), or keypoints (B, K, 2) in heatmap cells
     (`train.targets: device`), encoded here with Gaussian `sigma` on the device.
+    `target_scale` is the peak height of the MSE targets.
     """
     import keras
     from keras.src.losses import loss as loss_module
@@ -137,7 +139,7 @@ def make_trainer(base, kind: str = "mse", sigma: float = 0.0):
                 if sigma <= 0:
                     raise ValueError("keypoint targets (train.targets: device) need make_trainer(sigma=codec.sigma)")
                 heatmaps = codec.encode_tensor(heatmaps, weights, tuple(y_pred.shape[2:4]), sigma)
-            loss = heatmap_loss(heatmaps, weights, y_pred, kind)
+            loss = heatmap_loss(heatmaps, weights, y_pred, kind, target_scale)
             return loss_module.scale_loss_for_distribution(loss)
 
         def get_metrics_result(self):
@@ -160,6 +162,30 @@ def make_trainer(base, kind: str = "mse", sigma: float = 0.0):
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     return HeatmapTrainer(base)
+
+
+def build_trainer(cfg: Config, num_keypoints: int, strategy=None, lr: Optional[float] = None):
+    """Model of cfg.model wrapped with the config's loss, compiled (Adam at `lr`, default
+    train.lr) and built.
+
+    Under `strategy`'s scope when given (the caller sets the precision policy first).
+    Under mixed_float16, compile wraps Adam in a LossScaleOptimizer (Keras does it for that policy).
+    Returns the trainer; `trainer.net` is the heatmap model.
+    """
+    import contextlib
+
+    import keras
+
+    from .models import build_model
+
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        trainer = make_trainer(build_model(cfg, num_keypoints), cfg.train.loss, cfg.codec.sigma,
+                               cfg.train.target_scale)
+        trainer.compile(optimizer=keras.optimizers.Adam(cfg.train.lr if lr is None else lr),
+                        jit_compile=False)
+        trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
+        trainer.optimizer.build(trainer.trainable_variables)
+    return trainer
 
 
 # --------------------------------------------------------------------------- resume + monitor
@@ -381,18 +407,11 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
     save_config(cfg, out / "config.yaml")
     data = FoldData(prep, cfg, category, fold)
     strategy = hardware.make_strategy(cfg.train.distribute, devices)
-    from .models import build_model
-
     replicas = strategy.num_replicas_in_sync
     batch = distributed.global_batch(cfg.train.batch_size, replicas)  # train.batch_size is per replica
     lr = distributed.scaled_lr(cfg.train.lr, replicas, cfg.train.lr_scaling)
-    with strategy.scope():
-        base = build_model(cfg, data.num_keypoints)
-        trainer = make_trainer(base, cfg.train.loss, cfg.codec.sigma)
-        # mixed_float16: compile wraps Adam in a LossScaleOptimizer (keras does it for that policy)
-        trainer.compile(optimizer=keras.optimizers.Adam(lr), jit_compile=False)
-        trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
-        trainer.optimizer.build(trainer.trainable_variables)
+    trainer = build_trainer(cfg, data.num_keypoints, strategy, lr)
+    base = trainer.net
     steps = cfg.train.steps_per_epoch or max(1, math.ceil(len(data.train) / batch))
     fresh = {"epoch": 0, "best_ne": float("inf"), "best_epoch": 0, "wait": 0, "lr_wait": 0,
              "lr": lr, "seconds": 0.0, "train_seconds": 0.0, "images": 0, "steps": steps,

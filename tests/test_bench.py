@@ -1,4 +1,4 @@
-"""Smoke tests of the bench helpers (pipeline/bench.py): no timing, no training, no TensorFlow."""
+"""Tests of the bench helpers (pipeline/bench/): no timing, no training; TensorFlow only to count FLOPs."""
 from __future__ import annotations
 
 import json
@@ -100,6 +100,9 @@ def test_image_files_plain_loop_and_rss(tmp_path):
     files = bench.image_files(tmp_path)
     assert [f.parts[-4] for f in files] == ["test", "train"]
     assert bench.plain_read_resize(files, 16) >= 0
+    fresh = bench.plain_loop_subprocess(files, 16, tmp_path / "work")
+    assert fresh["n"] == 2 and fresh["seconds"] >= 0
+    assert fresh["foreign_modules"] == []  # the baseline loop ran without sklearn/TF/the pipeline loaded
     import psutil
 
     rss, nonshared = bench.tree_rss(psutil.Process())
@@ -140,3 +143,53 @@ def test_paired_ratio():
         pass
     else:
         raise AssertionError("no pair must raise")
+
+
+def test_seed_ratio_only_when_the_seed_beats_the_mean_shape():
+    ratio, error = bench.seed_ratio(0.05, 0.10, 0.50)
+    assert ratio == 0.5 and error is None
+    ratio, error = bench.seed_ratio(0.05, 0.88, 0.53)
+    assert ratio is None and "0.8800" in error and "0.5300" in error and "mean shape" in error
+    assert bench.seed_ratio(0.05, float("nan"), 0.5)[0] is None
+    entry = bench.make_entry("ne_ratio_vs_seed", None, error=error)
+    assert entry["value"] is None and entry["pass"] is None and entry["error"].startswith("void")
+
+
+def test_heads_table_lists_every_head_and_errors():
+    results = _results()
+    results["heads"] = {"cpm": {"test_ne": 0.1, "train_img_per_s": 50.0, "inference_img_per_s": 300.0,
+                                "gflops_per_image": 1.25, "params": 300000, "budget": "60 s"},
+                        "broken": {"error": "ValueError: a|b"}}
+    table = bench.render_table(results)
+    rows = [line for line in table.splitlines() if line.startswith("| `cpm`") or line.startswith("| `broken`")]
+    assert len(rows) == 2 and "1.25" in rows[0] and "300,000" in rows[0] and "a/b" in rows[1]
+
+
+def test_model_flops_counts_conv_transpose_and_dense():
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)                   # 2·9·3·4·64 = 13824
+    x = keras.layers.Conv2DTranspose(2, 2, strides=2)(x)                    # 2·4·4·2·64 = 4096
+    x = keras.layers.Dense(5)(x)                                            # 2·2·5·256 = 5120
+    model = keras.Model(inputs, x)
+    assert bench.model_flops(model) == 13824 + 4096 + 5120
+
+
+def test_every_registered_head_gets_a_row(monkeypatch, tmp_path):
+    """The heads step iterates over the registry: a head added later appears without editing the bench."""
+    from pipeline import models
+    from pipeline.bench import measures
+
+    monkeypatch.setitem(models.MODELS, "fake_head", models.MODELS["cpm"])
+    b = bench.Bench(tmp_path, "quick", "cmd")
+    trained = []
+    monkeypatch.setattr(b, "train_one", lambda config, run, cat, extra=(), **kw: trained.append(extra) or
+                        {"img_per_s": 10.0, "epochs": 1, "precision": "float32"})
+    monkeypatch.setattr(measures, "evaluate", lambda *a, **kw: {
+        "ne": 0.2, "per_category": {}, "inference_img_per_s": 5.0, "gflops_per_image": 1.0, "params": 7,
+        "flip_tta": True})
+    measures.step_heads(b)
+    assert set(b.results["heads"]) == set(models.MODELS) and ["model.name=fake_head"] in trained
+    assert b.results["heads"]["fake_head"]["test_ne"] == 0.2
+    assert b.results["keys"]["heads_measured"]["value"] == len(models.MODELS)

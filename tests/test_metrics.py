@@ -250,3 +250,87 @@ def test_cli_json_is_strict_json_when_nothing_can_be_scored(tmp_path):
         raise AssertionError(f"{name} is not JSON")
     out = json.loads(proc.stdout, parse_constant=no_constants)
     assert out["ne"] is None and out["n_points"] == 0 and out["n_images_skipped"] == 1
+
+
+# --------------------------------------------------------------------------- bootstrap intervals
+
+from pipeline.metrics import (bootstrap_ne, image_sums, paired_bootstrap_diff, resample_weights,  # noqa: E402
+                              resampled_ne)
+
+
+def test_image_sums_pool_points_not_images():
+    err = np.array([[0.1, np.nan, 0.3], [np.nan, np.nan, np.nan], [0.5, 0.5, 0.5]])
+    sums, counts = image_sums(err)
+    assert np.allclose(sums, [0.4, 0.0, 1.5]) and counts.tolist() == [2, 0, 3]
+    # the identity resample (each image once) gives the pooled NE, not the mean of image means
+    ne = resampled_ne(sums, counts, np.ones((1, 3), np.int32))[0]
+    assert ne == pytest.approx(1.9 / 5) and ne != pytest.approx((0.2 + 0.5) / 2)
+    # an image drawn twice counts its points twice
+    assert resampled_ne(sums, counts, np.array([[2, 0, 1]]))[0] == pytest.approx(2.3 / 7)
+
+
+def test_resample_weights_draw_n_images_each_and_are_seeded():
+    w = resample_weights(7, n_boot=50, seed=3)
+    assert w.shape == (50, 7) and (w.sum(1) == 7).all() and (w >= 0).all()
+    assert (w == resample_weights(7, n_boot=50, seed=3)).all()
+    assert not (w == resample_weights(7, n_boot=50, seed=4)).all()
+
+
+def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_images():
+    rng = np.random.default_rng(0)
+    small = rng.gamma(2.0, 0.05, size=(20, 5))
+    big = rng.gamma(2.0, 0.05, size=(500, 5))
+    out_small, out_big = bootstrap_ne(*image_sums(small)), bootstrap_ne(*image_sums(big))
+    for out, err in ((out_small, small), (out_big, big)):
+        assert out["ne"] == pytest.approx(err.mean())
+        assert out["lo"] < out["ne"] < out["hi"]
+    assert out_big["hi"] - out_big["lo"] < 0.5 * (out_small["hi"] - out_small["lo"])
+
+
+def test_bootstrap_of_a_constant_error_has_zero_width_and_nothing_counted_is_nan():
+    out = bootstrap_ne(*image_sums(np.full((10, 3), 0.07)))
+    assert out["lo"] == pytest.approx(0.07) and out["hi"] == pytest.approx(0.07)
+    empty = bootstrap_ne(*image_sums(np.full((4, 2), np.nan)))
+    assert math.isnan(empty["ne"]) and math.isnan(empty["lo"])
+
+
+def test_paired_difference_of_identical_rows_is_exactly_zero():
+    rng = np.random.default_rng(1)
+    sums, counts = image_sums(rng.gamma(2.0, 0.05, size=(30, 4)))
+    out = paired_bootstrap_diff(sums, counts, sums, counts)
+    assert out["diff"] == 0.0 and out["lo"] == 0.0 and out["hi"] == 0.0 and out["significant"] is False
+
+
+def test_paired_difference_detects_a_clearly_better_row():
+    rng = np.random.default_rng(2)
+    a = rng.gamma(2.0, 0.05, size=(40, 6))
+    b = a * 0.95  # B 5 % better on every point
+    out = paired_bootstrap_diff(*image_sums(a), *image_sums(b))
+    assert out["diff"] == pytest.approx(b.mean() - a.mean()) and out["diff"] < 0
+    assert out["lo"] <= out["diff"] <= out["hi"] < 0 and out["significant"] is True
+    # pairing: the unpaired intervals overlap a lot, yet the paired one excludes 0
+    ia, ib = bootstrap_ne(*image_sums(a)), bootstrap_ne(*image_sums(b))
+    assert ib["hi"] > ia["lo"]
+
+
+def test_paired_difference_of_noise_is_not_significant():
+    rng = np.random.default_rng(3)
+    a = rng.gamma(2.0, 0.05, size=(40, 6))
+    b = a + rng.normal(0, 0.02, size=a.shape)  # no systematic difference
+    b[:, 0] = a[:, 0]
+    b = np.abs(b)
+    out = paired_bootstrap_diff(*image_sums(a), *image_sums(b))
+    assert out["lo"] < 0 < out["hi"] and out["significant"] is False
+
+
+def test_paired_difference_needs_aligned_arrays():
+    with pytest.raises(ValueError, match="aligned"):
+        paired_bootstrap_diff(np.zeros(3), np.ones(3), np.zeros(4), np.ones(4))
+
+
+def test_resamples_drawn_in_blocks_still_draw_n_images_each():
+    from pipeline.metrics import _weight_blocks
+
+    one = np.concatenate(list(_weight_blocks(9, 40, seed=5)))
+    blocks = np.concatenate(list(_weight_blocks(9, 40, seed=5, max_cells=9 * 7)))
+    assert one.shape == blocks.shape == (40, 9) and (one.sum(1) == 9).all() and (blocks.sum(1) == 9).all()

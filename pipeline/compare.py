@@ -1,0 +1,123 @@
+"""Compare two scored runs: where B wins or loses against A, and whether it is more than noise.
+
+`make compare A=run1 B=run2` (`python -m pipeline.compare --output DIR A B`).
+For each split (CV from the OOF predictions, test when answers exist), each
+category and each keypoint: NE of A, NE of B, B − A with its 95 % paired
+bootstrap interval (the same images resampled for both runs, points pooled as
+the NE pools them; 1000 seeded resamples), and a verdict: `B better` / `B
+worse` when the interval excludes 0, `~` (inside the noise) otherwise.
+
+A run is compared through the per-image errors `make score` stored beside its
+scores (OUTPUT/runs/<name>/scores_errors.npz; `name+stack` for the stacked
+predictions). Only images scored in both runs are paired; a category whose image
+sets differ (another data set) is reported `n/a`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Dict, List
+
+import numpy as np
+
+from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX
+from .metrics import paired_bootstrap_diff
+from .score import SPLITS, aligned_sums, errors_path, load_errors
+
+
+def subset(errors: Dict[str, np.ndarray], category: str) -> Dict[str, np.ndarray]:
+    """The images of one category: {image_id (M,), category (M,), err (M, 24)}."""
+    rows = errors["category"] == category
+    return {k: v[rows] for k, v in errors.items()}
+
+
+def verdict(d: Dict[str, float]) -> str:
+    """'B better' / 'B worse' when the paired interval of B − A excludes 0, else '~'; 'n/a' without a number."""
+    if not np.isfinite(d["diff"]):
+        return "n/a"
+    if not d["significant"]:
+        return "~"
+    return "B better" if d["diff"] < 0 else "B worse"
+
+
+def compare_split(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> List[Dict]:
+    """Rows (category, keypoint, ne_a, ne_b, diff, lo, hi, verdict) for one split.
+
+    a, b: {image_id, category, err (N, 24)} of the two runs. keypoint "all" is the
+    category's NE; category "all" pools the categories both runs scored (when their images agree).
+    """
+    rows: List[Dict] = []
+    cats = [c for c in CATEGORIES if (a["category"] == c).any() and (b["category"] == c).any()]
+    groups = [(c, subset(a, c), subset(b, c), CATEGORY_KEYPOINTS[c]) for c in cats]
+    if len(cats) > 1:
+        pool = lambda e: {k: v[np.isin(e["category"], cats)] for k, v in e.items()}  # noqa: E731
+        groups.insert(0, ("all", pool(a), pool(b), ()))
+    for cat, ea, eb, keypoints in groups:
+        for kp in ("all",) + tuple(keypoints):
+            column = None if kp == "all" else KEYPOINT_INDEX[kp]
+            sums = aligned_sums(ea, eb, column)
+            if sums is None:
+                d = {"diff": np.nan, "lo": np.nan, "hi": np.nan, "significant": False}
+                ne_a = ne_b = np.nan
+            else:
+                sa, ca, sb, cb = sums
+                d = paired_bootstrap_diff(sa, ca, sb, cb)
+                ne_a = sa.sum() / ca.sum() if ca.sum() else np.nan
+                ne_b = sb.sum() / cb.sum() if cb.sum() else np.nan
+            rows.append({"category": cat, "keypoint": kp, "ne_a": ne_a, "ne_b": ne_b, "diff": d["diff"],
+                         "lo": d["lo"], "hi": d["hi"], "verdict": verdict(d)})
+    return rows
+
+
+def format_rows(rows: List[Dict]) -> str:
+    """Aligned text table of compare_split rows."""
+    head = f"{'category':10s} {'keypoint':18s} {'NE A':>8s} {'NE B':>8s} {'B - A':>9s} {'95% CI':>21s}  verdict"
+    lines = [head]
+    for r in rows:
+        num = lambda v, fmt: format(v, fmt) if np.isfinite(v) else "-"  # noqa: E731
+        ci = f"[{r['lo']:+.4f}, {r['hi']:+.4f}]" if np.isfinite(r["lo"]) else "-"
+        lines.append(f"{r['category']:10s} {r['keypoint']:18s} {num(r['ne_a'], '8.4f'):>8s} "
+                     f"{num(r['ne_b'], '8.4f'):>8s} {num(r['diff'], '+9.4f'):>9s} {ci:>21s}  {r['verdict']}")
+    return "\n".join(lines)
+
+
+def compare_runs(output, name_a: str, name_b: str) -> Dict[str, List[Dict]]:
+    """{split: rows} for the splits both runs were scored on. FileNotFoundError names a missing run."""
+    errors = {}
+    for name in (name_a, name_b):
+        e = load_errors(output, name)
+        if e is None:
+            raise FileNotFoundError(f"no scores for run {name!r} ({errors_path(output, name)} missing); "
+                                    f"run `make score RUN={name.removesuffix('+stack')}` first")
+        errors[name] = e
+    return {split: compare_split(errors[name_a][split], errors[name_b][split])
+            for split in SPLITS if split in errors[name_a] and split in errors[name_b]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Where run B wins or loses against run A (paired bootstrap).")
+    parser.add_argument("--output", default="output")
+    parser.add_argument("a", help="run name A (the reference; `name+stack` for stacked predictions)")
+    parser.add_argument("b", help="run name B")
+    args = parser.parse_args(argv)
+    try:
+        result = compare_runs(args.output, args.a, args.b)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"compare: error: {err}", file=sys.stderr)
+        return 1
+    if not result:
+        print(f"compare: {args.a} and {args.b} share no scored split", file=sys.stderr)
+        return 1
+    for split, rows in result.items():
+        label = "CV (out-of-fold)" if split == "cv" else "test"
+        print(f"{label}: B={args.b} vs A={args.a}; B - A < 0 means B is better")
+        print(format_rows(rows))
+        wins = sum(r["verdict"] == "B better" for r in rows if r["keypoint"] != "all")
+        losses = sum(r["verdict"] == "B worse" for r in rows if r["keypoint"] != "all")
+        ties = sum(r["verdict"] == "~" for r in rows if r["keypoint"] != "all")
+        print(f"  keypoints: B significantly better on {wins}, worse on {losses}, within noise on {ties}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
