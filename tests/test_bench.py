@@ -193,3 +193,24 @@ def test_every_registered_head_gets_a_row(monkeypatch, tmp_path):
     assert set(b.results["heads"]) == set(models.MODELS) and ["model.name=fake_head"] in trained
     assert b.results["heads"]["fake_head"]["test_ne"] == 0.2
     assert b.results["keys"]["heads_measured"]["value"] == len(models.MODELS)
+
+
+def test_input_step_records_full_config_throughput(tmp_path):
+    """The input step measures the full config's input pipeline (host and device targets) through
+    pipeline.throughput, and records per-core and all-core img/s."""
+    b = bench.Bench(tmp_path, "quick", "test")
+    calls = []
+
+    def fake_worker(name, timeout, tag="", **kwargs):
+        calls.append((name, tag, kwargs["targets"]))
+        from pipeline.bench.measures import worker_input
+        return worker_input(kwargs["config"], kwargs["targets"], seconds=0.2)
+
+    b.run_worker = fake_worker
+    from pipeline.bench import measures
+    measures.step_input(b)
+    assert [c[1] for c in calls] == ["device", "host"]
+    entries = b.results["keys"]
+    for key in ("input_img_per_s_per_core", "input_img_per_s_all_cores"):
+        assert entries[key]["value"] > 0 and entries[key]["detail"]["input_size"] == 384
+    assert entries["input_img_per_s_per_core_host_targets"]["detail"]["targets"] == "host"

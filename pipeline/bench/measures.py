@@ -337,8 +337,16 @@ def worker_eval(work: str, config: str, overrides: List[str], run: str, categori
     return out
 
 
+def worker_input(config: str, targets: str, seconds: float) -> Dict:
+    """Training-input img/s of `config` (pipeline.throughput.input_throughput), host or device targets."""
+    from ..config import load_config
+    from ..throughput import input_throughput
+
+    return input_throughput(load_config(config, [f"train.targets={targets}"]), seconds=seconds)
+
+
 WORKERS = {"throughput": worker_throughput, "tta": worker_tta, "eval": worker_eval,
-           "preprocess_time": worker_preprocess_time}
+           "preprocess_time": worker_preprocess_time, "input": worker_input}
 
 
 # --------------------------------------------------------------------------- steps (bench process)
@@ -490,6 +498,19 @@ def step_throughput(bench) -> None:
     else:
         bench.record("bf16_vs_fp32_img_per_s", error=err("warmup_memory_fp32", "_rate_memory_fp32", "warmup_memory",
                                                          "_rate_memory") or "not measured")
+
+
+def step_input(bench) -> None:
+    """Input-only img/s at the full config's input size (issue: does the input keep up with a GPU)."""
+    full = REPO / "configs" / "full.yaml"
+    seconds = 3.0 if bench.mode_name == "full" else 1.0
+    for targets in ("device", "host"):
+        r = bench.run_worker("input", timeout=600, tag=targets, config=str(full), targets=targets, seconds=seconds)
+        detail = dict(input_size=r["input_size"], batch_size=r["batch_size"], cores=r["cores"],
+                      bytes_per_image=r["bytes_per_image"], encode_fraction=r["encode_fraction"])
+        suffix = "" if targets == "device" else "_host_targets"
+        bench.record(f"input_img_per_s_per_core{suffix}", r["img_per_s_per_core"], targets=targets, **detail)
+        bench.record(f"input_img_per_s_all_cores{suffix}", r["img_per_s_all_cores"], targets=targets, **detail)
 
 
 def step_tta(bench) -> None:
@@ -651,6 +672,8 @@ STEPS = (
     ("throughput", step_throughput, ("matmul_gflops_fp32", "matmul_gflops_bf16", "model_gflops_per_image",
                                      "train_img_per_s", "train_peak_fraction", "input_overhead",
                                      "bf16_vs_fp32_img_per_s")),
+    ("input", step_input, ("input_img_per_s_per_core", "input_img_per_s_all_cores",
+                            "input_img_per_s_per_core_host_targets", "input_img_per_s_all_cores_host_targets")),
     ("tta", step_tta, ("tta_time_ratio", "inference_img_per_s_plain", "inference_img_per_s_tta")),
     ("ne", step_ne, ("test_ne_demo", "test_ne_seed_cpm", "test_ne_meanshape", "ne_ratio_vs_meanshape",
                      "ne_ratio_vs_seed")),

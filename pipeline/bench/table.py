@@ -24,6 +24,8 @@ INFO_KEYS = (
     "ne_ratio_vs_meanshape", "test_ne_demo", "test_ne_seed_cpm", "test_ne_meanshape", "ne_bf16_vs_fp32",
     "train_img_per_s", "bf16_vs_fp32_img_per_s", "model_gflops_per_image", "matmul_gflops_fp32",
     "matmul_gflops_bf16", "inference_img_per_s_plain", "inference_img_per_s_tta", "decode_floor_ne_argmax",
+    "input_img_per_s_per_core", "input_img_per_s_all_cores", "input_img_per_s_per_core_host_targets",
+    "input_img_per_s_all_cores_host_targets",
 )
 
 
