@@ -34,7 +34,8 @@ class ModelConfig:
     input_size: int = 128          # square input side in pixels (also the image cache side)
     stride: int = 4                # input pixels per heatmap cell
     margin: int = 4                # blank input pixels around the letterboxed image (keeps edge points decodable)
-    stages: int = 3                # CPM stages, every one supervised
+    stages: int = 3                # CPM stages / hourglass stacks, every one supervised
+    deep_stride: int = 32          # deepest feature stride of simplebaseline (deconv start), cpn (top level), hourglass (bottom)
     width: int = 64                # channels of the shared features and stage convs
     stage_kernel: int = 3          # kernel of stage convs (dilations give the receptive field)
     backbone: str = "simple"       # simple | mobilenetv2 | resnet50 (keras.applications)
@@ -174,6 +175,7 @@ STAGE_SETTINGS: Dict[str, Dict[str, Any]] = {
 
 
 _CHOICES = {
+    ("model", "name"): ("cpm", "simplebaseline", "hourglass", "cpn"),
     ("model", "backbone"): ("simple", "mobilenetv2", "resnet50"),
     ("model", "weights"): (None, "imagenet"),
     ("codec", "refine"): ("none", "quarter", "dark"),
