@@ -70,6 +70,7 @@ class TrainConfig:
     patience: int = 8              # early stopping on val NE
     supervise_occluded: bool = True
     loss: str = "softmax_ce"       # softmax_ce (spatial cross-entropy to the Gaussian) | mse
+    ohkm_topk: int = 0             # online hard keypoint mining: last output counts its k largest keypoint losses (0: off)
     distribute: str = "auto"       # auto | none | mirrored | multiworker
     precision: str = "auto"        # auto | float32 | mixed_bfloat16 | mixed_float16
     threads: int = 0               # TF intra-op threads (0: TF default)
@@ -301,6 +302,8 @@ def load_config(path, overrides: Sequence[str] = ()) -> Config:
         raise ValueError(f"{path}: data.categories holds unknown categories {unknown}")
     if cfg.model.input_size % cfg.model.stride:
         raise ValueError(f"{path}: model.input_size must be a multiple of model.stride")
+    if cfg.train.ohkm_topk < 0:
+        raise ValueError(f"{path}: train.ohkm_topk={cfg.train.ohkm_topk} must be 0 (off) or a number of keypoints")
     return cfg
 
 

@@ -94,13 +94,13 @@ def validation_ne(model, data: FoldData, cfg: Config) -> float:
 # --------------------------------------------------------------------------- model + loss
 
 
-def heatmap_loss(heatmaps, weights, beliefs, kind: str = "mse"):
-    """Masked loss over all stages (each stage supervised; unsupervised points weigh 0).
+def per_keypoint_loss(heatmaps, weights, beliefs, kind: str = "mse"):
+    """Weighted loss of every output and keypoint: (B, T, K) float32 (unsupervised points weigh 0).
 
     heatmaps: (B, h, w, K) Gaussian targets; weights: (B, K); beliefs:
     (B, T, h, w, K). kind "mse": half the per-map sum of squared errors;
     "softmax_ce": cross-entropy between the target normalised to a
-    distribution over cells and the (softmax) beliefs. Mean over B, T, K.
+    distribution over cells and the (softmax) beliefs.
     """
     from keras import ops
 
@@ -111,11 +111,34 @@ def heatmap_loss(heatmaps, weights, beliefs, kind: str = "mse"):
     else:
         dist = target / ops.maximum(ops.sum(target, axis=(2, 3), keepdims=True), 1e-6)
         per_map = -ops.sum(dist * ops.log(beliefs + 1e-8), axis=(2, 3))
-    return ops.mean(per_map * ops.expand_dims(weights, 1))
+    return per_map * ops.expand_dims(weights, 1)
 
 
-def make_trainer(base, kind: str = "mse"):
-    """Wrap a heatmap model in a keras.Model whose loss is `heatmap_loss`."""
+def heatmap_loss(heatmaps, weights, beliefs, kind: str = "mse", ohkm_topk: int = 0):
+    """Masked loss over all outputs (each supervised), a scalar.
+
+    Without OHKM (ohkm_topk 0): the mean over B, T, K of `per_keypoint_loss`.
+    With online hard keypoint mining (CPN's top-k loss, `train.ohkm_topk` = k > 0),
+    the last output (the prediction) counts, per image, only its k largest
+    keypoint losses: their sum / k replaces that output's mean over K; earlier
+    (intermediate) outputs keep the plain mean. k is capped at K, so k >= K is the
+    plain loss. Unsupervised points have loss 0 and so rank last.
+    """
+    from keras import ops
+
+    per_map = per_keypoint_loss(heatmaps, weights, beliefs, kind)   # (B, T, K)
+    num_k = per_map.shape[-1]
+    if not ohkm_topk or ohkm_topk >= num_k:
+        return ops.mean(per_map)
+    hardest, _ = ops.top_k(per_map[:, -1], ohkm_topk)                # (B, k)
+    last = ops.sum(hardest, axis=-1) / ohkm_topk                    # (B,)
+    earlier = ops.mean(per_map[:, :-1], axis=2)                     # (B, T-1)
+    per_output = ops.concatenate([earlier, ops.expand_dims(last, 1)], axis=1)   # (B, T)
+    return ops.mean(per_output)
+
+
+def make_trainer(base, kind: str = "mse", ohkm_topk: int = 0):
+    """Wrap a heatmap model in a keras.Model whose loss is `heatmap_loss` (kind, top-k mining)."""
     import keras
     from keras.src.losses import loss as loss_module
 
@@ -129,7 +152,7 @@ def make_trainer(base, kind: str = "mse"):
 
         def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
             heatmaps, weights = y
-            loss = heatmap_loss(heatmaps, weights, y_pred, kind)
+            loss = heatmap_loss(heatmaps, weights, y_pred, kind, ohkm_topk)
             return loss_module.scale_loss_for_distribution(loss)
 
     return HeatmapTrainer(base)
@@ -341,7 +364,7 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
 
     with strategy.scope():
         base = build_model(cfg, data.num_keypoints)
-        trainer = make_trainer(base, cfg.train.loss)
+        trainer = make_trainer(base, cfg.train.loss, cfg.train.ohkm_topk)
         trainer.compile(optimizer=keras.optimizers.Adam(cfg.train.lr), jit_compile=False)
         trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
         trainer.optimizer.build(trainer.trainable_variables)
