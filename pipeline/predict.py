@@ -128,8 +128,10 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, prep: 
     """OOF and test predictions of one fold model; returns the OOF NE of each variant.
 
     Skipped (nothing rewritten) when predict.json records the same inputs: the same
-    model file, prep artifacts and predict settings (`Config.stage_settings("predict")`).
+    model file, prep artifacts and predict settings (`Config.stage_settings("predict")`), the
+    category's own (`cfg.for_category`: its `categories:` overrides apply).
     """
+    cfg = cfg.for_category(category)
     out = fold_dir(output, run, category, fold)
     model_path = out / "model.keras"
     if not model_path.exists():

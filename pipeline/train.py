@@ -320,7 +320,12 @@ class ModelLock:
 
 def train(output, cfg: Config, run: str, category: str, fold: int, force: bool = False,
           devices=None) -> Dict:
-    """Train (or resume) one model; returns metrics.json's content."""
+    """Train (or resume) one model; returns metrics.json's content.
+
+    `cfg` is the run's config; the model is trained with `cfg.for_category(category)`
+    (its `categories:` overrides), which is also what config.yaml and the resume key record.
+    """
+    cfg = cfg.for_category(category)
     out = fold_dir(output, run, category, fold)
     with ModelLock(out):
         return _train_locked(output, cfg, run, category, fold, out, force, devices)
