@@ -90,7 +90,8 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class PredictConfig:
     flip_tta: bool = True
-    merge: str = "heatmap"         # heatmap | coords : how the flip pass is combined
+    merge: str = "heatmap"         # heatmap | coords : how the flip (and scale) passes are combined
+    scales: Tuple[float, ...] = (1.0,)  # multi-scale TTA: input rescaled about its centre by each factor
     batch_size: int = 32
 
 
@@ -334,6 +335,11 @@ def _coerce(cls, values: Dict[str, Any], sources: Dict[str, str], prefix: str):
             value = "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as a boolean
         if isinstance(default, tuple) and isinstance(value, list):
             value = tuple(value)
+            if default and isinstance(default[0], float):  # a list of numbers, e.g. predict.scales
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                    raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted}={list(value)!r} "
+                                     "must be a list of numbers")
+                value = tuple(float(v) for v in value)
         elif isinstance(default, bool) and not isinstance(value, bool):
             raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted!r} must be true or false")
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -393,6 +399,10 @@ def _check_values(cfg: Config, where: str) -> None:
         raise ValueError(f"{where}: model.input_size must be a multiple of model.stride")
     if cfg.train.ohkm_topk < 0:
         raise ValueError(f"{where}: train.ohkm_topk={cfg.train.ohkm_topk} must be 0 (off) or a number of keypoints")
+    scales = cfg.predict.scales
+    if not isinstance(scales, tuple) or not scales or not all(isinstance(v, float) and 0.25 <= v <= 4 for v in scales):
+        raise ValueError(f"{where}: predict.scales={list(scales) if isinstance(scales, tuple) else scales!r} "
+                         "must be a non-empty list of factors in [0.25, 4] (e.g. [0.8, 1.0, 1.2])")
 
 
 def raw_has_name(path: Path) -> bool:
