@@ -256,8 +256,9 @@ def _check_categories(raw: Any, sources: Dict[str, str]) -> Dict[str, Any]:
                 if why:
                     raise ValueError(f"{sources.get(f'{dotted}.{key}', where)}: {dotted}.{key} cannot be set "
                                      f"per category ({why}); set {section}.{key} for the whole run instead")
-        _coerce(Config, over, sources, prefix + ".")  # unknown keys, types and choices, named
-        out[cat] = over
+        typed = _coerce(Config, over, sources, prefix + ".").to_dict()  # unknown keys, types, choices, named
+        out[cat] = {section: {key: typed[section][key] for key in values}
+                    for section, values in over.items() if isinstance(values, dict)}
     return out
 
 
