@@ -142,8 +142,11 @@ def stage_stamp_settings(cfg, stage: str) -> Dict:
     """A run-level stage's settings; for predict also every overridden category's own."""
     settings = cfg.stage_settings(stage)
     if stage in PER_CATEGORY_STAGES and cfg.categories:
-        settings = {**settings, "categories": {cat: cfg.for_category(cat).stage_settings(stage)
-                                               for cat in cfg.data.categories if cat in cfg.categories}}
+        own = {cat: cfg.for_category(cat).stage_settings(stage) for cat in cfg.data.categories
+               if cat in cfg.categories}
+        own = {cat: s for cat, s in own.items() if s != settings}  # only categories that differ
+        if own:
+            settings = {**settings, "categories": own}
     return settings
 
 
