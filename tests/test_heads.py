@@ -109,3 +109,31 @@ def test_flip_tta_makes_the_head_flip_equivariant(name, small_models):
     # the plain pass alone is not equivariant (the test would notice a broken merge)
     assert not np.allclose(mirrored["xy_plain"], np.where([True, False], SIZE - 1, 0)
                            + np.where([True, False], -1, 1) * plain["xy_plain"][:, flip], atol=1e-3)
+
+
+@pytest.mark.parametrize("name", NEW_HEADS)
+def test_head_learns_two_images(name):
+    """Each head with its trainer (softmax CE, OHKM on) fits two images: the loss falls and the
+    predicted peaks move to the targets."""
+    import keras
+
+    from pipeline import codec
+    from pipeline.train import make_trainer
+
+    keras.utils.set_random_seed(0)
+    cfg = load_config("configs/demo.yaml", ["model.input_size=32", "model.width=16", "model.deep_stride=8",
+                                            f"model.name={name}", "model.stages=1", "train.ohkm_topk=2"])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    uv = rng.uniform(1.5, 6.5, size=(2, 3, 2))
+    heatmaps = np.stack([codec.encode(u, np.ones(3), (8, 8), 1.0) for u in uv])
+    weights = np.ones((2, 3), np.float32)
+    trainer = make_trainer(build_model(cfg, 3), cfg.train.loss, cfg.train.ohkm_topk)
+    trainer.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=False)
+    hist = trainer.fit(images, (heatmaps, weights), batch_size=2, epochs=40, verbose=0).history["loss"]
+    # cross-entropy to a Gaussian cannot fall below the target's own entropy
+    dist = heatmaps / heatmaps.sum(axis=(1, 2), keepdims=True)
+    floor = float(-(dist * np.log(dist + 1e-8)).sum(axis=(1, 2)).min())
+    assert hist[-1] - floor < 0.25 * (hist[0] - floor), (floor, hist[::10])
+    found, _ = codec.decode(trainer.net(images, training=False).numpy()[:, -1], "none")
+    assert np.abs(found - uv).max() < 1.5
