@@ -153,10 +153,14 @@ $(PREP_REF): $(STAMPS)/prep.json
 $(BASEDIR)/scores.json: $(PREP_REF)
 	$(PY) -m pipeline.baseline --output $(OUTPUT) --run $(RUN) $(CFG_ARGS)
 
-# one model; the model directory is locked while it trains (a second trainer stops at once)
-$(RUNDIR)/%/metrics.json: $(PREP_REF) $(STAMPS)/train.json
-	$(PY) -m pipeline.train --output $(OUTPUT) $(CFG_ARGS) --run $(RUN) \
-		--category $(word 1,$(subst /, ,$*)) --fold $(patsubst fold%,%,$(word 2,$(subst /, ,$*)))
+# one model; the model directory is locked while it trains (a second trainer stops at once).
+# One rule per category: its models depend on its own train stamp (config `categories:` overrides)
+define TRAIN_RULE
+$(RUNDIR)/$(1)/%/metrics.json: $(PREP_REF) $(STAMPS)/train-$(1).json
+	$$(PY) -m pipeline.train --output $$(OUTPUT) $$(CFG_ARGS) --run $$(RUN) \
+		--category $(1) --fold $$(patsubst fold%,%,$$*)
+endef
+$(foreach c,$(CATS),$(eval $(call TRAIN_RULE,$(c))))
 
 $(PREDS): $(MODELS) $(STAMPS)/predict.json
 	$(PY) -m pipeline.predict --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)

@@ -118,7 +118,7 @@ def write_stamps(output, run: str, cfg, input_dir=None) -> Dict[str, bool]:
     directory = stamps_dir(output, run)
     changed = {}
     for stage in STAGE_SETTINGS:
-        settings = cfg.stage_settings(stage)
+        settings = stage_stamp_settings(cfg, stage)
         if stage == "prep" and input_dir is not None:
             from .preprocess import input_fingerprint
 
@@ -126,7 +126,28 @@ def write_stamps(output, run: str, cfg, input_dir=None) -> Dict[str, bool]:
                         "fingerprint": input_fingerprint(input_dir)}
         changed[stage] = write_if_changed(directory / f"{stage}.json",
                                           json.dumps(canonical(settings), indent=2, sort_keys=True) + "\n")
+    for cat in cfg.data.categories:  # one train stamp per category: its models depend on it alone
+        changed[f"train-{cat}"] = write_if_changed(
+            directory / f"train-{cat}.json",
+            json.dumps(canonical(cfg.for_category(cat).stage_settings("train")), indent=2, sort_keys=True) + "\n")
     return changed
+
+
+#: run-level stages whose settings may differ per category (config `categories:` overrides); train
+#: has a stamp per category instead (train-<cat>.json), its run-level stamp the base settings only
+PER_CATEGORY_STAGES = ("predict",)
+
+
+def stage_stamp_settings(cfg, stage: str) -> Dict:
+    """A run-level stage's settings; for predict also every overridden category's own."""
+    settings = cfg.stage_settings(stage)
+    if stage in PER_CATEGORY_STAGES and cfg.categories:
+        own = {cat: cfg.for_category(cat).stage_settings(stage) for cat in cfg.data.categories
+               if cat in cfg.categories}
+        own = {cat: s for cat, s in own.items() if s != settings}  # only categories that differ
+        if own:
+            settings = {**settings, "categories": own}
+    return settings
 
 
 def make_vars(cfg, run: str) -> str:

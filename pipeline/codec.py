@@ -219,3 +219,70 @@ def decode_to_original(heatmaps: np.ndarray, params: np.ndarray, stride: int,
 def cells_to_original(uv: np.ndarray, params: np.ndarray, stride: int) -> np.ndarray:
     """Heatmap cells (N, K, 2) → original pixels (N, K, 2); params (N, 4)."""
     return input_to_orig(cell_to_input(uv, stride), np.asarray(params)[:, None, :])
+
+
+# --------------------------------------------------------------------------- test-time rescaling
+
+
+def centre_scale_matrix(size: int, scale: float) -> np.ndarray:
+    """(2, 3) affine, input pixels of a size×size input → input pixels of that input rescaled by
+    `scale` about its centre ((size-1)/2, pixel-centre frame): x' = scale·(x - c) + c."""
+    c = (size - 1) / 2.0
+    return np.array([[scale, 0.0, c * (1 - scale)], [0.0, scale, c * (1 - scale)]])
+
+
+def matrix_to_cells(matrix: np.ndarray, stride: int) -> np.ndarray:
+    """An input-pixel affine (2, 3) expressed in heatmap cells (cell = (input + 0.5)/stride - 0.5)."""
+    a, t = np.asarray(matrix, dtype=np.float64)[:, :2], np.asarray(matrix, dtype=np.float64)[:, 2]
+    b = 0.5 / stride - 0.5
+    return np.concatenate([a, (t / stride + b - a @ np.full(2, b))[:, None]], axis=1)
+
+
+def rescale_images(images: np.ndarray, scale: float) -> np.ndarray:
+    """Images (N, S, S, C) uint8 rescaled by `scale` about their centre, same size, zero border
+    (scale > 1 zooms in and crops, < 1 zooms out). Point x of an image lands at
+    centre_scale_matrix(S, scale) @ x."""
+    import cv2
+
+    images = np.asarray(images)
+    if scale == 1.0:
+        return images
+    size = images.shape[1]
+    m = centre_scale_matrix(size, scale)
+    return np.stack([cv2.warpAffine(np.ascontiguousarray(im), m, (images.shape[2], size), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(im.shape)
+                     for im in images]) if len(images) else images
+
+
+def _linear_resampling(n: int, scale: float, shift: float) -> np.ndarray:
+    """(n, n) matrix W with (W @ v)[u] = v linearly interpolated at scale·u + shift (zero outside)."""
+    src = scale * np.arange(n) + shift
+    lo = np.floor(src).astype(int)
+    frac = src - lo
+    w = np.zeros((n, n + 2))  # columns -1 .. n: out-of-range neighbours land in the padding columns
+    rows = np.arange(n)
+    np.add.at(w, (rows, np.clip(lo, -1, n) + 1), 1 - frac)
+    np.add.at(w, (rows, np.clip(lo + 1, -1, n) + 1), frac)
+    return w[:, 1:-1]
+
+
+def maps_to_base(heatmaps: np.ndarray, scale: float, stride: int) -> np.ndarray:
+    """Heatmaps (N, h, w, K) predicted on inputs rescaled by `scale` (rescale_images) → the base
+    input's heatmap cells: the value at base cell u is the map at its rescaled cell (bilinear,
+    zero where the rescaled input did not see the base input)."""
+    hm = np.asarray(heatmaps, dtype=np.float32)
+    if scale == 1.0:
+        return hm
+    h, w = hm.shape[1:3]
+    if h * stride != w * stride:
+        raise ValueError(f"maps_to_base: square heatmaps expected, got {h}×{w}")
+    m = matrix_to_cells(centre_scale_matrix(h * stride, scale), stride)
+    wy = _linear_resampling(h, m[1, 1], m[1, 2]).astype(np.float32)
+    wx = _linear_resampling(w, m[0, 0], m[0, 2]).astype(np.float32)
+    return np.einsum("yv,nvuk,xu->nyxk", wy, hm, wx, optimize=True)
+
+
+def cells_to_base(uv: np.ndarray, scale: float, stride: int, size: int) -> np.ndarray:
+    """Keypoints (..., 2) in heatmap cells of an input rescaled by `scale` → cells of the base input."""
+    m = matrix_to_cells(centre_scale_matrix(size, scale), stride)
+    return (np.asarray(uv, dtype=np.float64) - m[:, 2]) / np.diag(m[:, :2])

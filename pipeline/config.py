@@ -5,6 +5,14 @@ the file); values are merged section by section, the child winning. Unknown
 keys are rejected with the key's dotted name and the file it came from.
 Command-line overrides are `section.key=value` strings parsed as YAML scalars.
 The resolved config is saved beside every output (`save_config`).
+
+A `categories:` section holds per-category overrides, e.g.
+`categories: {skirt: {model: {name: simplebaseline}, train: {epochs: 20}}}`;
+`cfg.for_category(cat)` is the config that trains and predicts that category
+(its stage settings, records and stamps are the category's own, so an override
+change redoes only that category's models). Overrides may touch the model
+(not input_size / margin: the run shares one image cache), codec, augment,
+train and predict sections.
 """
 from __future__ import annotations
 
@@ -34,7 +42,8 @@ class ModelConfig:
     input_size: int = 128          # square input side in pixels (also the image cache side)
     stride: int = 4                # input pixels per heatmap cell
     margin: int = 4                # blank input pixels around the letterboxed image (keeps edge points decodable)
-    stages: int = 3                # CPM stages, every one supervised
+    stages: int = 3                # CPM stages / hourglass stacks, every one supervised
+    deep_stride: int = 32          # deepest feature stride of simplebaseline (deconv start), cpn (top level), hourglass (bottom)
     width: int = 64                # channels of the shared features and stage convs
     stage_kernel: int = 3          # kernel of stage convs (dilations give the receptive field)
     backbone: str = "simple"       # simple | mobilenetv2 | resnet50 (keras.applications)
@@ -73,6 +82,7 @@ class TrainConfig:
     supervise_occluded: bool = True
     loss: str = "softmax_ce"       # softmax_ce (spatial cross-entropy to the Gaussian) | mse
     target_scale: float = 1.0      # loss mse: peak height of the Gaussian targets
+    ohkm_topk: int = 0             # online hard keypoint mining: last output counts its k largest keypoint losses (0: off)
     distribute: str = "auto"       # auto | none | mirrored | multiworker
     precision: str = "auto"        # auto | float32 | mixed_bfloat16 | mixed_float16
     threads: int = 0               # TF intra-op threads (0: TF default)
@@ -84,7 +94,8 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class PredictConfig:
     flip_tta: bool = True
-    merge: str = "heatmap"         # heatmap | coords : how the flip pass is combined
+    merge: str = "heatmap"         # heatmap | coords : how the flip (and scale) passes are combined
+    scales: Tuple[float, ...] = (1.0,)  # multi-scale TTA: input rescaled about its centre by each factor
     batch_size: int = 32
 
 
@@ -125,9 +136,22 @@ class Config:
     ensemble: EnsembleConfig = EnsembleConfig()
     stack: StackConfig = StackConfig()
     submit: SubmitConfig = SubmitConfig()
+    #: per-category overrides {category: {section: {key: value}}}, validated at load (see for_category)
+    categories: Dict[str, Any] = dataclasses.field(default_factory=dict, hash=False, compare=True)
 
     def to_dict(self) -> Dict[str, Any]:
         return _plain(dataclasses.asdict(self))
+
+    def for_category(self, category: str) -> "Config":
+        """The resolved config of one category: this config with `categories[category]` merged in.
+
+        The result holds no `categories` section, so its settings (and digest) depend only
+        on the base config and this category's own overrides.
+        """
+        values = self.to_dict()
+        values.pop("categories")
+        _deep_update(values, self.categories.get(category) or {})
+        return _coerce(Config, values, {}, "")
 
     def digest(self) -> str:
         """Short hash of the resolved config (leaderboard `config_hash`)."""
@@ -178,6 +202,7 @@ STAGE_SETTINGS: Dict[str, Dict[str, Any]] = {
 
 
 _CHOICES = {
+    ("model", "name"): ("cpm", "simplebaseline", "hourglass", "cpn"),
     ("model", "backbone"): ("simple", "mobilenetv2", "resnet50"),
     ("model", "weights"): (None, "imagenet"),
     ("codec", "refine"): ("none", "quarter", "dark"),
@@ -190,6 +215,57 @@ _CHOICES = {
     ("stack", "mode"): ("auto", "on", "off"),
     ("stack", "objective"): ("l1", "l2", "huber"),
 }
+
+
+#: sections a `categories:` override may set, and keys it may not (the run shares one cache and split)
+CATEGORY_SECTIONS = ("model", "codec", "augment", "train", "predict")
+CATEGORY_FORBIDDEN = {("model", "input_size"): "the run shares one image cache",
+                      ("model", "margin"): "the run shares one image cache"}
+
+
+def _deep_update(into: Dict[str, Any], update: Dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_update(into[key], value)
+        else:
+            into[key] = value
+
+
+def _check_categories(raw: Any, sources: Dict[str, str]) -> Dict[str, Any]:
+    """Validate a `categories:` section; returns it as {category: {section: {key: value}}}.
+
+    Every key is checked against the config's own sections and types, errors naming
+    the dotted key (`categories.skirt.train.epochs`) and the file it came from.
+    """
+    if raw is None:
+        return {}
+    where = sources.get("categories", "command line")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: 'categories' must be a mapping category → overrides")
+    out = {}
+    for cat, over in raw.items():
+        prefix = f"categories.{cat}"
+        where = sources.get(prefix, "command line")
+        if cat not in CATEGORIES:
+            raise ValueError(f"{where}: unknown category {prefix!r} (known: {', '.join(CATEGORIES)})")
+        if over is None:
+            continue
+        if not isinstance(over, dict):
+            raise ValueError(f"{where}: {prefix!r} must be a mapping of config sections")
+        for section, values in over.items():
+            dotted = f"{prefix}.{section}"
+            if section not in CATEGORY_SECTIONS:
+                raise ValueError(f"{sources.get(dotted, where)}: {dotted!r} cannot be set per category "
+                                 f"(allowed sections: {', '.join(CATEGORY_SECTIONS)})")
+            for key in values if isinstance(values, dict) else ():
+                why = CATEGORY_FORBIDDEN.get((section, key))
+                if why:
+                    raise ValueError(f"{sources.get(f'{dotted}.{key}', where)}: {dotted}.{key} cannot be set "
+                                     f"per category ({why}); set {section}.{key} for the whole run instead")
+        typed = _coerce(Config, over, sources, prefix + ".").to_dict()  # unknown keys, types, choices, named
+        out[cat] = {section: {key: typed[section][key] for key in values}
+                    for section, values in over.items() if isinstance(values, dict)}
+    return out
 
 
 def _plain(obj):
@@ -216,10 +292,15 @@ def _merge(into: Dict[str, Any], update: Dict[str, Any], sources: Dict[str, str]
             _merge(into[key], value, sources, origin, dotted + ".")
         else:
             into[key] = value
-            sources[dotted] = origin
-            if isinstance(value, dict):
-                for sub in value:
-                    sources[f"{dotted}.{sub}"] = origin
+            _record_sources(value, dotted, sources, origin)
+
+
+def _record_sources(value, dotted: str, sources: Dict[str, str], origin: str) -> None:
+    """sources[dotted] (and every nested key of a mapping, e.g. categories.skirt.train.epochs) = origin."""
+    sources[dotted] = origin
+    if isinstance(value, dict):
+        for sub, inner in value.items():
+            _record_sources(inner, f"{dotted}.{sub}", sources, origin)
 
 
 def _load_chain(path: Path, seen: Sequence[Path] = ()) -> Tuple[Dict[str, Any], Dict[str, str]]:
@@ -241,6 +322,11 @@ def _coerce(cls, values: Dict[str, Any], sources: Dict[str, str], prefix: str):
     kwargs = {}
     for key, value in values.items():
         dotted = f"{prefix}{key}"
+        if cls is Config and key == "categories":
+            if prefix:
+                raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted!r} cannot be nested")
+            kwargs[key] = _check_categories(value, sources)
+            continue
         if key not in fields:
             where = sources.get(dotted, "command line")
             raise ValueError(f"{where}: unknown config key {dotted!r} "
@@ -251,11 +337,16 @@ def _coerce(cls, values: Dict[str, Any], sources: Dict[str, str], prefix: str):
                 raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted!r} must be a mapping")
             kwargs[key] = _coerce(type(default), value, sources, dotted + ".")
             continue
-        choices = _CHOICES.get(tuple(dotted.split(".")))
+        choices = _CHOICES.get(tuple(dotted.split(".")[-2:]))  # section.key, also under categories.<cat>.
         if isinstance(value, bool) and choices and {"on", "off"} <= set(choices):
             value = "on" if value else "off"  # YAML 1.1 reads an unquoted on/off as a boolean
         if isinstance(default, tuple) and isinstance(value, list):
             value = tuple(value)
+            if default and isinstance(default[0], float):  # a list of numbers, e.g. predict.scales
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                    raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted}={list(value)!r} "
+                                     "must be a list of numbers")
+                value = tuple(float(v) for v in value)
         elif isinstance(default, bool) and not isinstance(value, bool):
             raise ValueError(f"{sources.get(dotted, 'command line')}: {dotted!r} must be true or false")
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -303,11 +394,24 @@ def load_config(path, overrides: Sequence[str] = ()) -> Config:
     unknown = [c for c in cfg.data.categories if c not in CATEGORIES]
     if unknown:
         raise ValueError(f"{path}: data.categories holds unknown categories {unknown}")
-    if cfg.model.input_size % cfg.model.stride:
-        raise ValueError(f"{path}: model.input_size must be a multiple of model.stride")
-    if not cfg.train.target_scale > 0:
-        raise ValueError(f"{sources.get('train.target_scale', path)}: train.target_scale must be > 0")
+    _check_values(cfg, str(path))
+    for cat in cfg.categories:
+        _check_values(cfg.for_category(cat), f"{path} (categories.{cat})")
     return cfg
+
+
+def _check_values(cfg: Config, where: str) -> None:
+    """Checks across keys of a resolved config; errors name `where` (file, category)."""
+    if cfg.model.input_size % cfg.model.stride:
+        raise ValueError(f"{where}: model.input_size must be a multiple of model.stride")
+    if not cfg.train.target_scale > 0:
+        raise ValueError(f"{where}: train.target_scale must be > 0")
+    if cfg.train.ohkm_topk < 0:
+        raise ValueError(f"{where}: train.ohkm_topk={cfg.train.ohkm_topk} must be 0 (off) or a number of keypoints")
+    scales = cfg.predict.scales
+    if not isinstance(scales, tuple) or not scales or not all(isinstance(v, float) and 0.25 <= v <= 4 for v in scales):
+        raise ValueError(f"{where}: predict.scales={list(scales) if isinstance(scales, tuple) else scales!r} "
+                         "must be a non-empty list of factors in [0.25, 4] (e.g. [0.8, 1.0, 1.2])")
 
 
 def raw_has_name(path: Path) -> bool:

@@ -3,7 +3,9 @@
 Each image and its mirror go through the model in one batch; the mirror's
 heatmaps are flipped back with the left/right channels swapped (tta.py) and
 combined with the plain ones, by heatmap averaging or coordinate averaging
-(`predict.merge`). Both merges and the plain pass are stored, and their OOF
+(`predict.merge`). With `predict.scales` (multi-scale TTA) every scale is one
+more such pass on the image rescaled about its centre, mapped back to the base
+frame by codec's helpers, and merged the same way. Both merges and the plain pass are stored, and their OOF
 NE is written to `predict.json`, so the choice is measured, not assumed.
 
 Writes OUTPUT/runs/<run>/<cat>/fold<k>/oof.npz and test.npz with `image_id`,
@@ -60,14 +62,23 @@ def predict_images(model, images: np.ndarray, params: np.ndarray, cfg: Config,
                    flip_index: Sequence[int], return_heatmaps: bool = False) -> Dict[str, np.ndarray]:
     """Keypoints of uint8 images (N, S, S, 3) with letterbox params (N, 4).
 
-    Returns arrays in original pixels: xy (the configured merge), xy_plain,
-    and with flip TTA xy_mirror, xy_heatmap, xy_coords; score (N, K) and the
-    peak features. One model call per batch holds both the images and their mirrors.
-    With return_heatmaps, also `heatmaps`: the merged maps (N, h, w, K) the keypoints were decoded from.
+    Passes: every scale of `predict.scales` (the image rescaled about its centre,
+    codec.rescale_images), each with its mirror when `predict.flip_tta`; every
+    pass's maps and keypoints are brought back to the base input's heatmap cells
+    (codec.maps_to_base, codec.cells_to_base; mirrors flipped back first).
+    Returns arrays in original pixels: xy (the configured merge), xy_plain (mean
+    keypoints of the unmirrored passes), with flip TTA xy_mirror (of the mirrored
+    passes), and with more than one pass xy_heatmap (decoded from the mean map)
+    and xy_coords (mean keypoints of all passes); score (N, K) and the peak
+    features. One model call per batch and scale holds both the images and their mirrors.
+    With a single scale 1.0 this is plain flip TTA. With return_heatmaps, also
+    `heatmaps`: the merged maps (N, h, w, K) the keypoints were decoded from.
     """
     stride, refine, sigma = cfg.model.stride, cfg.codec.refine, cfg.codec.sigma
     flip = cfg.predict.flip_tta
-    plain, mirror = [], []
+    scales = tuple(cfg.predict.scales)
+    size = images.shape[1] if len(images) else cfg.model.input_size
+    raw = {(s, m): [] for s in scales for m in ((False, True) if flip else (False,))}
     # the model sees predict.batch_size inputs per call either way: with flip TTA that is
     # half as many images plus their mirrors, so TTA costs two passes, not a bigger batch shape
     bs = max(1, cfg.predict.batch_size // 2) if flip else cfg.predict.batch_size
@@ -76,25 +87,35 @@ def predict_images(model, images: np.ndarray, params: np.ndarray, cfg: Config,
         n = len(batch)
         if n < bs:  # pad: one input shape, so the predict function is traced once
             batch = np.concatenate([batch, np.zeros((bs - n,) + batch.shape[1:], batch.dtype)])
-        inputs = np.concatenate([batch, tta.flip_images(batch)]) if flip else batch
-        out = model.predict_on_batch(inputs)[:, -1].astype(np.float32)
-        plain.append(out[:n])
-        if flip:
-            mirror.append(out[bs:bs + n])
-    hm = np.concatenate(plain) if plain else np.zeros((0,) + model.output_shape[2:], np.float32)
-    uv_plain, score = codec.decode(hm, refine, sigma)
-    result = {"xy_plain": uv_plain}
-    chosen_hm, chosen_uv = hm, uv_plain
+        for s in scales:
+            scaled = codec.rescale_images(batch, s)
+            inputs = np.concatenate([scaled, tta.flip_images(scaled)]) if flip else scaled
+            out = model.predict_on_batch(inputs)[:, -1].astype(np.float32)
+            raw[(s, False)].append(out[:n])
+            if flip:
+                raw[(s, True)].append(out[bs:bs + n])
+    empty = np.zeros((0,) + tuple(model.output_shape[2:]), np.float32)
+    maps, cells = {}, {}
+    for (s, mirrored), parts in raw.items():
+        hm = np.concatenate(parts) if parts else empty
+        uv, _ = codec.decode(hm, refine, sigma)
+        if mirrored:
+            hm = tta.flip_back_heatmaps(hm, flip_index)
+            uv = tta.flip_back_cells(uv, hm.shape[2], flip_index)
+        maps[(s, mirrored)] = codec.maps_to_base(hm, s, stride)
+        cells[(s, mirrored)] = codec.cells_to_base(uv, s, stride, size)
+    result = {"xy_plain": np.mean([uv for (s, m), uv in cells.items() if not m], axis=0)}
     if flip:
-        hm_mirror = np.concatenate(mirror)
-        uv_m, _ = codec.decode(hm_mirror, refine, sigma)
-        result["xy_mirror"] = tta.flip_back_cells(uv_m, hm.shape[2], flip_index)
-        merged = tta.merge_heatmaps(hm, tta.flip_back_heatmaps(hm_mirror, flip_index))
-        result["xy_heatmap"], merged_score = codec.decode(merged, refine, sigma)
-        result["xy_coords"] = tta.merge_coords(uv_plain, result["xy_mirror"])
+        result["xy_mirror"] = np.mean([uv for (s, m), uv in cells.items() if m], axis=0)
+    if len(maps) > 1:
+        merged = np.mean(list(maps.values()), axis=0)
+        result["xy_heatmap"], score = codec.decode(merged, refine, sigma)
+        result["xy_coords"] = np.mean(list(cells.values()), axis=0)
         chosen_hm = merged
         chosen_uv = result["xy_heatmap"] if cfg.predict.merge == "heatmap" else result["xy_coords"]
-        score = merged_score
+    else:
+        chosen_hm, chosen_uv = maps[(scales[0], False)], result["xy_plain"]
+        _, score = codec.decode(chosen_hm, refine, sigma)
     features = peak_features(chosen_hm, chosen_uv)
     out = {name: codec.cells_to_original(uv, params, stride) for name, uv in result.items()}
     out["xy"] = codec.cells_to_original(chosen_uv, params, stride)
@@ -128,8 +149,10 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, prep: 
     """OOF and test predictions of one fold model; returns the OOF NE of each variant.
 
     Skipped (nothing rewritten) when predict.json records the same inputs: the same
-    model file, prep artifacts and predict settings (`Config.stage_settings("predict")`).
+    model file, prep artifacts and predict settings (`Config.stage_settings("predict")`), the
+    category's own (`cfg.for_category`: its `categories:` overrides apply).
     """
+    cfg = cfg.for_category(category)
     out = fold_dir(output, run, category, fold)
     model_path = out / "model.keras"
     if not model_path.exists():

@@ -23,6 +23,7 @@ from .preprocess import ImageError, load_letterboxed
 
 def predict_one(image_path, category: str, output, cfg, run: str) -> dict:
     """{keypoint name: [x, y, score]} in original pixels, averaged over the run's folds."""
+    cfg = cfg.for_category(category)
     image, width, height, params = load_letterboxed(image_path, cfg.model.input_size, cfg.model.margin)
     xys, scores = [], []
     for f in range(cfg.data.folds):

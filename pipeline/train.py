@@ -94,14 +94,14 @@ def validation_ne(model, data: FoldData, cfg: Config) -> float:
 # --------------------------------------------------------------------------- model + loss
 
 
-def heatmap_loss(heatmaps, weights, beliefs, kind: str = "mse", target_scale: float = 1.0):
-    """Masked loss over all stages (each stage supervised; unsupervised points weigh 0).
+def per_keypoint_loss(heatmaps, weights, beliefs, kind: str = "mse", target_scale: float = 1.0):
+    """Weighted loss of every output and keypoint: (B, T, K) float32 (unsupervised points weigh 0).
 
     heatmaps: (B, h, w, K) Gaussian targets (peak 1); weights: (B, K); beliefs:
     (B, T, h, w, K). kind "mse": half the per-map sum of squared errors to the
     targets times `target_scale` (their peak height); "softmax_ce": cross-entropy
     between the target normalised to a distribution over cells and the (softmax)
-    beliefs (the scale cancels). Mean over B, T, K.
+    beliefs (the scale cancels).
     """
     from keras import ops
 
@@ -112,11 +112,35 @@ def heatmap_loss(heatmaps, weights, beliefs, kind: str = "mse", target_scale: fl
     else:
         dist = target / ops.maximum(ops.sum(target, axis=(2, 3), keepdims=True), 1e-6)
         per_map = -ops.sum(dist * ops.log(beliefs + 1e-8), axis=(2, 3))
-    return ops.mean(per_map * ops.expand_dims(weights, 1))
+    return per_map * ops.expand_dims(weights, 1)
 
 
-def make_trainer(base, kind: str = "mse", sigma: float = 0.0, target_scale: float = 1.0):
-    """Wrap a heatmap model in a keras.Model whose loss is `heatmap_loss`.
+def heatmap_loss(heatmaps, weights, beliefs, kind: str = "mse", ohkm_topk: int = 0,
+                 target_scale: float = 1.0):
+    """Masked loss over all outputs (each supervised), a scalar.
+
+    Without OHKM (ohkm_topk 0): the mean over B, T, K of `per_keypoint_loss`.
+    With online hard keypoint mining (CPN's top-k loss, `train.ohkm_topk` = k > 0),
+    the last output (the prediction) counts, per image, only its k largest
+    keypoint losses: their sum / k replaces that output's mean over K; earlier
+    (intermediate) outputs keep the plain mean. k is capped at K, so k >= K is the
+    plain loss. Unsupervised points have loss 0 and so rank last.
+    """
+    from keras import ops
+
+    per_map = per_keypoint_loss(heatmaps, weights, beliefs, kind, target_scale)   # (B, T, K)
+    num_k = per_map.shape[-1]
+    if not ohkm_topk or ohkm_topk >= num_k:
+        return ops.mean(per_map)
+    hardest, _ = ops.top_k(per_map[:, -1], ohkm_topk)                # (B, k)
+    last = ops.sum(hardest, axis=-1) / ohkm_topk                    # (B,)
+    earlier = ops.mean(per_map[:, :-1], axis=2)                     # (B, T-1)
+    per_output = ops.concatenate([earlier, ops.expand_dims(last, 1)], axis=1)   # (B, T)
+    return ops.mean(per_output)
+
+
+def make_trainer(base, kind: str = "mse", sigma: float = 0.0, target_scale: float = 1.0, ohkm_topk: int = 0):
+    """Wrap a heatmap model in a keras.Model whose loss is `heatmap_loss` (kind, top-k mining).
 
     Targets are heatmaps (B, h, w, K), or keypoints (B, K, 2) in heatmap cells
     (`train.targets: device`), encoded here with Gaussian `sigma` on the device.
@@ -139,7 +163,7 @@ def make_trainer(base, kind: str = "mse", sigma: float = 0.0, target_scale: floa
                 if sigma <= 0:
                     raise ValueError("keypoint targets (train.targets: device) need make_trainer(sigma=codec.sigma)")
                 heatmaps = codec.encode_tensor(heatmaps, weights, tuple(y_pred.shape[2:4]), sigma)
-            loss = heatmap_loss(heatmaps, weights, y_pred, kind, target_scale)
+            loss = heatmap_loss(heatmaps, weights, y_pred, kind, ohkm_topk, target_scale)
             return loss_module.scale_loss_for_distribution(loss)
 
         def get_metrics_result(self):
@@ -180,7 +204,7 @@ def build_trainer(cfg: Config, num_keypoints: int, strategy=None, lr: Optional[f
 
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         trainer = make_trainer(build_model(cfg, num_keypoints), cfg.train.loss, cfg.codec.sigma,
-                               cfg.train.target_scale)
+                               cfg.train.target_scale, cfg.train.ohkm_topk)
         trainer.compile(optimizer=keras.optimizers.Adam(cfg.train.lr if lr is None else lr),
                         jit_compile=False)
         trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
@@ -366,7 +390,12 @@ class ModelLock:
 
 def train(output, cfg: Config, run: str, category: str, fold: int, force: bool = False,
           devices=None) -> Dict:
-    """Train (or resume) one model; returns metrics.json's content."""
+    """Train (or resume) one model; returns metrics.json's content.
+
+    `cfg` is the run's config; the model is trained with `cfg.for_category(category)`
+    (its `categories:` overrides), which is also what config.yaml and the resume key record.
+    """
+    cfg = cfg.for_category(category)
     out = fold_dir(output, run, category, fold)
     # multiworker: the chief writes `out`, the other workers a scratch copy (distributed.worker_dir)
     with distributed.worker_dir(out, cfg.train.distribute) as write_dir, ModelLock(write_dir):

@@ -184,3 +184,14 @@ def test_killed_preprocess_reruns_to_identical_outputs(loop, tmp_path):
     calm = {p.relative_to(calm_ds): p.read_bytes() for p in calm_ds.rglob("*") if p.is_file()}
     again = {p.relative_to(killed_ds): p.read_bytes() for p in killed_ds.rglob("*") if p.is_file()}
     assert calm == again
+
+
+def test_category_override_plans_only_that_categorys_models(loop):
+    """A `categories:` override (here from SET=) reaches only its category's trainings. Last in this
+    file: the -n plan rewrites the run's stamps, which later tests of config a would see."""
+    plan = make(loop, "a", "_submit", extra=["-n", "SET=categories.dress.predict.merge=coords"])
+    assert "pipeline.predict" in plan and "pipeline.train" not in plan
+    plan = make(loop, "a", "_submit", extra=["-n", "SET=categories.skirt.train.lr=0.001"])
+    trains = [line for line in plan.splitlines() if "pipeline.train" in line]
+    assert len(trains) == 2 and all("--category skirt" in t for t in trains), plan
+    assert "pipeline.predict" in plan  # new skirt models, new predictions

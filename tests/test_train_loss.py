@@ -18,10 +18,10 @@ def test_mse_target_scale_sets_the_peak_height():
     target[0, 1, 2, :] = 1.0
     weights = np.ones((1, 2), np.float32)
     beliefs = 10.0 * target[:, None]                      # (B, T=1, h, w, K): peaks of height 10
-    assert _loss(target, weights, beliefs, "mse", 10.0) == pytest.approx(0.0)
-    assert _loss(target, weights, beliefs, "mse", 1.0) == pytest.approx(0.5 * 81)  # (10 - 1)² / 2 per map
+    assert _loss(target, weights, beliefs, "mse", target_scale=10.0) == pytest.approx(0.0)
+    assert _loss(target, weights, beliefs, "mse", target_scale=1.0) == pytest.approx(0.5 * 81)  # (10 - 1)² / 2 per map
     zero = np.zeros_like(beliefs)
-    assert _loss(target, weights, zero, "mse", 10.0) == pytest.approx(100 * _loss(target, weights, zero, "mse"))
+    assert _loss(target, weights, zero, "mse", target_scale=10.0) == pytest.approx(100 * _loss(target, weights, zero, "mse"))
 
 
 def test_unsupervised_points_weigh_nothing():

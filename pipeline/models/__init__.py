@@ -7,9 +7,15 @@ prediction. Add a head by writing a builder and listing it here.
 from __future__ import annotations
 
 from .cpm import build_cpm
+from .cpn import build_cpn
+from .hourglass import build_hourglass
+from .simplebaseline import build_simplebaseline
 
 MODELS = {
-    "cpm": build_cpm,
+    "cpm": build_cpm,                        # Convolutional Pose Machines: T = model.stages
+    "simplebaseline": build_simplebaseline,  # deconvolution head on deep features: T = 1
+    "hourglass": build_hourglass,            # stacked hourglass: T = model.stages (stacks)
+    "cpn": build_cpn,                        # GlobalNet levels + RefineNet: T = levels + 1
 }
 
 

@@ -109,6 +109,59 @@ def applications_stem(x, cfg):
     return conv_bn(merged, width, name="neck", bn_momentum=mom)
 
 
+def simple_pyramid(x, width: int, strides, bn_momentum: float = 0.9):
+    """The `simple` stem, deeper: features at every stride in `strides` (powers of 2, >= 2).
+
+    x: (B, S, S, 3) in [-1, 1] → {stride: (B, S/stride, S/stride, C)}, C doubling with
+    each halving from max(16, width/4) up to 2·width (deep maps are small, so cheap).
+    Used by the heads that start from deep features (simplebaseline, cpn).
+    """
+    filters = max(16, width // 4)
+    x = conv_bn(x, filters, stride=2, name="pyr0", bn_momentum=bn_momentum)
+    level, out = 2, {}
+    for i in range(1, 16):
+        if level in strides:
+            out[level] = conv_bn(x, filters, name=f"pyr{i - 1}o", bn_momentum=bn_momentum)
+        if level >= max(strides):
+            break
+        filters = min(2 * width, filters * 2)
+        x = conv_bn(x, filters, name=f"pyr{i}", bn_momentum=bn_momentum)
+        x = conv_bn(x, filters, stride=2, name=f"pyr{i}d", bn_momentum=bn_momentum)
+        level *= 2
+    return out
+
+
+def feature_pyramid(x, cfg, strides):
+    """Backbone features at each of `strides`: x in [-1, 1] → {stride: (B, S/s, S/s, C_s)}.
+
+    `simple` builds the deeper plain stem (simple_pyramid); keras.applications
+    networks are cut at their stride-4…32 layers.
+    """
+    strides = sorted(set(strides))
+    if cfg.model.backbone == "simple":
+        return simple_pyramid(x, cfg.model.width, strides, cfg.model.bn_momentum)
+    if cfg.model.backbone not in BACKBONES:
+        raise ValueError(f"unknown model.backbone {cfg.model.backbone!r}; known: "
+                         f"{['simple'] + sorted(BACKBONES)}")
+    return applications_pyramid(x, cfg, strides)
+
+
+def pyramid_strides(cfg):
+    """[model.stride, 2·stride, …, model.deep_stride]; raises a config error when they do not fit."""
+    m = cfg.model
+    if m.deep_stride < m.stride or m.deep_stride & (m.deep_stride - 1) or m.stride & (m.stride - 1):
+        raise ValueError(f"model.deep_stride={m.deep_stride} must be a power of 2 and at least "
+                         f"model.stride={m.stride} (itself a power of 2)")
+    if m.input_size % m.deep_stride:
+        raise ValueError(f"model.input_size={m.input_size} must be a multiple of "
+                         f"model.deep_stride={m.deep_stride} for model.name={m.name}")
+    out, s = [], m.stride
+    while s <= m.deep_stride:
+        out.append(s)
+        s *= 2
+    return out
+
+
 def stem_features(x, cfg):
     """Features at `model.stride` from the configured backbone: (B, S/stride, S/stride, width)."""
     if cfg.model.backbone == "simple":
