@@ -35,8 +35,12 @@ class Problem:
         return f"{self.file}: row {self.row}, column {self.column}: {self.reason}"
 
 
-def parse_cell(text: str) -> Tuple[int, int, int]:
-    """Parse an `x_y_v` cell into integers; raise ValueError with the reason."""
+def parse_cell(text: str, edge: bool = False) -> Tuple[int, int, int]:
+    """Parse an `x_y_v` cell into integers; raise ValueError with the reason.
+
+    edge: annotations may place a point one pixel before the image (x or y == -1, not
+    both: `-1_-1_v` with v >= 0 is an absent point with a wrong flag); preprocess clips it.
+    """
     parts = text.strip().split("_")
     if len(parts) != 3:
         raise ValueError(f"cell {text!r} is not of the form x_y_v")
@@ -48,7 +52,9 @@ def parse_cell(text: str) -> Tuple[int, int, int]:
         raise ValueError(f"cell {text!r} has visibility {v}, expected -1, 0 or 1")
     if v == -1 and (x, y) != (-1, -1):
         raise ValueError(f"cell {text!r} is absent (v=-1) but has coordinates")
-    if v >= 0 and (x < 0 or y < 0):
+    if v >= 0 and edge and (x, y) == (-1, -1):
+        raise ValueError(f"cell {text!r} has no coordinates (-1, -1) but visibility {v}")
+    if v >= 0 and (min(x, y) < (-1 if edge else 0)):
         raise ValueError(f"cell {text!r} has negative coordinates")
     return x, y, v
 
@@ -95,7 +101,7 @@ def _parse_row(fields: Sequence[str], header: Sequence[str]) -> Tuple[str, str, 
     wanted = set(CATEGORY_KEYPOINTS[category])
     for name, text in zip(header[2:], fields[2:]):
         try:
-            cell = parse_cell(text)
+            cell = parse_cell(text, edge=True)
         except ValueError as err:
             raise _RowError(name, str(err)) from None
         if name not in wanted:
