@@ -20,13 +20,15 @@ train/test overlap report; test rows are never used for training.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .images import PHASH_MAX_DISTANCE, hamming
 
+#: near copies: |log(aspect ratio a / aspect ratio b)| at most this (about 2 %)
+ASPECT_TOLERANCE = 0.02
 COLUMNS = ["group", "image_id", "split", "image_category", "match", "distance"]
 _BLOCK = 2048
 
@@ -72,9 +74,14 @@ def union_groups(n: int, pairs: np.ndarray) -> np.ndarray:
 
 
 def find_duplicates(image_id: Sequence[str], split: Sequence[str], category: Sequence[str],
-                    sha1: Sequence[str], phashes: Sequence[int],
+                    sha1: Sequence[str], phashes: Sequence[int], width: Optional[Sequence[int]] = None,
+                    height: Optional[Sequence[int]] = None,
                     max_distance: int = PHASH_MAX_DISTANCE) -> pd.DataFrame:
-    """The duplicates.csv table (columns COLUMNS) of images given in order (N of each argument)."""
+    """The duplicates.csv table (columns COLUMNS) of images given in order (N of each argument).
+
+    With sizes (width, height (N,)), near copies must also have the same aspect ratio
+    (within ASPECT_TOLERANCE): a resized copy keeps it, a different picture rarely does.
+    """
     n = len(image_id)
     if n == 0:
         return pd.DataFrame(columns=COLUMNS)
@@ -82,7 +89,11 @@ def find_duplicates(image_id: Sequence[str], split: Sequence[str], category: Seq
     codes = pd.factorize(pd.Series(list(sha1)))[0]
     first_same = pd.Series(np.arange(n)).groupby(codes).transform("min").to_numpy()
     identical = np.stack([first_same, np.arange(n)], 1)[first_same != np.arange(n)]
-    pairs = np.concatenate([identical, near_pairs(hashes, max_distance)])
+    near = near_pairs(hashes, max_distance)
+    if width is not None and len(near):
+        aspect = np.log(np.asarray(width, np.float64) / np.asarray(height, np.float64))
+        near = near[np.abs(aspect[near[:, 0]] - aspect[near[:, 1]]) <= ASPECT_TOLERANCE]
+    pairs = np.concatenate([identical, near])
     comp = union_groups(n, pairs)
     sizes = np.bincount(comp, minlength=n)
     members = np.nonzero(sizes[comp] > 1)[0]

@@ -35,7 +35,7 @@ import numpy as np
 from . import codec
 
 #: near-duplicate threshold: Hamming distance of two 64-bit perceptual hashes (`phash`)
-PHASH_MAX_DISTANCE = 4
+PHASH_MAX_DISTANCE = 3
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 #: the next marker inside entropy-coded data: 0xFF not followed by a stuffed 0x00, a restart

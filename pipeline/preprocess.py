@@ -517,15 +517,16 @@ def build_dataset(input_dir, ds_dir: Path, size: int, margin: int, jobs: int) ->
     frame = _to_frame(np.array(ids, object)[sel], np.array(source_ids, object)[sel],
                       np.array(source_names, object)[sel], np.array(cats, object)[sel],
                       np.array(files, object)[sel], sizes[sel], sel, kps_arr[sel])
-    hash_rows = [(ids[i], "train", cats[i], *hashes[i]) for i in sel]
+    hash_rows = [(ids[i], "train", cats[i], *hashes[i], *sizes[i]) for i in sel]
     n_test = test_rows = 0
     t_frame = None
     test_csv = Path(input_dir) / "test" / "test.csv"
     if test_csv.exists():
         t_frame, t_problems, t_hashes = _build_test(input_dir, test_csv, cdir / "test.npy", size, margin, jobs)
         problems += t_problems
-        hash_rows += [(f"test/{iid}", "test", cat, *t_hashes[pos])
-                      for pos, (iid, cat) in enumerate(zip(t_frame["image_id"], t_frame["image_category"]))
+        hash_rows += [(f"test/{iid}", "test", cat, *t_hashes[pos], w, h)
+                      for pos, (iid, cat, w, h) in enumerate(zip(t_frame["image_id"], t_frame["image_category"],
+                                                                 t_frame["width"], t_frame["height"]))
                       if pos in t_hashes]
         with atomic_path(ds_dir / "test_index.csv") as tmp:
             t_frame.to_csv(tmp, index=False)
