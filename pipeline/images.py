@@ -137,7 +137,8 @@ def image_size(data: bytes) -> Tuple[int, int]:
 def read_bytes(path) -> bytes:
     """The bytes of an image file; ImageError (missing, unreadable, empty) with the reason."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as err:
         raise ImageError(f"cannot read image: {err.strerror or err}") from None
     if not data:
@@ -235,12 +236,13 @@ def letterbox(img: np.ndarray, width: int, height: int, size: int, margin: int =
     """
     params = codec.letterbox_params(width, height, size, margin)
     new_w, new_h = codec.resized_shape(params, width, height)
-    # area averaging where the image shrinks a lot (anti-aliasing); bilinear for small changes
-    interp = cv2.INTER_AREA if img.shape[1] > new_w else cv2.INTER_LINEAR
-    img = cv2.resize(img, (new_w, new_h), interpolation=interp)
-    out = np.zeros((size, size, 3), np.uint8)
+    if img.shape[:2] != (new_h, new_w):
+        # area averaging where the image shrinks a lot (anti-aliasing); bilinear for small changes
+        interp = cv2.INTER_AREA if img.shape[1] > new_w else cv2.INTER_LINEAR
+        img = cv2.resize(img, (new_w, new_h), interpolation=interp)
     ox, oy = int(params[2]), int(params[3])
-    out[oy:oy + new_h, ox:ox + new_w] = img[:, :, ::-1]  # BGR → RGB
+    out = cv2.copyMakeBorder(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), oy, size - oy - new_h, ox, size - ox - new_w,
+                             cv2.BORDER_CONSTANT, value=(0, 0, 0))
     return out, width, height, params
 
 
@@ -262,7 +264,8 @@ def phash(img: np.ndarray) -> int:
     gray = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
     low = cv2.dct(small)[:8, :8].ravel()
-    bits = low > np.median(low[1:])
+    ac = np.partition(low[1:], (31, 32))
+    bits = low > 0.5 * (ac[31] + ac[32])  # the median of the 63 AC terms
     return int(np.packbits(bits.astype(np.uint8)).view(">u8")[0])
 
 

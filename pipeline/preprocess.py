@@ -43,7 +43,7 @@ from .fsutil import atomic_path, write_text_atomic
 from .keypoints import CATEGORIES, KEYPOINTS
 from .images import (ImageError, content_hash, decode, image_size, letterbox, load_letterboxed, phash,
                      read_bytes)
-from .tianchi import Problem, discover_train_sources, format_cell, parse_cell, read_annotations, read_test_list
+from .tianchi import ABSENT_CELL, Problem, discover_train_sources, format_cell, parse_cell, read_annotations, read_test_list
 
 CHUNK = 32
 REJECT_COLUMNS = ["file", "row", "column", "reason"]
@@ -73,14 +73,20 @@ def _load_chunk(items: Sequence[Tuple[int, str]], size: int, margin: int, cache_
 def _load_one(pos: int, path: str, size: int, margin: int, cache_fd: int, offset: int, hashes: bool):
     """One image of `_load_chunk`: decoded (stored frame), letterboxed, written at its row of the cache file."""
     try:
-        data = read_bytes(path)
+        try:
+            data = read_bytes(path)
+        except ImageError:
+            found = resolve_file(os.path.dirname(path), os.path.basename(path), depth=3)
+            if found == path:
+                raise
+            data, path = read_bytes(found), found
         decoded, w, h, _ = decode(data, size - 2 * margin)
         img, w, h, params = letterbox(decoded, w, h, size, margin)
     except ImageError as err:
         return pos, str(err), "image_id"
     sha, ph = (content_hash(data), phash(decoded)) if hashes else (None, None)
     os.pwrite(cache_fd, img.tobytes(), offset + pos * img.nbytes)
-    return pos, (w, h, params, sha, ph), None
+    return pos, (w, h, params, sha, ph, path), None
 
 
 def build_cache(paths: Sequence[str], size: int, cache_path: Path, jobs: int = -1, desc: str = "images",
@@ -100,6 +106,7 @@ def build_cache(paths: Sequence[str], size: int, cache_path: Path, jobs: int = -
     params = np.zeros((n, 4), np.float64)
     errors: Dict[int, Tuple[str, str]] = {}
     found: Dict[int, Tuple[str, int]] = {}
+    resolved: Dict[int, str] = {}
     with atomic_path(cache_path) as tmp:
         header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3))
         offset = header.offset  # .npy header length; the file is created sparse at full size
@@ -108,8 +115,10 @@ def build_cache(paths: Sequence[str], size: int, cache_path: Path, jobs: int = -
         chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
         # worker processes write their images straight into the file: only small metadata
         # comes back (no pickled images), no GIL contention, memory flat in N
-        runner = Parallel(n_jobs=jobs, return_as="generator_unordered", pre_dispatch="2*n_jobs")
-        with tqdm(total=len(items), desc=desc, unit="img", disable=not sys.stderr.isatty() and n < 1) as bar:
+        runner = Parallel(n_jobs=jobs, return_as="generator_unordered", pre_dispatch="2*n_jobs",
+                          prefer=os.environ.get("PREP_PREFER", "processes"))
+        with tqdm(total=len(items), desc=desc, unit="img", mininterval=1.0,
+                  disable=not sys.stderr.isatty()) as bar:
             for results in runner(delayed(_load_chunk)(c, size, margin, str(tmp), offset, hashes) for c in chunks):
                 for pos, info, column in results:
                     if column is not None:
@@ -119,7 +128,12 @@ def build_cache(paths: Sequence[str], size: int, cache_path: Path, jobs: int = -
                         params[pos] = info[2]
                         if hashes:
                             found[pos] = (info[3], info[4])
+                        if info[5] != paths[pos]:
+                            resolved[pos] = info[5]
                 bar.update(len(results))
+    if isinstance(paths, list):
+        for pos, path in resolved.items():  # the file found under another spelling (see resolve_file)
+            paths[pos] = path
     return sizes, params, errors, found
 
 
@@ -278,9 +292,10 @@ def _to_frame(ids, source_ids, sources, cats, files, sizes, rows, kps) -> pd.Dat
         "image_id": ids, "source": sources, "source_image_id": source_ids, "image_category": cats,
         "file": files, "width": sizes[:, 0], "height": sizes[:, 1], "cache_row": rows,
     })
-    if kps is not None:
+    if kps is not None:  # integer pixels: formatted directly (format_cell's rounding is for floats)
+        rows = np.asarray(kps, np.int64).tolist()
         for k, name in enumerate(KEYPOINTS):
-            frame[name] = [format_cell(*p[k]) for p in kps]
+            frame[name] = [ABSENT_CELL if p[k][2] < 0 else f"{p[k][0]}_{p[k][1]}_{p[k][2]}" for p in rows]
     return frame
 
 
@@ -434,21 +449,31 @@ def _parse_sources(input_dir: Path):
             source_ids.append(iid)
             source_names.append(name)
             cats.append(cat)
-            files.append(resolve_file(split_dir, iid))
+            files.append(os.path.join(split_dir, iid))  # another spelling is looked for when absent
             kps.append(pts)
             csv_rows.append((str(csv_path), int(row)))
     kps_arr = np.array(kps, np.int64).reshape(-1, len(KEYPOINTS), 3)
     return sources, (ids, source_ids, source_names, cats, files, kps_arr, csv_rows), problems
 
 
-def resolve_file(base: Path, image_id: str) -> str:
+def resolve_file(base, image_id: str, depth: int = 0) -> str:
     """Path of `image_id` under `base`; when absent as written, a file whose path differs only in
-    letter case or in backslash separators (a CSV written on Windows, `.JPG` on disk)."""
+    letter case or in backslash separators (a CSV written on Windows, `.JPG` on disk).
+
+    depth: also let that many directory levels above `base` differ in case (the worker only
+    sees the joined path). Returns the path as written when nothing (or more than one file) matches.
+    """
+    plain = os.path.join(base, image_id)
+    if os.path.exists(plain):
+        return plain
     path = Path(base) / image_id
-    if path.exists():
-        return str(path)
     parts = image_id.replace("\\", "/").split("/")
     found = Path(base)
+    for _ in range(depth):
+        if found.parent == found or found.exists():
+            break
+        parts.insert(0, found.name)
+        found = found.parent
     for part in parts:
         if (found / part).exists():
             found = found / part
@@ -556,7 +581,7 @@ def _build_test(input_dir, test_csv: Path, path: Path, size: int, margin: int, j
     """Test index frame (every row of test.csv, in order), its problems and the hashes of its
     readable images {position: (sha1, phash)}; cache written to `path`."""
     t_ids, t_cats = read_test_list(test_csv)
-    t_files = [resolve_file(Path(input_dir) / "test", i) for i in t_ids]
+    t_files = [os.path.join(input_dir, "test", i) for i in t_ids]
     t_sizes, _, t_errors, t_hashes = build_cache(t_files, size, path, jobs, desc="test images", margin=margin,
                                                  hashes=True)
     problems = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -20,6 +21,7 @@ from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS
 HEADER: Tuple[str, ...] = ("image_id", "image_category") + KEYPOINTS
 TEST_HEADER: Tuple[str, ...] = ("image_id", "image_category")
 ABSENT_CELL = "-1_-1_-1"
+_WANTED = {c: frozenset(CATEGORY_KEYPOINTS[c]) for c in CATEGORIES}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Problem:
         return f"{self.file}: row {self.row}, column {self.column}: {self.reason}"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # cells repeat a lot (-1_-1_-1 above all): parse each text once
 def parse_cell(text: str, edge: bool = False) -> Tuple[int, int, int]:
     """Parse an `x_y_v` cell into integers; raise ValueError with the reason.
 
@@ -97,8 +100,9 @@ def _parse_row(fields: Sequence[str], header: Sequence[str]) -> Tuple[str, str, 
         raise _RowError("image_id", "empty image_id")
     if category not in CATEGORIES:
         raise _RowError("image_category", f"unknown category {category!r}")
-    kps = np.full((NUM_KEYPOINTS, 3), -1, dtype=np.int32)
-    wanted = set(CATEGORY_KEYPOINTS[category])
+    cells = [[-1, -1, -1]] * NUM_KEYPOINTS
+    wanted = _WANTED[category]
+    annotated = False
     for name, text in zip(header[2:], fields[2:]):
         try:
             cell = parse_cell(text, edge=True)
@@ -106,8 +110,10 @@ def _parse_row(fields: Sequence[str], header: Sequence[str]) -> Tuple[str, str, 
             raise _RowError(name, str(err)) from None
         if name not in wanted:
             continue  # other categories' points are ignored (they should be -1_-1_-1)
-        kps[KEYPOINT_INDEX[name]] = cell
-    if (kps[:, 2] >= 0).sum() == 0:
+        cells[KEYPOINT_INDEX[name]] = cell
+        annotated = annotated or cell[2] >= 0
+    kps = np.array(cells, dtype=np.int32)
+    if not annotated:
         raise _RowError("*", "no annotated keypoint of the category")
     return image_id, category, kps
 

@@ -107,6 +107,12 @@ def build_crawl_dataset(root: Path) -> dict:
     good.append("train_warm/" + add_bytes("train_warm", "trousers", "palette", palette_png(300, 200, 114),
                                           (300, 200))[0])
     good.append("train/" + add_bytes("train", "skirt", "upper", jpeg_bytes(300, 200, 115), (300, 200), ext=".JPG")[0])
+    # the CSV says .jpg, the disk holds .JPG (and a Windows separator): found, counted as a fix
+    (root / "train" / "Images" / "dress").mkdir(parents=True, exist_ok=True)
+    (root / "train" / "Images" / "dress" / "casefile.JPG").write_bytes(jpeg_bytes(300, 200, 131))
+    kps = random_keypoints("dress", 300, 200, ds.rng)
+    ds.add_raw("train", ["Images\\dress\\casefile.jpg", "dress", *cells(kps)])
+    good.append("train/Images\\dress\\casefile.jpg")
     # EXIF orientation 6 (viewers rotate it to 200x300); annotated in the stored 300x200 frame at the dot
     dot = (240, 50)
     kps = random_keypoints("blouse", 300, 200, ds.rng)
@@ -219,6 +225,9 @@ def test_border_points_clipped_and_counted(crawled):
     fixes = crawled["manifest"]["report"]["fixes"]
     assert fixes["border point clipped: x = width → width-1"] == 1
     assert fixes["border point clipped: x = -1 → 0"] == 1
+    assert fixes["image file found under another letter case or separator"] == 1
+    frame = load_index(crawled["prep"]).frame.set_index("image_id")
+    assert frame.loc["train/Images\\dress\\casefile.jpg", "file"].endswith("Images/dress/casefile.JPG")
     clipped = pd.read_csv(crawled["prep"] / "clipped.csv")
     assert set(clipped.column) == {"crotch", "bottom_left_out"}
 
