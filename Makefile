@@ -19,6 +19,7 @@ SYNTH_SEED  ?= 0
 TF_PACKAGE ?=
 PYTHON ?= python3
 BENCH_MODE ?= full
+SCALE ?= 1
 
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -33,7 +34,7 @@ export PYTHONUNBUFFERED := 1
 
 
 .PHONY: help install data data-preview preprocess baseline train train-all predict ensemble stack submit score \
-        report demo test bench clean leaderboard _preprocess _baseline _train-all _predict _ensemble _stack \
+        report demo test bench rehearse clean leaderboard _preprocess _baseline _train-all _predict _ensemble _stack \
         _submit _publish _score _report _train
 
 help:
@@ -54,6 +55,7 @@ help:
 	@echo "make leaderboard print OUTPUT/leaderboard.csv"
 	@echo "make report      PNG plots and OUTPUT/runs/<run>/report/index.html"
 	@echo "make bench       benchmarks -> OUTPUT/bench/results.json, docs/benchmarks.md"
+	@echo "make rehearse SCALE=0.1  preprocess/predict at the real set's size x SCALE -> OUTPUT/rehearse/, docs/benchmarks.md"
 	@echo "variables: INPUT=$(INPUT) OUTPUT=$(OUTPUT) CONFIG=$(CONFIG) RUN=$(RUN) CAT FOLD SET='train.epochs=3 ...'"
 
 # ------------------------------------------------------------------ install
@@ -180,6 +182,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pipeline.bench --output $(OUTPUT) --mode $(BENCH_MODE)
+
+# scale rehearsal: a synthetic set of the real size x SCALE (1: 31,631 + 12,534 + 10,000 images)
+rehearse: $(STAMP)
+	$(PY) -m pipeline.rehearse --output $(OUTPUT) --scale $(SCALE)
 
 clean:
 	rm -rf $(OUTPUT)/prep $(OUTPUT)/runs $(OUTPUT)/report $(OUTPUT)/submission.csv $(OUTPUT)/leaderboard.csv

@@ -23,8 +23,10 @@ the synthetic set's size reader), so sizes, pixels and transforms agree:
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import os
 import re
 from pathlib import Path
 from typing import Optional, Tuple
@@ -144,6 +146,43 @@ def read_bytes(path) -> bytes:
     if not data:
         raise ImageError("empty image file")
     return data
+
+
+def resolve_file(base, image_id: str, depth: int = 0) -> str:
+    """Path of `image_id` under `base`; when absent as written, a file whose path differs only in
+    letter case or in backslash separators (a CSV written on Windows, `.JPG` on disk).
+
+    depth: also let that many directory levels above `base` differ in case (the worker only
+    sees the joined path). Returns the path as written when nothing (or more than one file) matches.
+    """
+    plain = os.path.join(base, image_id)
+    if os.path.exists(plain):
+        return plain
+    path = Path(base) / image_id
+    parts = image_id.replace("\\", "/").split("/")
+    found = Path(base)
+    for _ in range(depth):
+        if found.parent == found or found.exists():
+            break
+        parts.insert(0, found.name)
+        found = found.parent
+    for part in parts:
+        if (found / part).exists():
+            found = found / part
+            continue
+        match = [n for n in _listing(str(found)) if n.lower() == part.lower()]
+        if len(match) != 1:
+            return str(path)  # reported as missing, under the name the CSV gives
+        found = found / match[0]
+    return str(found)
+
+
+@functools.lru_cache(maxsize=4096)
+def _listing(directory: str) -> Tuple[str, ...]:
+    try:
+        return tuple(os.listdir(directory))
+    except OSError:
+        return ()
 
 
 # --------------------------------------------------------------------------- decoding

@@ -25,7 +25,6 @@ CLI: python -m pipeline.preprocess --input DIR --output DIR [--config C] [--run 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -42,7 +41,7 @@ from .config import config_from_args, save_config, stage_parser
 from .fsutil import atomic_path, write_text_atomic
 from .keypoints import CATEGORIES, KEYPOINTS
 from .images import (ImageError, content_hash, decode, image_size, letterbox, load_letterboxed, phash,
-                     read_bytes)
+                     read_bytes, resolve_file)
 from .tianchi import ABSENT_CELL, Problem, discover_train_sources, format_cell, parse_cell, read_annotations, read_test_list
 
 CHUNK = 32
@@ -115,8 +114,7 @@ def build_cache(paths: Sequence[str], size: int, cache_path: Path, jobs: int = -
         chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
         # worker processes write their images straight into the file: only small metadata
         # comes back (no pickled images), no GIL contention, memory flat in N
-        runner = Parallel(n_jobs=jobs, return_as="generator_unordered", pre_dispatch="2*n_jobs",
-                          prefer=os.environ.get("PREP_PREFER", "processes"))
+        runner = Parallel(n_jobs=jobs, return_as="generator_unordered", pre_dispatch="2*n_jobs")
         with tqdm(total=len(items), desc=desc, unit="img", mininterval=1.0,
                   disable=not sys.stderr.isatty()) as bar:
             for results in runner(delayed(_load_chunk)(c, size, margin, str(tmp), offset, hashes) for c in chunks):
@@ -454,43 +452,6 @@ def _parse_sources(input_dir: Path):
             csv_rows.append((str(csv_path), int(row)))
     kps_arr = np.array(kps, np.int64).reshape(-1, len(KEYPOINTS), 3)
     return sources, (ids, source_ids, source_names, cats, files, kps_arr, csv_rows), problems
-
-
-def resolve_file(base, image_id: str, depth: int = 0) -> str:
-    """Path of `image_id` under `base`; when absent as written, a file whose path differs only in
-    letter case or in backslash separators (a CSV written on Windows, `.JPG` on disk).
-
-    depth: also let that many directory levels above `base` differ in case (the worker only
-    sees the joined path). Returns the path as written when nothing (or more than one file) matches.
-    """
-    plain = os.path.join(base, image_id)
-    if os.path.exists(plain):
-        return plain
-    path = Path(base) / image_id
-    parts = image_id.replace("\\", "/").split("/")
-    found = Path(base)
-    for _ in range(depth):
-        if found.parent == found or found.exists():
-            break
-        parts.insert(0, found.name)
-        found = found.parent
-    for part in parts:
-        if (found / part).exists():
-            found = found / part
-            continue
-        match = [n for n in _listing(str(found)) if n.lower() == part.lower()]
-        if len(match) != 1:
-            return str(path)  # reported as missing, under the name the CSV gives
-        found = found / match[0]
-    return str(found)
-
-
-@functools.lru_cache(maxsize=4096)
-def _listing(directory: str) -> Tuple[str, ...]:
-    try:
-        return tuple(os.listdir(directory))
-    except OSError:
-        return ()
 
 
 def _clip_points(kps_arr: np.ndarray, sizes: np.ndarray, good: Sequence[int], csv_rows, files):
