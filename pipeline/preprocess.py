@@ -225,12 +225,17 @@ def input_fingerprint(input_dir) -> str:
     directory that keeps file times (cp -a, rsync -a) keeps its fingerprint."""
     input_dir = Path(input_dir)
     h = hashlib.sha1(b"fashionai-dataset-v3")  # v3: duplicates, clipping, report
-    files = sorted(input_dir.glob("*/Annotations/*.csv")) + sorted(input_dir.glob("test/*.csv"))
+    files = [str(p.relative_to(input_dir)) for p in sorted(input_dir.glob("*/Annotations/*.csv"))
+             + sorted(input_dir.glob("test/*.csv"))]
     for images in sorted(input_dir.glob("*/Images")):
-        files += sorted(p for p in images.rglob("*") if p.is_file())
-    for path in files:
-        st = path.stat()
-        h.update(f"{path.relative_to(input_dir)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        found = []
+        for top, _, names in os.walk(images):  # plain strings: tens of thousands of files
+            rel = os.path.relpath(top, input_dir)
+            found += [os.path.join(rel, n) for n in names]
+        files += sorted(found)
+    for rel in files:
+        st = os.stat(os.path.join(input_dir, rel))
+        h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -488,6 +493,7 @@ def build_dataset(input_dir, ds_dir: Path, size: int, margin: int, jobs: int) ->
     ids, source_ids, source_names, cats, files, kps_arr, csv_rows = rows
     n_csv_problems = len(problems)
     cdir = cache_dir(ds_dir, size, margin)
+    as_written = list(files)  # build_cache puts the path of a file found under another spelling in `files`
     sizes, _, errors, hashes = build_cache(files, size, cdir / "train.npy", jobs, desc="train images",
                                            margin=margin, hashes=True)
     for pos, (reason, column) in sorted(errors.items()):
@@ -497,7 +503,7 @@ def build_dataset(input_dir, ds_dir: Path, size: int, margin: int, jobs: int) ->
     problems += [p for _, p in outside]
     far = {pos for pos, _ in outside}
     sel = np.array([i for i in decoded if i not in far], np.int64)
-    renamed = sum(1 for i in sel if Path(files[i]) != Path(csv_rows[i][0]).parent.parent / source_ids[i])
+    renamed = sum(1 for i in sel if files[i] != as_written[i])
     if renamed:
         fixes["image file found under another letter case or separator"] = renamed
     frame = _to_frame(np.array(ids, object)[sel], np.array(source_ids, object)[sel],
