@@ -215,6 +215,11 @@ def test_exif_rotated_image_stays_in_its_stored_frame(crawled):
     np.testing.assert_array_equal(one, img.astype(np.uint8))
     test = load_index(crawled["prep"], "test", SIZE)
     assert tuple(test.sizes[list(test.image_id).index("Images/blouse/rotated.jpg")]) == (300, 200)
+    # the submission validator bounds-checks in the same frame (x up to 299, y up to 199)
+    from pipeline.submit import image_sizes_for
+
+    sizes = image_sizes_for(crawled["root"] / "input" / "test" / "test.csv", ["Images/blouse/rotated.jpg"])
+    assert sizes["Images/blouse/rotated.jpg"] == (300, 200)
 
 
 def test_border_points_clipped_and_counted(crawled):
