@@ -553,12 +553,24 @@ def _build_test(input_dir, test_csv: Path, path: Path, size: int, margin: int, j
                                                  hashes=True)
     problems = []
     for pos, (reason, _) in sorted(t_errors.items()):
-        # a test row cannot be dropped: predict on a black image of an assumed 512x512 size
+        # a test row cannot be dropped: predict on a black image of the size its header gives
+        # (what the submission validator checks against), else an assumed 512x512
+        t_sizes[pos] = _header_size_or_default(t_files[pos])
         problems.append(Problem(str(test_csv), pos + 2, "image_id", f"{t_files[pos]}: {reason} "
-                                "(kept; predicted on a blank 512x512 image)"))
-        t_sizes[pos] = (512, 512)
+                                f"(kept; predicted on a blank {t_sizes[pos][0]}x{t_sizes[pos][1]} image)"))
     frame = _to_frame(t_ids, t_ids, ["test"] * len(t_ids), t_cats, t_files, t_sizes, np.arange(len(t_ids)), None)
     return frame, problems, t_hashes
+
+
+def _header_size_or_default(path: str, default: Tuple[int, int] = (512, 512)) -> Tuple[int, int]:
+    """(width, height) from an unusable image's header when it has one (e.g. a cut-short JPEG), else `default`."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - missing, empty, not an image
+        return default
 
 
 def _finish_cache(cdir: Path, size: int, margin: int, dataset_manifest: Dict) -> None:

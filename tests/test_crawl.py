@@ -166,7 +166,9 @@ def build_crawl_dataset(root: Path) -> dict:
     test_dir.mkdir(parents=True, exist_ok=True)
     (test_dir / "rotated.jpg").write_bytes(with_exif_orientation(jpeg_bytes(300, 200, 130, dots=[(30, 170)])))
     (test_dir / "leak.jpg").write_bytes(twin)
-    ds.test_rows += [("Images/blouse/rotated.jpg", "blouse"), ("Images/blouse/leak.jpg", "blouse")]
+    (test_dir / "cut.jpg").write_bytes(jpeg_bytes(300, 200, 132)[:2000])
+    ds.test_rows += [("Images/blouse/rotated.jpg", "blouse"), ("Images/blouse/leak.jpg", "blouse"),
+                     ("Images/blouse/cut.jpg", "blouse")]
     ds.write()
     write_bom_crlf(ds.csv_path("train"))
     write_bom_crlf(root / "test" / "test.csv")
@@ -355,3 +357,12 @@ def test_group_folds_keep_groups_and_plain_folds_unchanged():
     assert len(set(grouped[[5, 17, 40]])) == 1 and len(set(grouped[[9, 33]])) == 1
     np.testing.assert_array_equal(grouped, make_folds(ids, cats, 3, 7, groups))  # deterministic
     del rng
+
+
+def test_unreadable_test_image_kept_at_its_header_size(crawled):
+    test = load_index(crawled["prep"], "test")
+    assert tuple(test.sizes[list(test.image_id).index("Images/blouse/cut.jpg")]) == (300, 200)
+    rejects = pd.read_csv(crawled["prep"] / "rejects.csv")
+    reason = rejects[rejects.reason.str.contains("cut.jpg") & rejects.file.str.endswith("test.csv")].reason.iloc[0]
+    assert "truncated" in reason and "kept; predicted on a blank 300x200 image" in reason
+    assert crawled["manifest"]["report"]["test_images_unreadable"] == 1
