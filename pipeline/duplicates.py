@@ -30,30 +30,31 @@ from .images import PHASH_MAX_DISTANCE, hamming
 #: near copies: |log(aspect ratio a / aspect ratio b)| at most this (about 2 %)
 ASPECT_TOLERANCE = 0.02
 COLUMNS = ["group", "image_id", "split", "image_category", "match", "distance"]
-_BLOCK = 2048
+_CELLS = 1 << 22
 
 
 def near_pairs(hashes: np.ndarray, max_distance: int = PHASH_MAX_DISTANCE) -> np.ndarray:
     """Pairs (P, 2) of positions i < j whose 64-bit hashes (N,) uint64 differ in ≤ max_distance bits.
 
-    Exact all-pairs search in blocks (memory O(block × N)); equal hashes are
+    Exact all-pairs search in row blocks (bounded temporaries: memory flat in N); equal hashes are
     collapsed first, so many copies of one image cost one comparison.
     """
     hashes = np.asarray(hashes, np.uint64)
     values, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
     pairs: List[np.ndarray] = []
-    for start in range(0, len(values), _BLOCK):
-        block = values[start:start + _BLOCK]
-        dist = hamming(block[:, None], values[None, :])
+    block_rows = max(8, _CELLS // max(len(values), 1))  # temporaries of about _CELLS × 8 bytes, whatever N
+    for start in range(0, len(values), block_rows):
+        block = values[start:start + block_rows]
+        dist = hamming(block[:, None], values[None, start:])  # the upper triangle only
         a, b = np.nonzero(dist <= max_distance)
-        keep = b > a + start
+        keep = b > a
         if keep.any():
-            pairs.append(np.stack([a[keep] + start, b[keep]], 1))
+            pairs.append(np.stack([a[keep] + start, b[keep] + start], 1))
     out = [np.stack([first[p[:, 0]], first[p[:, 1]]], 1) for p in pairs]
     # copies with an equal hash: each joined to the first holder of the value
     same = np.nonzero(np.arange(len(hashes)) != first[inverse])[0]
     out.append(np.stack([first[inverse[same]], same], 1))
-    return np.concatenate(out).astype(np.int64) if out else np.zeros((0, 2), np.int64)
+    return np.sort(np.concatenate(out).astype(np.int64), axis=1)
 
 
 def union_groups(n: int, pairs: np.ndarray) -> np.ndarray:

@@ -366,3 +366,22 @@ def test_unreadable_test_image_kept_at_its_header_size(crawled):
     reason = rejects[rejects.reason.str.contains("cut.jpg") & rejects.file.str.endswith("test.csv")].reason.iloc[0]
     assert "truncated" in reason and "kept; predicted on a blank 300x200 image" in reason
     assert crawled["manifest"]["report"]["test_images_unreadable"] == 1
+
+
+def test_near_pairs_match_a_brute_force_search():
+    from pipeline.duplicates import near_pairs, union_groups
+
+    rng = np.random.default_rng(1)
+    h = rng.integers(0, 2**63, 600, dtype=np.int64).astype(np.uint64)
+    h[10] = h[5] ^ np.uint64(0b101)          # 2 bits apart
+    h[20] = h[7]                              # equal hashes
+    h[599] = h[0] ^ np.uint64(1 << 40 | 1 << 3 | 1)  # 3 bits apart
+    h[300] = h[1] ^ np.uint64(0b1111)         # 4 bits apart: not a near copy
+    pairs = near_pairs(h, 3)
+    bits = np.unpackbits(h.view(np.uint8).reshape(-1, 8), axis=1)
+    d = (bits[:, None, :] != bits[None, :, :]).sum(-1)  # brute force, independent of images.hamming
+    brute = {(i, j) for i, j in zip(*np.nonzero(np.triu(d <= 3, 1)))}
+    assert {tuple(p) for p in pairs.tolist()} == brute == {(5, 10), (7, 20), (0, 599)}
+    assert d[1, 300] == 4
+    groups = union_groups(600, pairs)
+    assert groups[10] == groups[5] == 5 and groups[599] == 0 and groups[300] == 300
