@@ -266,8 +266,12 @@ def markdown(results: Dict) -> str:
     """The docs/benchmarks.md section (between the rehearse markers)."""
     scale = results["scale"]
     full = 1.0 / scale
+    load = results.get("load_average_at_start"), results.get("load_average_at_end")
     lines = [START, f"Measured {results['date']} on {results['cores']} core(s), `make rehearse SCALE={scale:g}` "
-             f"({results['command']}).", ""]
+             f"({results['command']})."
+             + (f" Load average (1, 5, 15 min) at the start {load[0]}, at the end {load[1]}: with more runnable "
+                "processes than cores, every wall-clock figure below is stretched accordingly." if all(load) else ""),
+             ""]
     data = results.get("data")
     if data:
         imgs = data["images"]
@@ -341,6 +345,7 @@ def rehearse(output: Path, scale: float, steps: Sequence[str], docs: Path) -> Di
 
         cores = available_cores()
     results.update({"scale": scale, "cores": cores, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    "load_average_at_start": [round(x, 1) for x in os.getloadavg()],
                     "command": f"python -m pipeline.rehearse --output {output} --scale {scale:g}"})
     data = root / f"data_s{scale:g}"
 
@@ -375,6 +380,8 @@ def rehearse(output: Path, scale: float, steps: Sequence[str], docs: Path) -> Di
         results["speed"] = measure_speedup(root / f"data_s{scale:g}_half", root / "work")
         print(f"rehearse: {results['speed']}", flush=True)
         save()
+    results["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
+    save()
     write_docs(docs, markdown(results))
     print(f"rehearse: {results_path}, section written to {docs}")
     return results
