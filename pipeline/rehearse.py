@@ -293,10 +293,14 @@ def markdown(results: Dict) -> str:
         if rss:
             lines += [f"Peak RSS as the image count doubles ({rss['small_images']} → {rss['large_images']} images, "
                       f"demo size): {rss['small_mib']:.0f} → {rss['large_mib']:.0f} MiB, ratio **{rss['ratio']:.2f}** "
-                      "(flat: the cache is written with pwrite by the workers, nothing per image stays in memory).", ""]
+                      "(pixels are never held: the workers write the cache with pwrite; what grows with the "
+                      "count is per-row metadata — ids, keypoints, index tables).", ""]
         lines += ["Disk a user needs for the cache: (train rows + test rows) × S² × 3 bytes; for the real "
                   f"54,165 images that is {_gib(54165 * 128 * 128 * 3)} at 128 px (demo) and "
-                  f"{_gib(54165 * 384 * 384 * 3)} at 384 px (full), plus the input images themselves.", ""]
+                  f"{_gib(54165 * 384 * 384 * 3)} at 384 px (full), plus the input images themselves"
+                  + (f" (the synthetic JPEGs: {_gib(results['data_bytes'])} at this scale, extrapolation "
+                     f"{_gib(results['data_bytes'] / scale)} at full size)" if results.get("data_bytes") else "")
+                  + ".", ""]
     pred = results.get("predict")
     if pred:
         lines += [f"Prediction with flip TTA, demo model ({pred['model']}), batch {pred['batch_size']}: "
@@ -369,6 +373,7 @@ def rehearse(output: Path, scale: float, steps: Sequence[str], docs: Path) -> Di
         results["rss_flat"] = {"small_images": small["n_images"], "large_images": big["n_images"],
                                "small_mib": small["peak_rss_mib"], "large_mib": big["peak_rss_mib"],
                                "ratio": round(big["peak_rss_mib"] / small["peak_rss_mib"], 3)}
+        results["data_bytes"] = disk_bytes(data)
         save()
     if "predict" in steps:
         print("rehearse: timing flip-TTA prediction ...", flush=True)
