@@ -91,11 +91,19 @@ class KeypointTable:
                              self.keypoints[mask], self.rows[mask])
 
 
+def _category(text: str) -> str:
+    """A category cell as written, or its lower-case form when that is a known category ("Blouse")."""
+    text = text.strip()
+    return text.lower() if text not in CATEGORIES and text.lower() in CATEGORIES else text
+
+
 def _parse_row(fields: Sequence[str], header: Sequence[str]) -> Tuple[str, str, np.ndarray]:
     """Parse one annotation row; raise _RowError(column, reason)."""
+    if len(fields) > len(header) and not any(f.strip() for f in fields[len(header):]):
+        fields = fields[:len(header)]  # trailing separators (a spreadsheet's empty columns)
     if len(fields) != len(header):
         raise _RowError("*", f"expected {len(header)} fields, found {len(fields)}")
-    image_id, category = fields[0].strip(), fields[1].strip()
+    image_id, category = fields[0].strip(), _category(fields[1])
     if not image_id:
         raise _RowError("image_id", "empty image_id")
     if category not in CATEGORIES:
@@ -197,11 +205,11 @@ def read_test_list(path) -> Tuple[List[str], List[str]]:
         for line_no, fields in enumerate(reader, start=2):
             if not fields:
                 continue
-            if len(fields) < 2 or fields[1].strip() not in CATEGORIES:
+            if len(fields) < 2 or _category(fields[1]) not in CATEGORIES:
                 raise ValueError(f"{path}: row {line_no}: column image_category: "
                                  f"unknown or missing category")
             ids.append(fields[0].strip())
-            cats.append(fields[1].strip())
+            cats.append(_category(fields[1]))
     return ids, cats
 
 

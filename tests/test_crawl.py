@@ -113,6 +113,12 @@ def build_crawl_dataset(root: Path) -> dict:
     kps = random_keypoints("dress", 300, 200, ds.rng)
     ds.add_raw("train", ["Images\\dress\\casefile.jpg", "dress", *cells(kps)])
     good.append("train/Images\\dress\\casefile.jpg")
+    # a capitalised category and a trailing separator (empty 27th field): read as the plain row
+    kps = random_keypoints("skirt", 300, 200, ds.rng)
+    path = root / "train" / "Images" / "skirt" / "capital.jpg"
+    path.write_bytes(jpeg_bytes(300, 200, 133))
+    ds.add_raw("train", ["Images/skirt/capital.jpg", "Skirt", *cells(kps), ""])
+    good.append("train/Images/skirt/capital.jpg")
     # EXIF orientation 6 (viewers rotate it to 200x300); annotated in the stored 300x200 frame at the dot
     dot = (240, 50)
     kps = random_keypoints("blouse", 300, 200, ds.rng)
