@@ -10,11 +10,18 @@ configs share one OUTPUT without disturbing each other:
                          `cache_row`, and the 24 `x_y_v` cells (original pixels);
         test_index.csv   every row of test.csv, in order (no keypoints);
         rejects.csv      file, row, column, reason for every rejected row;
-        manifest.json    counts and sources (written last: the dataset is complete);
+        clipped.csv      file, row, column, fix of every border point clipped into its image;
+        duplicates.csv   groups of byte-identical / near-identical images over training and test
+                         (pipeline/duplicates.py); a training group shares one fold;
+        report.md        rejects per reason, fixes, images per category and size, duplicates;
+        manifest.json    counts, sources and the report (written last: the dataset is complete);
         cache/s<S>_m<M>/ train.npy, test.npy: uint8 (rows, S, S, 3) RGB letterboxed images
                          for input size S and margin M, manifest.json (written last);
         folds/k<k>_seed<s>.csv   image_id, image_category, fold — made once, never overwritten.
     OUTPUT/runs/<run>/prep.json            which dataset, cache and folds the run consumes.
+
+Images are read by pipeline/images.py: validity by decoding, in the stored pixel frame
+(EXIF orientation ignored), JPEGs decoded at reduced size where the cache allows.
 
 Letterbox transforms are derived from each image's size and the cache's (S, M)
 (`letterbox_table`), never stored, so no stage can read one cache's transform
