@@ -391,3 +391,23 @@ def test_near_pairs_match_a_brute_force_search():
     assert d[1, 300] == 4
     groups = union_groups(600, pairs)
     assert groups[10] == groups[5] == 5 and groups[599] == 0 and groups[300] == 300
+
+
+def test_malformed_answer_cell_fails_run_scoring_naming_it(tmp_path):
+    from pipeline.score import test_answers
+
+    ds = Dataset(tmp_path, seed=5)
+    ds.add_test("dress", (300, 200))
+    ds.write()
+    kps = random_keypoints("dress", 300, 200, ds.rng)
+    cells_ = cells(kps)
+    cells_[KEYPOINTS.index("armpit_right")] = "1_2_3_4"
+    answers = tmp_path / "test" / "answers.csv"
+    answers.write_text(",".join(HEADER) + "\n" + ",".join([ds.test_rows[0][0], "dress", *cells_]) + "\n")
+
+    class Test:  # the test index: only its ids are read
+        image_id = [ds.test_rows[0][0]]
+
+    with pytest.raises(ValueError) as err:
+        test_answers(tmp_path, Test)
+    assert str(err.value).startswith(f"{answers}: row 2, column armpit_right:")
