@@ -133,6 +133,9 @@ def image_size(data: bytes) -> Tuple[int, int]:
         with Image.open(io.BytesIO(data)) as im:
             return im.size
     except Exception as err:  # noqa: BLE001 - PIL raises many kinds
+        head = data[:512].lstrip().lower()
+        if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+            raise ImageError("not a readable image (an HTML/XML page saved under an image name)") from None
         raise ImageError(f"not a readable image ({type(err).__name__})") from None
 
 

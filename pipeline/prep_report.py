@@ -64,12 +64,13 @@ def build(problems: Sequence, fixes: Dict[str, int], train: pd.DataFrame, test: 
 def tables(report: Dict) -> List[str]:
     """The report as plain-text table lines (for the terminal)."""
     lines: List[str] = []
+    width = max((len(str(k)) for key in ("rejects_per_reason", "fixes", "train_per_category")
+                 for k in report[key]), default=10)
 
     def block(title: str, counts: Dict, limit: int = 12):
         if not counts:
             return
         lines.append(f"  {title}:")
-        width = max(len(str(k)) for k in counts)
         items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         for k, v in items[:limit]:
             lines.append(f"    {str(k):<{width}}  {v:>7}")

@@ -153,7 +153,7 @@ def build_crawl_dataset(root: Path) -> dict:
     _, line = add_bytes("train", "dress", "empty", b"", (300, 200))
     bad["empty"] = (train_csv, line, "image_id", "empty")
     _, line = add_bytes("train", "skirt", "html", b"<!DOCTYPE html><html><body>404</body></html>", (300, 200))
-    bad["html"] = (train_csv, line, "image_id", "not a readable image")
+    bad["html"] = (train_csv, line, "image_id", "HTML")
     _, line = add_bytes("train", "blouse", "cut", jpeg_bytes(300, 200, 120)[:1500], (300, 200))
     bad["truncated"] = (train_csv, line, "image_id", "truncated JPEG")
     kps = random_keypoints("skirt", 300, 200, ds.rng)
