@@ -14,6 +14,7 @@ transitively into groups (union-find).
     image_category
     match        first (the group's first image) | identical (same bytes as it) | near
     distance     phash bit difference to the group's first image
+    copy_of      the first image with the very same bytes (itself when it is the first)
 
 Groups feed the fold split (a training group stays in one fold) and the
 train/test overlap report; test rows are never used for training.
@@ -29,7 +30,7 @@ from .images import PHASH_MAX_DISTANCE, hamming
 
 #: near copies: |log(aspect ratio a / aspect ratio b)| at most this (about 2 %)
 ASPECT_TOLERANCE = 0.02
-COLUMNS = ["group", "image_id", "split", "image_category", "match", "distance"]
+COLUMNS = ["group", "image_id", "split", "image_category", "match", "distance", "copy_of"]
 _CELLS = 1 << 22
 
 
@@ -108,16 +109,20 @@ def find_duplicates(image_id: Sequence[str], split: Sequence[str], category: Seq
         r = comp[i]
         match = "first" if i == r else ("identical" if sha1[i] == sha1[r] else "near")
         rows.append((numbers[r], image_id[i], split[i], category[i], match,
-                     int(hamming(hashes[i:i + 1], hashes[r])[0])))
+                     int(hamming(hashes[i:i + 1], hashes[r])[0]), image_id[first_same[i]]))
     return pd.DataFrame(rows, columns=COLUMNS).sort_values(["group", "split", "image_id"], kind="stable")
 
 
-def training_groups(duplicates: pd.DataFrame, image_id: Sequence[str]) -> np.ndarray:
+def training_groups(duplicates: pd.DataFrame, image_id: Sequence[str], near: bool = True) -> np.ndarray:
     """Group of each training image (N,) int: its duplicates.csv group, else a group of its own.
 
+    near False: only byte-identical copies are grouped (column copy_of).
     Ids: duplicate groups keep their number; singletons get numbers after the largest one.
     """
     dup = duplicates[duplicates["split"] == "train"] if len(duplicates) else duplicates
+    if len(dup) and not near:
+        copies = pd.factorize(dup["copy_of"])[0]
+        dup = dup.assign(group=copies)[pd.Series(copies).duplicated(keep=False).to_numpy()]
     of = dict(zip(dup["image_id"], dup["group"])) if len(dup) else {}
     nxt = int(max(of.values(), default=-1)) + 1
     out = np.empty(len(image_id), np.int64)

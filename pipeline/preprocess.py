@@ -621,22 +621,32 @@ def ensure_folds(ds_dir: Path, k: int, seed: int) -> pd.DataFrame:
     (duplicate groups of duplicates.csv each in one fold)."""
     path = folds_path(ds_dir, k, seed)
     index = load_index(ds_dir, "train")
-    groups = duplicates.training_groups(read_duplicates(ds_dir), index.image_id)
+    dups = read_duplicates(ds_dir)
+    identical = duplicates.training_groups(dups, index.image_id, near=False)
     if path.exists():
         folds = pd.read_csv(path, dtype={"image_id": str})
         if list(folds["image_id"]) != list(index.image_id):
             raise AssertionError(f"{path} does not cover the images of {ds_dir / 'index.csv'}")
-        check_folds(folds, k, groups)
+        check_folds(folds, k, identical)
         return folds
     for cat, n in pd.Series(index.category).value_counts().items():
         if n < k:
             raise SystemExit(f"preprocess: category {cat!r} has {n} usable image(s), fewer than data.folds={k}")
-    try:
-        fold = make_folds(index.image_id, index.category, k, seed, groups)
-    except ValueError as err:
-        raise SystemExit(f"preprocess: {err}") from None
-    folds = pd.DataFrame({"image_id": list(index.image_id), "image_category": list(index.category), "fold": fold})
-    check_folds(folds, k, groups)
+    folds = None
+    for groups, what in ((duplicates.training_groups(dups, index.image_id), "near and identical"),
+                         (identical, "byte-identical")):
+        try:
+            fold = make_folds(index.image_id, index.category, k, seed, groups)
+            folds = pd.DataFrame({"image_id": list(index.image_id), "image_category": list(index.category),
+                                  "fold": fold})
+            check_folds(folds, k, groups)
+            break
+        except (ValueError, AssertionError) as err:
+            folds = None
+            print(f"preprocess: warning: folds grouping {what} duplicates are impossible ({err})", file=sys.stderr)
+    if folds is None:
+        raise SystemExit(f"preprocess: no stratified {k}-fold split keeps the duplicates of "
+                         f"{ds_dir / 'duplicates.csv'} together")
     with atomic_path(path) as tmp:
         folds.to_csv(tmp, index=False)
     return folds

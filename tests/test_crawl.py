@@ -411,3 +411,26 @@ def test_malformed_answer_cell_fails_run_scoring_naming_it(tmp_path):
     with pytest.raises(ValueError) as err:
         test_answers(tmp_path, Test)
     assert str(err.value).startswith(f"{answers}: row 2, column armpit_right:")
+
+
+def test_infeasible_near_groups_fall_back_to_identical_copies(tmp_path, capsys):
+    from conftest import good_dataset
+    from pipeline.duplicates import COLUMNS, training_groups
+    from pipeline.preprocess import ensure_folds
+
+    good_dataset(tmp_path / "input", per_cat=3, warm_per_cat=1, n_test_per_cat=0)
+    prep = Path(preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, seed=0, jobs=1)["dataset_dir"])
+    index = load_index(prep)
+    skirts = [i for i, c in zip(index.image_id, index.category) if c == "skirt"]
+    # every skirt "near" the first one (a hash collision), and two of them byte-identical
+    rows = [(0, iid, "train", "skirt", "first" if j == 0 else "near", 0 if j == 0 else 3,
+             skirts[0] if j == 1 else iid) for j, iid in enumerate(skirts)]
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(prep / "duplicates.csv", index=False)
+    dups = pd.read_csv(prep / "duplicates.csv")
+    near, identical = training_groups(dups, index.image_id), training_groups(dups, index.image_id, near=False)
+    pos = [list(index.image_id).index(s) for s in skirts]
+    assert len(set(near[pos])) == 1 and identical[pos[0]] == identical[pos[1]] != identical[pos[2]]
+    folds_path(prep, K, 0).unlink()
+    folds = ensure_folds(prep, K, 0).set_index("image_id")["fold"]
+    assert "impossible" in capsys.readouterr().err
+    assert folds[skirts[0]] == folds[skirts[1]] and folds[skirts].nunique() == K
