@@ -211,6 +211,8 @@ def _to_bgr(img: np.ndarray) -> np.ndarray:
         img = np.clip(img, 0, 255).astype(np.uint8)
     if img.ndim == 2 or img.shape[2] == 1:
         return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 2:  # gray + alpha
+        img = np.dstack([img[:, :, 0]] * 3 + [img[:, :, 1]])
     if img.shape[2] == 4:
         alpha = img[:, :, 3:4].astype(np.float32) / 255.0
         return np.round(img[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
@@ -239,6 +241,13 @@ def decode(data: bytes, needed: int = 0) -> Tuple[np.ndarray, int, int, int]:
     Returns (image (ceil(H/r), ceil(W/r), 3) uint8 BGR, width, height, r) with (width,
     height) the stored size. Raises ImageError with the reason.
     """
+    try:
+        return _decode(data, needed)
+    except cv2.error as err:  # an odd layout OpenCV refuses: a reason, never a crash of the whole stage
+        raise ImageError(f"corrupt image (OpenCV: {str(err).strip().splitlines()[-1][:120]})") from None
+
+
+def _decode(data: bytes, needed: int) -> Tuple[np.ndarray, int, int, int]:
     width, height = image_size(data)  # also: a JPEG cut short is refused here
     is_jpeg = data[:2] == b"\xff\xd8"
     if data[:8] == _PNG_MAGIC:
@@ -268,7 +277,10 @@ def load_letterboxed(path, size: int, margin: int = 0) -> Tuple[np.ndarray, int,
     pixels, as codec.letterbox_params). Raises ImageError with the reason.
     """
     img, width, height, _ = decode(read_bytes(path), size - 2 * margin)
-    return letterbox(img, width, height, size, margin)
+    try:
+        return letterbox(img, width, height, size, margin)
+    except cv2.error as err:
+        raise ImageError(f"corrupt image (OpenCV: {str(err).strip().splitlines()[-1][:120]})") from None
 
 
 def letterbox(img: np.ndarray, width: int, height: int, size: int, margin: int = 0):

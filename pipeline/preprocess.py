@@ -90,6 +90,8 @@ def _load_one(pos: int, path: str, size: int, margin: int, cache_fd: int, offset
         img, w, h, params = letterbox(decoded, w, h, size, margin)
     except ImageError as err:
         return pos, str(err), "image_id"
+    except (cv2.error, ValueError, MemoryError) as err:  # whatever an odd file makes a library raise: a reason
+        return pos, f"corrupt image ({type(err).__name__}: {str(err).strip()[-120:]})", "image_id"
     sha, ph = (content_hash(data), phash(decoded)) if hashes else (None, None)
     os.pwrite(cache_fd, img.tobytes(), offset + pos * img.nbytes)
     return pos, (w, h, params, sha, ph, path), None
