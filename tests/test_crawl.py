@@ -53,6 +53,15 @@ def rgba_png(width, height, seed=0) -> bytes:
     return buf.tobytes()
 
 
+def gray_alpha_png(width, height) -> bytes:
+    from PIL import Image
+
+    la = np.dstack([garment_image(width, height, gray=True), np.full((height, width), 255, np.uint8)])
+    out = io.BytesIO()
+    Image.fromarray(la, "LA").save(out, "PNG")
+    return out.getvalue()
+
+
 def palette_png(width, height, seed=0) -> bytes:
     from PIL import Image
 
@@ -325,7 +334,7 @@ def test_decoder_kinds_in_the_stored_frame(tmp_path):
     base = jpeg_bytes(300, 200, 5)
     for name, data in [("trailing", base + b"\xff\xd8junk" * 20), ("cmyk", cmyk_jpeg(300, 200)),
                        ("rgba", rgba_png(300, 200)), ("palette", palette_png(300, 200)),
-                       ("exif", with_exif_orientation(base, 8))]:
+                       ("exif", with_exif_orientation(base, 8)), ("gray_alpha", gray_alpha_png(300, 200))]:
         img, w, h, r = decode(data, 64)
         assert (w, h) == (300, 200) and img.shape == (-(-200 // r), -(-300 // r), 3) and img.dtype == np.uint8, name
     img = decode(rgba_png(300, 200))[0]
