@@ -29,7 +29,7 @@ import io
 import os
 import re
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Tuple
 
 import cv2
 import numpy as np

@@ -57,7 +57,9 @@ REJECT_COLUMNS = ["file", "row", "column", "reason"]
 
 
 # image reading lives in pipeline.images (stored frame, validity by decoding); the old names stay
+# importable from here (predict_image, synth's size reader)
 _image_size = image_size
+_reexported = (ImageError, load_letterboxed)
 
 
 def _load_chunk(items: Sequence[Tuple[int, str]], size: int, margin: int, cache_file: str, offset: int,

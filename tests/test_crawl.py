@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import Dataset, cells, garment_image, random_keypoints, run_module, write_image
+from conftest import Dataset, cells, garment_image, random_keypoints, run_module
 from pipeline import codec
 from pipeline.images import PHASH_MAX_DISTANCE, ImageError, decode, image_size, load_letterboxed, phash
 from pipeline.keypoints import CATEGORIES, KEYPOINT_INDEX, KEYPOINTS
