@@ -118,6 +118,7 @@ def build_cache(paths: Sequence[str], size: int, cache_path: Path, jobs: int = -
     errors: Dict[int, Tuple[str, str]] = {}
     found: Dict[int, Tuple[str, int]] = {}
     resolved: Dict[int, str] = {}
+    cv_threads = cv2.getNumThreads()  # the worker threads set 1 (one image per thread); restored below
     with atomic_path(cache_path) as tmp:
         header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3))
         offset = header.offset  # .npy header length; the file is created sparse at full size
@@ -147,6 +148,7 @@ def build_cache(paths: Sequence[str], size: int, cache_path: Path, jobs: int = -
                         if info[5] != paths[pos]:
                             resolved[pos] = info[5]
                 bar.update(len(results))
+    cv2.setNumThreads(cv_threads)
     if isinstance(paths, list):
         for pos, path in resolved.items():  # the file found under another spelling (see resolve_file)
             paths[pos] = path
