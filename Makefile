@@ -25,6 +25,7 @@ TF_GPU_PACKAGE := tensorflow[and-cuda]>=2.16
 TF_PACKAGE ?= $(if $(filter 1,$(GPU)),$(TF_GPU_PACKAGE),$(TF_CPU_PACKAGE))
 PYTHON ?= python3
 BENCH_MODE ?= full
+SCALE ?= 1
 
 VENV  := .venv
 PY    := $(VENV)/bin/python
@@ -53,7 +54,7 @@ export PYTHONUNBUFFERED := 1
 
 
 .PHONY: help install doctor test-multiworker bench-input _tf-variant-changed data data-preview preprocess baseline train train-all predict ensemble stack submit score \
-        report demo test bench clean leaderboard compare _preprocess _baseline _train-all _predict _ensemble _stack \
+        report demo test bench clean leaderboard compare rehearse _preprocess _baseline _train-all _predict _ensemble _stack \
         _submit _publish _score _report _train
 
 help:
@@ -77,6 +78,7 @@ help:
 	@echo "make compare A=run1 B=run2   per category/keypoint: B vs A, paired bootstrap interval, significant?"
 	@echo "make report      PNG plots and OUTPUT/runs/<run>/report/index.html"
 	@echo "make bench       benchmarks -> OUTPUT/bench/results.json, docs/benchmarks.md"
+	@echo "make rehearse SCALE=0.1  preprocess/predict at the real set's size x SCALE -> OUTPUT/rehearse/, docs/benchmarks.md"
 	@echo "variables: INPUT=$(INPUT) OUTPUT=$(OUTPUT) CONFIG=$(CONFIG) RUN=$(RUN) CAT FOLD SET='train.epochs=3 ...'"
 
 # ------------------------------------------------------------------ install
@@ -229,6 +231,10 @@ bench-input: $(STAMP)
 
 test-multiworker: $(STAMP)
 	$(PY) -m pytest -q -m multiworker tests/test_multiworker.py
+
+# scale rehearsal: a synthetic set of the real size x SCALE (1: 31,631 + 12,534 + 10,000 images)
+rehearse: $(STAMP)
+	$(PY) -m pipeline.rehearse --output $(OUTPUT) --scale $(SCALE)
 
 clean:
 	rm -rf $(OUTPUT)/prep $(OUTPUT)/runs $(OUTPUT)/report $(OUTPUT)/submission.csv $(OUTPUT)/leaderboard.csv

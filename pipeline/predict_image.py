@@ -18,7 +18,7 @@ from .config import config_from_args, stage_parser
 from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, category_flip_index
 from .predict import load_model, predict_images
 from .predictions import fold_dir
-from .preprocess import ImageError, load_letterboxed
+from .images import ImageError, load_letterboxed  # stored frame: EXIF orientation ignored
 
 
 def predict_one(image_path, category: str, output, cfg, run: str) -> dict:

@@ -10,11 +10,18 @@ configs share one OUTPUT without disturbing each other:
                          `cache_row`, and the 24 `x_y_v` cells (original pixels);
         test_index.csv   every row of test.csv, in order (no keypoints);
         rejects.csv      file, row, column, reason for every rejected row;
-        manifest.json    counts and sources (written last: the dataset is complete);
+        clipped.csv      file, row, column, fix of every border point clipped into its image;
+        duplicates.csv   groups of byte-identical / near-identical images over training and test
+                         (pipeline/duplicates.py); a training group shares one fold;
+        report.md        rejects per reason, fixes, images per category and size, duplicates;
+        manifest.json    counts, sources and the report (written last: the dataset is complete);
         cache/s<S>_m<M>/ train.npy, test.npy: uint8 (rows, S, S, 3) RGB letterboxed images
                          for input size S and margin M, manifest.json (written last);
         folds/k<k>_seed<s>.csv   image_id, image_category, fold — made once, never overwritten.
     OUTPUT/runs/<run>/prep.json            which dataset, cache and folds the run consumes.
+
+Images are read by pipeline/images.py: validity by decoding, in the stored pixel frame
+(EXIF orientation ignored), JPEGs decoded at reduced size where the cache allows.
 
 Letterbox transforms are derived from each image's size and the cache's (S, M)
 (`letterbox_table`), never stored, so no stage can read one cache's transform
@@ -26,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import sys
@@ -37,125 +43,71 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from . import codec
+from . import codec, duplicates, prep_report
 from .config import config_from_args, save_config, stage_parser
 from .fsutil import atomic_path, write_text_atomic
 from .keypoints import CATEGORIES, KEYPOINTS
-from .tianchi import Problem, discover_train_sources, format_cell, parse_cell, read_annotations, read_test_list
+from .images import (ImageError, content_hash, decode, image_size, letterbox, load_letterboxed, phash,
+                     read_bytes, resolve_file)
+from .tianchi import ABSENT_CELL, Problem, discover_train_sources, format_cell, parse_cell, read_annotations, read_test_list
 
 CHUNK = 32
+MAX_CHUNK = 512
 REJECT_COLUMNS = ["file", "row", "column", "reason"]
 
 
-class ImageError(ValueError):
-    """An image that cannot be used (missing, truncated, corrupt)."""
+# image reading lives in pipeline.images (stored frame, validity by decoding); the old names stay
+# importable from here (predict_image, synth's size reader)
+_image_size = image_size
+_reexported = (ImageError, load_letterboxed)
 
 
-# --------------------------------------------------------------------------- images
-
-
-def _image_size(data: bytes) -> Tuple[int, int]:
-    """(width, height) from the header of JPEG or PNG bytes, whatever the file name."""
-    from PIL import Image  # header only; pillow comes with matplotlib
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
-    except Exception as err:  # noqa: BLE001 - PIL raises many kinds
-        raise ImageError(f"not a readable image ({type(err).__name__})") from None
-
-
-def _check_complete(data: bytes) -> None:
-    """Reject truncated JPEG/PNG files (decoders silently fill the missing part)."""
-    if data[:2] == b"\xff\xd8":
-        if b"\xff\xd9" not in data[-64:]:
-            raise ImageError("truncated JPEG (no end-of-image marker)")
-    elif data[:8] == b"\x89PNG\r\n\x1a\n":
-        if b"IEND" not in data[-32:]:
-            raise ImageError("truncated PNG (no IEND chunk)")
-
-
-def load_letterboxed(path, size: int, margin: int = 0) -> Tuple[np.ndarray, int, int, np.ndarray]:
-    """Read an image and letterbox it into a size×size RGB uint8 array.
-
-    JPEGs are decoded at 1/2, 1/4 or 1/8 resolution when the target allows it.
-    Grayscale and PNG-bytes-under-.jpg files are handled. Returns
-    (image (S, S, 3) uint8, width, height, params (4,) original → input pixels).
-    Raises ImageError with the reason.
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ImageError(f"cannot read image: {err.strerror or err}") from None
-    if not data:
-        raise ImageError("empty image file")
-    _check_complete(data)
-    width, height = _image_size(data)
-    reduce = 1
-    for r in (8, 4, 2):
-        # only exact reductions: a side not divisible by r decodes to ceil(side / r) pixels,
-        # which would stretch the picture by up to r-1 original pixels against `params`
-        if max(width, height) / r >= size - 2 * margin and width % r == 0 and height % r == 0:
-            reduce = r
-            break
-    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
-            4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[reduce]
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-    if img is None:
-        raise ImageError("corrupt image (decoder failed)")
-    params = codec.letterbox_params(width, height, size, margin)
-    new_w, new_h = codec.resized_shape(params, width, height)
-    # area averaging where the image shrinks a lot (anti-aliasing); bilinear for small changes
-    interp = cv2.INTER_AREA if img.shape[1] > new_w else cv2.INTER_LINEAR
-    img = cv2.resize(img, (new_w, new_h), interpolation=interp)
-    out = np.zeros((size, size, 3), np.uint8)
-    ox, oy = int(params[2]), int(params[3])
-    out[oy:oy + new_h, ox:ox + new_w] = img[:, :, ::-1]  # BGR → RGB
-    return out, width, height, params
-
-
-def _load_chunk(items: Sequence[Tuple[int, str, Optional[np.ndarray]]], size: int, margin: int,
-                cache_file: str, offset: int):
-    """Worker: load (position, path, keypoints (24,3) or None) items straight into the cache file.
+def _load_chunk(items: Sequence[Tuple[int, str]], size: int, margin: int, cache_file: str, offset: int,
+                hashes: bool = False):
+    """Worker: load (position, path) items straight into the cache file.
 
     Image `pos` is written with os.pwrite at offset + pos * S*S*3 (plain file
     I/O: the pages stay in the OS cache, not in any process's memory).
-    Returns (position, info, column) per item: info is (width, height, params)
-    for a good image, else the reason it was rejected (column names the field).
+    Returns (position, info, column) per item: info is (width, height, params, sha1, phash)
+    for a good image (hashes None unless `hashes`), else the reason it was rejected.
     """
     cv2.setNumThreads(1)
     cache_fd = os.open(cache_file, os.O_WRONLY)
     try:
-        return [_load_one(pos, path, kps, size, margin, cache_fd, offset) for pos, path, kps in items]
+        return [_load_one(pos, path, size, margin, cache_fd, offset, hashes) for pos, path in items]
     finally:
         os.close(cache_fd)
 
 
-def _load_one(pos: int, path: str, kps: Optional[np.ndarray], size: int, margin: int, cache_fd: int,
-              offset: int):
-    """One image of `_load_chunk`: checked, letterboxed, written at its row of the cache file."""
+def _load_one(pos: int, path: str, size: int, margin: int, cache_fd: int, offset: int, hashes: bool):
+    """One image of `_load_chunk`: decoded (stored frame), letterboxed, written at its row of the cache file."""
     try:
-        img, w, h, params = load_letterboxed(path, size, margin)
+        try:
+            data = read_bytes(path)
+        except ImageError:
+            found = resolve_file(os.path.dirname(path), os.path.basename(path), depth=3)
+            if found == path:
+                raise
+            data, path = read_bytes(found), found
+        decoded, w, h, _ = decode(data, size - 2 * margin)
+        img, w, h, params = letterbox(decoded, w, h, size, margin)
     except ImageError as err:
         return pos, str(err), "image_id"
-    if kps is not None:
-        bad = np.nonzero((kps[:, 2] >= 0) & ((kps[:, 0] >= w) | (kps[:, 1] >= h)))[0]
-        if bad.size:
-            k = bad[0]
-            return pos, f"point ({kps[k, 0]}, {kps[k, 1]}) outside the {w}x{h} image", KEYPOINTS[k]
+    except (cv2.error, ValueError, MemoryError) as err:  # whatever an odd file makes a library raise: a reason
+        return pos, f"corrupt image ({type(err).__name__}: {str(err).strip()[-120:]})", "image_id"
+    sha, ph = (content_hash(data), phash(decoded)) if hashes else (None, None)
     os.pwrite(cache_fd, img.tobytes(), offset + pos * img.nbytes)
-    return pos, (w, h, params), None
+    return pos, (w, h, params, sha, ph, path), None
 
 
-def build_cache(paths: Sequence[str], keypoints: Optional[np.ndarray], size: int, cache_path: Path,
-                jobs: int = -1, desc: str = "images", margin: int = 0, skip=None):
+def build_cache(paths: Sequence[str], size: int, cache_path: Path, jobs: int = -1, desc: str = "images",
+                margin: int = 0, skip=None, hashes: bool = False):
     """Load `paths` in parallel and stream them into a uint8 .npy file (N, S, S, 3) (read back as a memmap).
 
-    keypoints: (N, 24, 3) to check bounds, or None. `skip(i)` true: row i is left black
-    unread. Returns (sizes (N, 2) int,
-    params (N, 4) float, errors: dict position → (reason, column)). Rows that
-    failed stay black in the cache. Written to a temporary file and renamed.
+    `skip(i)` true: row i is left black unread. Returns (sizes (N, 2) int stored width/height,
+    params (N, 4) float, errors: dict position → (reason, column), hashes: dict position →
+    (sha1 hex, 64-bit phash) of the good images when `hashes`). Rows that failed stay black.
+    Written to a temporary file and renamed.
     """
     from joblib import Parallel, delayed
     from tqdm import tqdm
@@ -164,50 +116,108 @@ def build_cache(paths: Sequence[str], keypoints: Optional[np.ndarray], size: int
     sizes = np.zeros((n, 2), np.int64)
     params = np.zeros((n, 4), np.float64)
     errors: Dict[int, Tuple[str, str]] = {}
+    found: Dict[int, Tuple[str, int]] = {}
+    resolved: Dict[int, str] = {}
+    cv_threads = cv2.getNumThreads()  # the worker threads set 1 (one image per thread); restored below
     with atomic_path(cache_path) as tmp:
         header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3))
         offset = header.offset  # .npy header length; the file is created sparse at full size
         del header
-        items = [(i, p, None if keypoints is None else keypoints[i]) for i, p in enumerate(paths)
-                 if skip is None or not skip(i)]
-        chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
-        # worker processes write their images straight into the file: only small metadata
-        # comes back (no pickled images), no GIL contention, memory flat in N
-        runner = Parallel(n_jobs=jobs, return_as="generator_unordered", pre_dispatch="2*n_jobs")
-        with tqdm(total=len(items), desc=desc, unit="img", disable=not sys.stderr.isatty() and n < 1) as bar:
-            for results in runner(delayed(_load_chunk)(c, size, margin, str(tmp), offset) for c in chunks):
+        items = [(i, p) for i, p in enumerate(paths) if skip is None or not skip(i)]
+        # chunks of a few hundred images: joblib polls for finished tasks every few ms, so tiny
+        # tasks leave the workers idle; about 4 chunks per worker keep the load balanced
+        workers = max(1, jobs if jobs > 0 else (os.cpu_count() or 1) + 1 + jobs)
+        step = int(min(MAX_CHUNK, max(CHUNK, len(items) // (4 * workers) + 1)))
+        chunks = [items[i:i + step] for i in range(0, len(items), step)]
+        # worker threads write their images straight into the file: only small metadata comes
+        # back, memory flat in N. Threads, not processes: decoding, resizing, hashing and pwrite
+        # release the GIL, and no worker process has to start, import and hold its own memory
+        # (measured on 2 shared cores: processes were slower than one thread)
+        runner = Parallel(n_jobs=jobs, return_as="generator_unordered", pre_dispatch="2*n_jobs", prefer="threads")
+        with tqdm(total=len(items), desc=desc, unit="img", mininterval=1.0,
+                  disable=not sys.stderr.isatty()) as bar:
+            for results in runner(delayed(_load_chunk)(c, size, margin, str(tmp), offset, hashes) for c in chunks):
                 for pos, info, column in results:
                     if column is not None:
                         errors[pos] = (info, column)
                     else:
                         sizes[pos] = info[:2]
                         params[pos] = info[2]
+                        if hashes:
+                            found[pos] = (info[3], info[4])
+                        if info[5] != paths[pos]:
+                            resolved[pos] = info[5]
                 bar.update(len(results))
-    return sizes, params, errors
+    cv2.setNumThreads(cv_threads)
+    if isinstance(paths, list):
+        for pos, path in resolved.items():  # the file found under another spelling (see resolve_file)
+            paths[pos] = path
+    return sizes, params, errors, found
+
+
+def check_points(kps: np.ndarray, width: int, height: int) -> Tuple[np.ndarray, List[str], Optional[Tuple[int, str]]]:
+    """Bounds of one image's annotated points (24, 3) (stored-frame pixels) in a width×height image.
+
+    A point within one pixel of the border (x == -1 or x == width, likewise y) is
+    clipped into the image; farther outside is an error. Returns (clipped copy
+    (24, 3), one label per clipped coordinate, e.g. "x = width → width-1", and
+    (keypoint index, reason) of the first point too far outside, or None).
+    """
+    out = np.array(kps, copy=True)
+    fixes: List[str] = []
+    for k in np.nonzero(out[:, 2] >= 0)[0]:
+        x, y = int(out[k, 0]), int(out[k, 1])
+        if not (-1 <= x <= width and -1 <= y <= height):
+            return out, fixes, (int(k), f"point ({x}, {y}) outside the {width}x{height} image "
+                                        "(more than one pixel past the border)")
+        for axis, value, side, name in ((0, x, width, "x"), (1, y, height, "y")):
+            if value == -1:
+                out[k, axis] = 0
+                fixes.append(f"{name} = -1 → 0")
+            elif value == side:
+                out[k, axis] = side - 1
+                fixes.append(f"{name} = {'width' if axis == 0 else 'height'} → "
+                             f"{'width' if axis == 0 else 'height'}-1")
+    return out, fixes, None
 
 
 # --------------------------------------------------------------------------- folds
 
 
-def make_folds(image_id: Sequence[str], category: Sequence[str], k: int, seed: int) -> np.ndarray:
-    """Stratified (by category) k-fold assignment; returns (N,) int fold ids."""
+def make_folds(image_id: Sequence[str], category: Sequence[str], k: int, seed: int,
+               groups: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Stratified (by category), grouped k-fold assignment; returns (N,) int fold ids.
+
+    groups: (N,) group id per image (duplicates share one), or None (every image its own).
+    The split is made over groups, each stratified by the category of its first image,
+    and every member gets its group's fold; without duplicates this is exactly a seeded
+    StratifiedKFold over the images.
+    """
     from sklearn.model_selection import StratifiedKFold
 
     category = np.asarray(category)
-    counts = pd.Series(category).value_counts()
+    groups = np.arange(len(category)) if groups is None else np.asarray(groups)
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first)            # groups in order of their first image
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    unit_of = rank[inverse.reshape(-1)]  # image → unit (group) number
+    unit_cat = category[first[order]]
+    counts = pd.Series(unit_cat).value_counts()
     small = counts[counts < k]
     if len(small):
-        raise ValueError(f"category {small.index[0]!r} has {small.iloc[0]} usable image(s), "
+        raise ValueError(f"category {small.index[0]!r} has {small.iloc[0]} usable image group(s), "
                          f"fewer than data.folds={k}")
-    folds = np.full(len(image_id), -1, np.int64)
+    unit_fold = np.full(len(unit_cat), -1, np.int64)
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    for f, (_, val) in enumerate(splitter.split(np.zeros(len(category)), category)):
-        folds[val] = f
-    return folds
+    for f, (_, val) in enumerate(splitter.split(np.zeros(len(unit_cat)), unit_cat)):
+        unit_fold[val] = f
+    return unit_fold[unit_of]
 
 
-def check_folds(folds: pd.DataFrame, k: int) -> None:
-    """Leak check: every image in exactly one fold, every fold holds every category."""
+def check_folds(folds: pd.DataFrame, k: int, groups: Optional[Sequence[int]] = None) -> None:
+    """Leak check: every image in exactly one fold, every fold holds every category, and every
+    duplicate group (groups (N,) aligned with the rows of `folds`) lies in a single fold."""
     if folds["image_id"].duplicated().any():
         dup = folds.loc[folds["image_id"].duplicated(), "image_id"].iloc[0]
         raise AssertionError(f"folds.csv: image {dup!r} is in more than one fold")
@@ -217,6 +227,13 @@ def check_folds(folds: pd.DataFrame, k: int) -> None:
         missing = set(range(k)) - set(group["fold"])
         if missing:
             raise AssertionError(f"folds.csv: category {cat} has no image in fold(s) {sorted(missing)}")
+    if groups is not None:
+        spread = pd.Series(folds["fold"].to_numpy()).groupby(np.asarray(groups)).nunique()
+        if (spread > 1).any():
+            g = spread.index[spread > 1][0]
+            ids = folds["image_id"].to_numpy()[np.asarray(groups) == g]
+            raise AssertionError(f"folds.csv: duplicate images {', '.join(map(str, ids[:3]))} are in different "
+                                 "folds (a leak between training and validation)")
 
 
 # --------------------------------------------------------------------------- keyed layout
@@ -227,13 +244,18 @@ def input_fingerprint(input_dir) -> str:
     `input_dir` (relative path, size, modification time). Relative paths: a copied or moved data
     directory that keeps file times (cp -a, rsync -a) keeps its fingerprint."""
     input_dir = Path(input_dir)
-    h = hashlib.sha1(b"fashionai-dataset-v2")
-    files = sorted(input_dir.glob("*/Annotations/*.csv")) + sorted(input_dir.glob("test/*.csv"))
+    h = hashlib.sha1(b"fashionai-dataset-v3")  # v3: duplicates, clipping, report
+    files = [str(p.relative_to(input_dir)) for p in sorted(input_dir.glob("*/Annotations/*.csv"))
+             + sorted(input_dir.glob("test/*.csv"))]
     for images in sorted(input_dir.glob("*/Images")):
-        files += sorted(p for p in images.rglob("*") if p.is_file())
-    for path in files:
-        st = path.stat()
-        h.update(f"{path.relative_to(input_dir)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        found = []
+        for top, _, names in os.walk(images):  # plain strings: tens of thousands of files
+            rel = os.path.relpath(top, input_dir)
+            found += [os.path.join(rel, n) for n in names]
+        files += sorted(found)
+    for rel in files:
+        st = os.stat(os.path.join(input_dir, rel))
+        h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -293,9 +315,10 @@ def _to_frame(ids, source_ids, sources, cats, files, sizes, rows, kps) -> pd.Dat
         "image_id": ids, "source": sources, "source_image_id": source_ids, "image_category": cats,
         "file": files, "width": sizes[:, 0], "height": sizes[:, 1], "cache_row": rows,
     })
-    if kps is not None:
+    if kps is not None:  # integer pixels: formatted directly (format_cell's rounding is for floats)
+        rows = np.asarray(kps, np.int64).tolist()
         for k, name in enumerate(KEYPOINTS):
-            frame[name] = [format_cell(*p[k]) for p in kps]
+            frame[name] = [ABSENT_CELL if p[k][2] < 0 else f"{p[k][0]}_{p[k][1]}_{p[k][2]}" for p in rows]
     return frame
 
 
@@ -449,65 +472,125 @@ def _parse_sources(input_dir: Path):
             source_ids.append(iid)
             source_names.append(name)
             cats.append(cat)
-            files.append(str(split_dir / iid))
+            files.append(os.path.join(split_dir, iid))  # another spelling is looked for when absent
             kps.append(pts)
             csv_rows.append((str(csv_path), int(row)))
     kps_arr = np.array(kps, np.int64).reshape(-1, len(KEYPOINTS), 3)
     return sources, (ids, source_ids, source_names, cats, files, kps_arr, csv_rows), problems
 
 
-def build_dataset(input_dir, ds_dir: Path, size: int, margin: int, jobs: int) -> Dict:
-    """Parse and validate every source of `input_dir` into `ds_dir` (index, test index, rejects),
-    building the (size, margin) image cache in the same decoding pass. Returns the dataset manifest.
+def _clip_points(kps_arr: np.ndarray, sizes: np.ndarray, good: Sequence[int], csv_rows, files):
+    """Clip border points of the good rows in place; returns (problems of points too far outside,
+    fix counts {label: n}, clipped rows [(file, row, keypoint, fix)])."""
+    problems, fixes, clipped = [], {}, []
+    for pos in good:
+        w, h = (int(v) for v in sizes[pos])
+        new, labels, bad = check_points(kps_arr[pos], w, h)
+        if bad is not None:
+            problems.append((pos, Problem(csv_rows[pos][0], csv_rows[pos][1], KEYPOINTS[bad[0]],
+                                          f"{files[pos]}: {bad[1]}")))
+            continue
+        if labels:
+            changed = np.nonzero((new != kps_arr[pos]).any(1))[0]
+            for k in changed:
+                clipped.append((csv_rows[pos][0], csv_rows[pos][1], KEYPOINTS[k],
+                                f"{format_cell(*kps_arr[pos][k])} → {format_cell(*new[k])}"))
+            for label in labels:
+                fixes[f"border point clipped: {label}"] = fixes.get(f"border point clipped: {label}", 0) + 1
+            kps_arr[pos] = new
+    return problems, fixes, clipped
 
-    Cache rows follow the parse order of all candidate rows (rejected rows stay black), so every
-    later cache of this dataset puts each image at the same `cache_row`.
+
+def build_dataset(input_dir, ds_dir: Path, size: int, margin: int, jobs: int) -> Dict:
+    """Parse and validate every source of `input_dir` into `ds_dir` (index, test index, rejects,
+    duplicates, report), building the (size, margin) image cache in the same decoding pass.
+    Returns the dataset manifest.
+
+    Cache rows follow the parse order of all candidate rows (rejected rows may hold pixels
+    but are never read), so every later cache of this dataset puts each image at the same `cache_row`.
     """
     sources, rows, problems = _parse_sources(input_dir)
     ids, source_ids, source_names, cats, files, kps_arr, csv_rows = rows
+    n_csv_problems = len(problems)
     cdir = cache_dir(ds_dir, size, margin)
-    sizes, _, errors = build_cache(files, kps_arr, size, cdir / "train.npy", jobs, desc="train images",
-                                   margin=margin)
+    as_written = list(files)  # build_cache puts the path of a file found under another spelling in `files`
+    sizes, _, errors, hashes = build_cache(files, size, cdir / "train.npy", jobs, desc="train images",
+                                           margin=margin, hashes=True)
     for pos, (reason, column) in sorted(errors.items()):
         problems.append(Problem(csv_rows[pos][0], csv_rows[pos][1], column, f"{files[pos]}: {reason}"))
-    sel = np.array([i for i in range(len(ids)) if i not in errors], np.int64)
+    decoded = [i for i in range(len(ids)) if i not in errors]
+    outside, fixes, clipped = _clip_points(kps_arr, sizes, decoded, csv_rows, files)
+    problems += [p for _, p in outside]
+    far = {pos for pos, _ in outside}
+    sel = np.array([i for i in decoded if i not in far], np.int64)
+    renamed = sum(1 for i in sel if files[i] != as_written[i])
+    if renamed:
+        fixes["image file found under another letter case or separator"] = renamed
     frame = _to_frame(np.array(ids, object)[sel], np.array(source_ids, object)[sel],
                       np.array(source_names, object)[sel], np.array(cats, object)[sel],
                       np.array(files, object)[sel], sizes[sel], sel, kps_arr[sel])
-    n_test, test_rows = 0, 0
+    hash_rows = [(ids[i], "train", cats[i], *hashes[i], *sizes[i]) for i in sel]
+    n_test = test_rows = 0
+    t_frame = None
     test_csv = Path(input_dir) / "test" / "test.csv"
     if test_csv.exists():
-        t_frame, t_problems = _build_test(input_dir, test_csv, cdir / "test.npy", size, margin, jobs)
+        t_frame, t_problems, t_hashes = _build_test(input_dir, test_csv, cdir / "test.npy", size, margin, jobs)
         problems += t_problems
+        hash_rows += [(f"test/{iid}", "test", cat, *t_hashes[pos], w, h)
+                      for pos, (iid, cat, w, h) in enumerate(zip(t_frame["image_id"], t_frame["image_category"],
+                                                                 t_frame["width"], t_frame["height"]))
+                      if pos in t_hashes]
         with atomic_path(ds_dir / "test_index.csv") as tmp:
             t_frame.to_csv(tmp, index=False)
         n_test = test_rows = len(t_frame)
+    dups = duplicates.find_duplicates(*zip(*hash_rows)) if hash_rows else pd.DataFrame(columns=duplicates.COLUMNS)
+    with atomic_path(ds_dir / "duplicates.csv") as tmp:
+        dups.to_csv(tmp, index=False)
+    with atomic_path(ds_dir / "clipped.csv") as tmp:
+        pd.DataFrame(clipped, columns=["file", "row", "column", "fix"]).to_csv(tmp, index=False)
     with atomic_path(ds_dir / "index.csv") as tmp:
         frame.to_csv(tmp, index=False)
     _write_rejects(ds_dir / "rejects.csv", problems)
+    report = prep_report.build(problems, fixes, frame, t_frame, duplicates.summary(dups), n_csv_problems)
     manifest = {
         "input": str(Path(input_dir).resolve()), "n_candidates": len(ids), "n_train": int(len(frame)),
         "n_test": n_test, "n_test_rows": test_rows, "n_rejected": len(problems),
+        "n_clipped_points": len(clipped),
         "per_category": {c: int(v) for c, v in frame["image_category"].value_counts().sort_index().items()},
-        "sources": [s[0] for s in sources],
+        "sources": [s[0] for s in sources], "report": report,
     }
+    write_text_atomic(ds_dir / "report.md", prep_report.markdown(report, ds_dir))
     _finish_cache(cdir, size, margin, manifest)
     return manifest
 
 
 def _build_test(input_dir, test_csv: Path, path: Path, size: int, margin: int, jobs: int):
-    """Test index frame (every row of test.csv, in order) and its problems; cache written to `path`."""
+    """Test index frame (every row of test.csv, in order), its problems and the hashes of its
+    readable images {position: (sha1, phash)}; cache written to `path`."""
     t_ids, t_cats = read_test_list(test_csv)
-    t_files = [str(Path(input_dir) / "test" / i) for i in t_ids]
-    t_sizes, _, t_errors = build_cache(t_files, None, size, path, jobs, desc="test images", margin=margin)
+    t_files = [os.path.join(input_dir, "test", i) for i in t_ids]
+    t_sizes, _, t_errors, t_hashes = build_cache(t_files, size, path, jobs, desc="test images", margin=margin,
+                                                 hashes=True)
     problems = []
     for pos, (reason, _) in sorted(t_errors.items()):
-        # a test row cannot be dropped: predict on a black image of an assumed 512x512 size
+        # a test row cannot be dropped: predict on a black image of the size its header gives
+        # (what the submission validator checks against), else an assumed 512x512
+        t_sizes[pos] = _header_size_or_default(t_files[pos])
         problems.append(Problem(str(test_csv), pos + 2, "image_id", f"{t_files[pos]}: {reason} "
-                                "(kept; predicted on a blank 512x512 image)"))
-        t_sizes[pos] = (512, 512)
+                                f"(kept; predicted on a blank {t_sizes[pos][0]}x{t_sizes[pos][1]} image)"))
     frame = _to_frame(t_ids, t_ids, ["test"] * len(t_ids), t_cats, t_files, t_sizes, np.arange(len(t_ids)), None)
-    return frame, problems
+    return frame, problems, t_hashes
+
+
+def _header_size_or_default(path: str, default: Tuple[int, int] = (512, 512)) -> Tuple[int, int]:
+    """(width, height) from an unusable image's header when it has one (e.g. a cut-short JPEG), else `default`."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - missing, empty, not an image
+        return default
 
 
 def _finish_cache(cdir: Path, size: int, margin: int, dataset_manifest: Dict) -> None:
@@ -528,8 +611,8 @@ def build_extra_cache(ds_dir: Path, size: int, margin: int, jobs: int, dataset_m
         for row, f in zip(index.cache_row, index.frame["file"]):
             files[row] = f
         wanted = set(index.cache_row.tolist())
-        _, _, errors = build_cache(files, None, size, cdir / f"{split}.npy", jobs, desc=f"{split} images",
-                                   margin=margin, skip=lambda i: i not in wanted)
+        _, _, errors, _ = build_cache(files, size, cdir / f"{split}.npy", jobs, desc=f"{split} images",
+                                      margin=margin, skip=lambda i: i not in wanted)
         bad = {i: e for i, e in errors.items() if i in wanted and split == "train"}
         if bad:
             pos, (reason, _) = next(iter(sorted(bad.items())))
@@ -538,22 +621,45 @@ def build_extra_cache(ds_dir: Path, size: int, margin: int, jobs: int, dataset_m
     _finish_cache(cdir, size, margin, dataset_manifest)
 
 
+def read_duplicates(ds_dir) -> pd.DataFrame:
+    """duplicates.csv of a dataset (empty frame when none were found)."""
+    path = Path(ds_dir) / "duplicates.csv"
+    if not path.exists():
+        return pd.DataFrame(columns=duplicates.COLUMNS)
+    return pd.read_csv(path, dtype={"image_id": str, "split": str}, keep_default_na=False)
+
+
 def ensure_folds(ds_dir: Path, k: int, seed: int) -> pd.DataFrame:
-    """The (k, seed) folds of a dataset: made once, stored under folds/, reused and leak-checked."""
+    """The (k, seed) folds of a dataset: made once, stored under folds/, reused and leak-checked
+    (duplicate groups of duplicates.csv each in one fold)."""
     path = folds_path(ds_dir, k, seed)
     index = load_index(ds_dir, "train")
+    dups = read_duplicates(ds_dir)
+    identical = duplicates.training_groups(dups, index.image_id, near=False)
     if path.exists():
         folds = pd.read_csv(path, dtype={"image_id": str})
         if list(folds["image_id"]) != list(index.image_id):
             raise AssertionError(f"{path} does not cover the images of {ds_dir / 'index.csv'}")
-        check_folds(folds, k)
+        check_folds(folds, k, identical)
         return folds
     for cat, n in pd.Series(index.category).value_counts().items():
         if n < k:
             raise SystemExit(f"preprocess: category {cat!r} has {n} usable image(s), fewer than data.folds={k}")
-    folds = pd.DataFrame({"image_id": list(index.image_id), "image_category": list(index.category),
-                          "fold": make_folds(index.image_id, index.category, k, seed)})
-    check_folds(folds, k)
+    folds = None
+    for groups, what in ((duplicates.training_groups(dups, index.image_id), "near and identical"),
+                         (identical, "byte-identical")):
+        try:
+            fold = make_folds(index.image_id, index.category, k, seed, groups)
+            folds = pd.DataFrame({"image_id": list(index.image_id), "image_category": list(index.category),
+                                  "fold": fold})
+            check_folds(folds, k, groups)
+            break
+        except (ValueError, AssertionError) as err:
+            folds = None
+            print(f"preprocess: warning: folds grouping {what} duplicates are impossible ({err})", file=sys.stderr)
+    if folds is None:
+        raise SystemExit(f"preprocess: no stratified {k}-fold split keeps the duplicates of "
+                         f"{ds_dir / 'duplicates.csv'} together")
     with atomic_path(path) as tmp:
         folds.to_csv(tmp, index=False)
     return folds
@@ -613,6 +719,9 @@ def preprocess(input_dir, output_dir, size: int = 128, k: int = 3, seed: int = 4
           f"source(s), {manifest['n_test']} test images, {manifest['n_rejected']} rejected row(s); "
           f"cache {cache_key(size, margin)}, folds {folds_key(k, seed)}")
     if built:
+        if "report" in manifest:
+            print("\n".join(prep_report.tables(manifest["report"])))
+            print(f"  report: {ds_dir / 'report.md'}, duplicates: {ds_dir / 'duplicates.csv'}")
         problems = pd.read_csv(ds_dir / "rejects.csv")
         for p in problems.head(10).itertuples(index=False):
             print(f"  rejected: {p.file}: row {p.row}, column {p.column}: {p.reason}")

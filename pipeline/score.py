@@ -105,8 +105,9 @@ def test_answers(input_dir, test) -> Optional[np.ndarray]:
     if not path.exists():
         return None
     table, problems = read_annotations(path)
-    if problems:
-        raise ValueError(f"{path}: {problems[0]}")
+    if problems:  # Problem names the file, row and column
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValueError(f"{problems[0]}{more}")
     pos = {iid: i for i, iid in enumerate(table.image_id)}
     missing = [i for i in test.image_id if i not in pos]
     if missing:

@@ -67,7 +67,7 @@ def validate(path, test_csv, sizes: Optional[Dict[str, Tuple[int, int]]] = None)
         sizes = image_sizes_for(test_csv, test_ids)
     problems: List[str] = []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel's UTF-8) is fine
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError) as err:
         return [f"{path}: cannot read: {err}"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -20,6 +21,7 @@ from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS
 HEADER: Tuple[str, ...] = ("image_id", "image_category") + KEYPOINTS
 TEST_HEADER: Tuple[str, ...] = ("image_id", "image_category")
 ABSENT_CELL = "-1_-1_-1"
+_WANTED = {c: frozenset(CATEGORY_KEYPOINTS[c]) for c in CATEGORIES}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +37,13 @@ class Problem:
         return f"{self.file}: row {self.row}, column {self.column}: {self.reason}"
 
 
-def parse_cell(text: str) -> Tuple[int, int, int]:
-    """Parse an `x_y_v` cell into integers; raise ValueError with the reason."""
+@functools.lru_cache(maxsize=1 << 16)  # cells repeat a lot (-1_-1_-1 above all): parse each text once
+def parse_cell(text: str, edge: bool = False) -> Tuple[int, int, int]:
+    """Parse an `x_y_v` cell into integers; raise ValueError with the reason.
+
+    edge: annotations may place a point one pixel before the image (x or y == -1, not
+    both: `-1_-1_v` with v >= 0 is an absent point with a wrong flag); preprocess clips it.
+    """
     parts = text.strip().split("_")
     if len(parts) != 3:
         raise ValueError(f"cell {text!r} is not of the form x_y_v")
@@ -48,7 +55,9 @@ def parse_cell(text: str) -> Tuple[int, int, int]:
         raise ValueError(f"cell {text!r} has visibility {v}, expected -1, 0 or 1")
     if v == -1 and (x, y) != (-1, -1):
         raise ValueError(f"cell {text!r} is absent (v=-1) but has coordinates")
-    if v >= 0 and (x < 0 or y < 0):
+    if v >= 0 and edge and (x, y) == (-1, -1):
+        raise ValueError(f"cell {text!r} has no coordinates (-1, -1) but visibility {v}")
+    if v >= 0 and (min(x, y) < (-1 if edge else 0)):
         raise ValueError(f"cell {text!r} has negative coordinates")
     return x, y, v
 
@@ -82,26 +91,37 @@ class KeypointTable:
                              self.keypoints[mask], self.rows[mask])
 
 
+def _category(text: str) -> str:
+    """A category cell as written, or its lower-case form when that is a known category ("Blouse")."""
+    text = text.strip()
+    return text.lower() if text not in CATEGORIES and text.lower() in CATEGORIES else text
+
+
 def _parse_row(fields: Sequence[str], header: Sequence[str]) -> Tuple[str, str, np.ndarray]:
     """Parse one annotation row; raise _RowError(column, reason)."""
+    if len(fields) > len(header) and not any(f.strip() for f in fields[len(header):]):
+        fields = fields[:len(header)]  # trailing separators (a spreadsheet's empty columns)
     if len(fields) != len(header):
         raise _RowError("*", f"expected {len(header)} fields, found {len(fields)}")
-    image_id, category = fields[0].strip(), fields[1].strip()
+    image_id, category = fields[0].strip(), _category(fields[1])
     if not image_id:
         raise _RowError("image_id", "empty image_id")
     if category not in CATEGORIES:
         raise _RowError("image_category", f"unknown category {category!r}")
-    kps = np.full((NUM_KEYPOINTS, 3), -1, dtype=np.int32)
-    wanted = set(CATEGORY_KEYPOINTS[category])
+    cells = [[-1, -1, -1]] * NUM_KEYPOINTS
+    wanted = _WANTED[category]
+    annotated = False
     for name, text in zip(header[2:], fields[2:]):
         try:
-            cell = parse_cell(text)
+            cell = parse_cell(text, edge=True)
         except ValueError as err:
             raise _RowError(name, str(err)) from None
         if name not in wanted:
             continue  # other categories' points are ignored (they should be -1_-1_-1)
-        kps[KEYPOINT_INDEX[name]] = cell
-    if (kps[:, 2] >= 0).sum() == 0:
+        cells[KEYPOINT_INDEX[name]] = cell
+        annotated = annotated or cell[2] >= 0
+    kps = np.array(cells, dtype=np.int32)
+    if not annotated:
         raise _RowError("*", "no annotated keypoint of the category")
     return image_id, category, kps
 
@@ -185,11 +205,11 @@ def read_test_list(path) -> Tuple[List[str], List[str]]:
         for line_no, fields in enumerate(reader, start=2):
             if not fields:
                 continue
-            if len(fields) < 2 or fields[1].strip() not in CATEGORIES:
+            if len(fields) < 2 or _category(fields[1]) not in CATEGORIES:
                 raise ValueError(f"{path}: row {line_no}: column image_category: "
                                  f"unknown or missing category")
             ids.append(fields[0].strip())
-            cats.append(fields[1].strip())
+            cats.append(_category(fields[1]))
     return ids, cats
 
 

@@ -72,8 +72,12 @@ def garment_image(width: int, height: int, seed: int = 0, gray: bool = False,
     """A dark, smooth BGR (or gray) image with optional bright square dots centred at (x, y)."""
     rng = np.random.default_rng(seed)
     base = rng.integers(10, 50, size=3)
+    # pattern periods and phases vary with the seed: different seeds are different pictures, not
+    # near-duplicates (seed 0 keeps periods 17, 23 and phase 0)
+    fx, fy = 17.0 + 2.3 * (seed % 7), 23.0 + 3.1 * (seed % 5)
+    px, py = 0.9 * seed, 1.7 * seed
     yy, xx = np.mgrid[0:height, 0:width]
-    img = np.stack([(base[c] + 10 * np.sin(xx / 17.0 + c) + 10 * np.cos(yy / 23.0)) for c in range(3)], -1)
+    img = np.stack([(base[c] + 10 * np.sin(xx / fx + px + c) + 10 * np.cos(yy / fy + py)) for c in range(3)], -1)
     img = np.clip(img, 0, 255).astype(np.uint8)
     for x, y in dots:
         img[max(0, y - dot_radius):y + dot_radius + 1, max(0, x - dot_radius):x + dot_radius + 1] = 255

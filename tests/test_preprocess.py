@@ -74,11 +74,11 @@ def build_bad_dataset(root) -> dict:
                       tag="dup-second")
     bad["duplicate"] = (train_csv, line, "image_id", "duplicate")
     k = random_keypoints("trousers", 300, 200, ds.rng)
-    k[KEYPOINT_INDEX["crotch"]] = (300, 100, 1)  # x == width: one past the last column
+    k[KEYPOINT_INDEX["crotch"]] = (301, 100, 1)  # x == width + 1: two past the last column (x == width is clipped)
     ds.add("train", "trousers", (300, 200), name="outside", kps=k, tag="outside")
     bad["outside"] = (train_csv, ds.lines[("train", "outside")], "crotch", "outside")
     k = random_keypoints("skirt", 300, 200, ds.rng)
-    k[KEYPOINT_INDEX["hemline_left"]] = (10, 200, 0)  # y == height, occluded: still checked
+    k[KEYPOINT_INDEX["hemline_left"]] = (10, 201, 0)  # y == height + 1, occluded: still checked
     ds.add("train_warm", "skirt", (300, 200), name="outside_y", kps=k, tag="outside_y")
     bad["outside_y"] = (warm_csv, ds.lines[("train_warm", "outside_y")], "hemline_left", "outside")
 
