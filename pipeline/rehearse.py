@@ -64,7 +64,8 @@ def plain_loop(files: Sequence[Path], size: int) -> Dict:
     wall, cpu = time.perf_counter(), time.process_time()
     for path in files:
         cv2.resize(cv2.imread(str(path)), (size, size))
-    return {"seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu, "n": len(files)}
+    return {"seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu, "n": len(files),
+            "foreign_modules": sorted(m for m in ("sklearn", "tensorflow", "pandas") if m in sys.modules)}
 
 
 def plain_loop_fresh(source: Path, size: int, reps: int = 1) -> List[Dict]:

@@ -97,10 +97,11 @@ def test_image_files_plain_loop_and_rss(tmp_path):
         path = tmp_path / split / "Images" / "blouse" / "a.jpg"
         path.parent.mkdir(parents=True)
         cv2.imwrite(str(path), np.full((40, 30, 3), 128, np.uint8))
-    files = bench.image_files(tmp_path)
+    from pipeline.rehearse import image_files, plain_loop_fresh
+
+    files = image_files(tmp_path)
     assert [f.parts[-4] for f in files] == ["test", "train"]
-    assert bench.plain_read_resize(files, 16) >= 0
-    fresh = bench.plain_loop_subprocess(files, 16, tmp_path / "work")
+    fresh = plain_loop_fresh(tmp_path, 16)[0]
     assert fresh["n"] == 2 and fresh["seconds"] >= 0
     assert fresh["foreign_modules"] == []  # the baseline loop ran without sklearn/TF/the pipeline loaded
     import psutil

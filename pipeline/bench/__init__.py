@@ -48,9 +48,9 @@ CLI: python -m pipeline.bench --output DIR --mode quick|full [--steps a,b]  (--s
 """
 from __future__ import annotations
 
-from .harness import (DEMO_CONFIG, MODES, REPO, SCALE, SEED_CONFIG, Bench, Mode, image_files, main,  # noqa: F401
+from .harness import (DEMO_CONFIG, MODES, REPO, SCALE, SEED_CONFIG, Bench, Mode, main,  # noqa: F401
                       paired_ratio, peak_tree_rss, run_logged, tree_rss)
-from .measures import (PLAIN_LOOP_PROGRAM, STEPS, WORKERS, decode_floor, model_flops,  # noqa: F401
-                       near_heatmap_border, plain_loop_subprocess, plain_read_resize, seed_ratio)
+from .measures import (STEPS, WORKERS, decode_floor, model_flops,  # noqa: F401
+                       near_heatmap_border, seed_ratio)
 from .table import (BENCH_END, BENCH_START, GOALS, INFO_KEYS, format_value, goal_text, heads_table,  # noqa: F401
                     make_entry, passes, render_table, replace_between_markers, write_tables)

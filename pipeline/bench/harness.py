@@ -175,11 +175,6 @@ def peak_tree_rss(cmd: Sequence[str], log: Path, interval: float = 0.02, timeout
             "rc": proc.returncode}
 
 
-def image_files(input_dir: Path) -> List[Path]:
-    """Every image of a data set in the competition layout (all splits), sorted."""
-    return sorted(p for images in sorted(input_dir.glob("*/Images")) for p in images.rglob("*.jpg"))
-
-
 def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
     """Median over repetitions i of numerators[i] / denominators[i].
 

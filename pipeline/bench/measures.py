@@ -12,8 +12,6 @@ Steps run in the bench process (`step_*(bench)`); TensorFlow work runs in worker
 from __future__ import annotations
 
 import dataclasses
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,8 +21,9 @@ import numpy as np
 
 from ..keypoints import CATEGORIES, NUM_KEYPOINTS, category_flip_index, category_indices
 from ..models.flops import model_flops  # noqa: F401 (re-exported for the bench)
+from ..rehearse import image_files, plain_loop_fresh
 from .harness import (DEMO_CONFIG, PRECISION_CATEGORY, REPO, SCALE, SEED_CONFIG, THROUGHPUT_CATEGORY, attempt,
-                      image_files, paired_ratio, peak_tree_rss, subprocess_env, tail)
+                      paired_ratio, peak_tree_rss, tail)
 
 # --------------------------------------------------------------------------- pure helpers
 
@@ -107,51 +106,6 @@ def fit_rates(trainer, dataset, steps: int, skip: int = 2) -> Tuple[float, float
     trainer.fit(dataset, epochs=1, steps_per_epoch=steps + skip + 1, verbose=0, callbacks=[Stamp()])
     (wall0, cpu0), (wall1, cpu1) = stamps[skip], stamps[-1]
     return steps / (wall1 - wall0), steps / max(cpu1 - cpu0, 1e-9)
-
-
-def plain_read_resize(files: Sequence[Path], size: int) -> float:
-    """Seconds of a plain single-thread cv2.imread + cv2.resize loop over `files` (in this process)."""
-    import cv2
-
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        start = time.perf_counter()
-        for path in files:
-            cv2.resize(cv2.imread(str(path)), (size, size))
-        return time.perf_counter() - start
-    finally:
-        cv2.setNumThreads(threads)
-
-
-#: the plain loop as a standalone program: a fresh interpreter that imports only cv2 (and json/sys/time),
-#: so nothing the bench or the pipeline imported (sklearn, TensorFlow, their thread pools) can bias it
-PLAIN_LOOP_PROGRAM = """
-import json, sys, time
-import cv2
-cv2.setNumThreads(1)
-files = open(sys.argv[1]).read().split("\\n")
-files = [f for f in files if f]
-size = int(sys.argv[2])
-start = time.perf_counter()
-for path in files:
-    cv2.resize(cv2.imread(path), (size, size))
-seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "n": len(files),
-                  "foreign_modules": sorted(m for m in ("sklearn", "tensorflow", "pipeline") if m in sys.modules)}))
-"""
-
-
-def plain_loop_subprocess(files: Sequence[Path], size: int, work: Path, timeout: float = 1800) -> Dict:
-    """PLAIN_LOOP_PROGRAM over `files` in a fresh `python -c`; {"seconds" (the loop only), "n", ...}."""
-    work.mkdir(parents=True, exist_ok=True)
-    listing = work / "plain_loop_files.txt"
-    listing.write_text("\n".join(str(f) for f in files) + "\n")
-    proc = subprocess.run([sys.executable, "-c", PLAIN_LOOP_PROGRAM, str(listing), str(size)], cwd=REPO,
-                          env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"plain loop exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------- workers (subprocesses)
@@ -406,7 +360,8 @@ def step_preprocess_speed(bench) -> None:
     """preprocess() img/s vs a plain imread+resize loop on the SCALE× set, each in a fresh interpreter.
 
     Ours: `pipeline.preprocess.preprocess` (force: the whole stage) timed inside a worker, its
-    imports excluded; the plain loop: PLAIN_LOOP_PROGRAM in `python -c`, its loop alone timed.
+    imports excluded; the plain loop: `pipeline.rehearse.plain_loop_fresh` (a fresh interpreter that
+    imports cv2 only), its loop alone timed.
     One warm-up of ours (page cache), then back-to-back pairs; the key is the median paired ratio.
     """
     from ..config import load_config
@@ -418,7 +373,7 @@ def step_preprocess_speed(bench) -> None:
     bench.run_worker("preprocess_time", timeout=1800, tag="warmup", **args)
     plain, ours, foreign = [], [], set()
     for rep in range(bench.mode.reps):
-        loop = plain_loop_subprocess(files, cfg.model.input_size, bench.root / "speed_plain")
+        loop = plain_loop_fresh(source, cfg.model.input_size)[0]
         plain.append(loop["seconds"])
         foreign.update(loop["foreign_modules"])
         ours.append(bench.run_worker("preprocess_time", timeout=1800, tag=f"rep{rep}", **args)["seconds"])
