@@ -7,7 +7,7 @@ from pipeline.models import MODELS, build_model
 
 
 def cfg_with(*overrides):
-    return load_config("configs/demo.yaml", ["model.input_size=64", "model.width=16"] + list(overrides))
+    return load_config("configs/demo.yaml", ["model.name=cpm", "model.input_size=64", "model.width=16"] + list(overrides))
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
