@@ -27,6 +27,18 @@ from pipeline.tianchi import ABSENT_CELL, HEADER, TEST_HEADER, format_cell
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+@pytest.fixture(autouse=True)
+def _keras_policy_restored():
+    """Each test starts from the dtype policy the session had: in-process training sets a
+    global mixed-precision policy that must not leak into the next test."""
+    keras = sys.modules.get("keras")
+    before = keras.mixed_precision.global_policy() if keras is not None else None
+    yield
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.mixed_precision.set_global_policy(before if before is not None else "float32")
+
 #: CSV file of each training source, as released.
 SOURCE_CSV = {"train": "Annotations/train.csv", "train_warm": "Annotations/annotations.csv"}
 
