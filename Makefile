@@ -78,6 +78,7 @@ help:
 	@echo "make compare A=run1 B=run2   per category/keypoint: B vs A, paired bootstrap interval, significant?"
 	@echo "make report      PNG plots and OUTPUT/runs/<run>/report/index.html"
 	@echo "make bench       benchmarks -> OUTPUT/bench/results.json, docs/benchmarks.md"
+	@echo "make bench-input   JSON: training-input img/s at CONFIG's input size, per core and all cores"
 	@echo "make rehearse SCALE=0.1  preprocess/predict at the real set's size x SCALE -> OUTPUT/rehearse/, docs/benchmarks.md"
 	@echo "variables: INPUT=$(INPUT) OUTPUT=$(OUTPUT) CONFIG=$(CONFIG) RUN=$(RUN) CAT FOLD SET='train.epochs=3 ...'"
 

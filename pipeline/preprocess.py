@@ -46,6 +46,7 @@ import pandas as pd
 from . import codec, duplicates, prep_report
 from .config import config_from_args, save_config, stage_parser
 from .fsutil import atomic_path, write_text_atomic
+from .hardware import available_cores
 from .keypoints import CATEGORIES, KEYPOINTS
 from .images import (ImageError, content_hash, decode, image_size, letterbox, load_letterboxed, phash,
                      read_bytes, resolve_file)
@@ -126,7 +127,7 @@ def build_cache(paths: Sequence[str], size: int, cache_path: Path, jobs: int = -
         items = [(i, p) for i, p in enumerate(paths) if skip is None or not skip(i)]
         # chunks of a few hundred images: joblib polls for finished tasks every few ms, so tiny
         # tasks leave the workers idle; about 4 chunks per worker keep the load balanced
-        workers = max(1, jobs if jobs > 0 else (os.cpu_count() or 1) + 1 + jobs)
+        workers = max(1, jobs if jobs > 0 else available_cores() + 1 + jobs)
         step = int(min(MAX_CHUNK, max(CHUNK, len(items) // (4 * workers) + 1)))
         chunks = [items[i:i + step] for i in range(0, len(items), step)]
         # worker threads write their images straight into the file: only small metadata comes

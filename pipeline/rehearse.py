@@ -344,11 +344,9 @@ def rehearse(output: Path, scale: float, steps: Sequence[str], docs: Path) -> Di
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     if results.get("scale") != scale:
         results = {}
-    cores = os.cpu_count() or 1
-    with contextlib.suppress(Exception):
-        from .hardware import available_cores
+    from .hardware import available_cores
 
-        cores = available_cores()
+    cores = available_cores()
     results.update({"scale": scale, "cores": cores, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "load_average_at_start": [round(x, 1) for x in os.getloadavg()],
                     "command": f"python -m pipeline.rehearse --output {output} --scale {scale:g}"})

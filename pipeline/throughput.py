@@ -111,7 +111,7 @@ def input_throughput(cfg, seconds: float = 3.0, n_images: int = 64, category: st
     }
 
 
-def model_flops(cfg, category: str = "dress") -> Dict:
+def config_flops(cfg, category: str = "dress") -> Dict:
     """Forward conv FLOPs per image and parameters of `cfg`'s model for `category` (no weights download).
 
     Counted by `models.flops.model_flops` (Σ 2·kh·kw·Cin·Cout·Hout·Wout); training ≈ 3× forward.
@@ -119,11 +119,11 @@ def model_flops(cfg, category: str = "dress") -> Dict:
     import dataclasses
 
     from .models import build_model
-    from .models.flops import model_flops as count_flops
+    from .models.flops import model_flops
 
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
     model = build_model(cfg, len(category_indices(category)))
-    forward = count_flops(model)
+    forward = model_flops(model)
     return {"category": category, "input_size": cfg.model.input_size, "forward_gflops": forward / 1e9,
             "train_gflops": 3 * forward / 1e9, "params": int(model.count_params())}
 
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
         print(f"bench-input: error: {err}", file=sys.stderr)
         return 1
     hardware.configure_threads(cfg.train.threads)
-    print(json.dumps(model_flops(cfg) if args.flops else input_throughput(cfg, args.seconds), indent=2))
+    print(json.dumps(config_flops(cfg) if args.flops else input_throughput(cfg, args.seconds), indent=2))
     return 0
 
 

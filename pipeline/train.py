@@ -490,7 +490,7 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
 
 
 def main(argv=None) -> int:
-    parser = stage_parser("Train one CPM for one category and fold.")
+    parser = stage_parser("Train one model (config model.name) for one category and fold.")
     parser.add_argument("--category", required=True)
     parser.add_argument("--fold", type=int, required=True)
     parser.add_argument("--force", action="store_true", help="discard previous state and retrain")
@@ -501,7 +501,7 @@ def main(argv=None) -> int:
     if not 0 <= args.fold < cfg.data.folds:
         parser.error(f"--fold must be in 0..{cfg.data.folds - 1}")
     try:
-        gpu = distributed.claim_gpu(cfg.train.distribute, hardware.parallel_jobs())
+        gpu = distributed.claim_gpu(cfg.for_category(args.category).train.distribute, hardware.parallel_jobs())
         if gpu is not None:
             print(f"train: {args.category} fold {args.fold} on GPU {gpu} (CUDA_VISIBLE_DEVICES, make -j slot)")
         train(args.output, cfg, args.run or cfg.name, args.category, args.fold, args.force)

@@ -269,9 +269,9 @@ def test_device_targets_ship_keypoints_and_give_the_same_loss():
 
 
 def test_model_flops_grow_with_the_input_area():
-    from pipeline.throughput import model_flops
+    from pipeline.throughput import config_flops
 
-    small, large = model_flops(tiny()), model_flops(tiny("model.input_size=64"))
+    small, large = config_flops(tiny()), config_flops(tiny("model.input_size=64"))
     assert small["forward_gflops"] > 0 and small["train_gflops"] == pytest.approx(3 * small["forward_gflops"])
     assert large["forward_gflops"] == pytest.approx(4 * small["forward_gflops"], rel=1e-6)  # all convs scale with H·W
     assert large["params"] == small["params"]

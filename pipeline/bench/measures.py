@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..keypoints import CATEGORIES, NUM_KEYPOINTS, category_flip_index, category_indices
-from ..models.flops import model_flops  # noqa: F401 (re-exported for the bench)
+from ..models.flops import model_flops
 from ..rehearse import image_files, plain_loop_fresh
 from .harness import (DEMO_CONFIG, PRECISION_CATEGORY, REPO, SCALE, SEED_CONFIG, THROUGHPUT_CATEGORY, attempt,
                       paired_ratio, peak_tree_rss, tail)
