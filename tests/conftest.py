@@ -28,6 +28,21 @@ from pipeline.tianchi import ABSENT_CELL, HEADER, TEST_HEADER, format_cell
 REPO = Path(__file__).resolve().parents[1]
 
 
+def build_model_under(policy: str, cfg, num_keypoints: int):
+    """pipeline.models.build_model(cfg, num_keypoints) under Keras dtype policy `policy`,
+    restoring the global policy afterwards (imports Keras only when called)."""
+    import keras
+
+    from pipeline.models import build_model
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        return build_model(cfg, num_keypoints)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 @pytest.fixture(autouse=True)
 def _keras_policy_restored():
     """Each test starts from the dtype policy the session had: in-process training sets a

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from conftest import build_model_under
 from pipeline.config import _CHOICES, load_config
 from pipeline.keypoints import category_flip_index
 from pipeline.models import MODELS, build_model
@@ -33,18 +34,11 @@ def small_models():
     built = {}
 
     def get(name):
-        import keras
-
         if name not in built:
             cfg = cfg_with(f"model.name={name}", "model.stages=2", "model.deep_stride=16", "train.loss=softmax_ce")
             # float32 whatever an earlier test left as the global policy: bf16 maps of an untrained
             # model hold exact ties, and a tie's argmax is not mirror-symmetric
-            previous = keras.mixed_precision.global_policy()
-            keras.mixed_precision.set_global_policy("float32")
-            try:
-                built[name] = (cfg, build_model(cfg, 7))
-            finally:
-                keras.mixed_precision.set_global_policy(previous)
+            built[name] = (cfg, build_model_under("float32", cfg, 7))
         return built[name]
 
     return get
@@ -55,17 +49,10 @@ def small_models():
 def test_head_outputs_float32_maps_of_every_supervised_output(name, policy, loss, deep):
     """T outputs at stride 4 whatever deep_stride, float32 whatever the compute dtype; softmax maps
     are distributions over the cells, mse maps are not."""
-    import keras
-
     stages = 2
     cfg = cfg_with(f"model.name={name}", f"model.stages={stages}", f"model.deep_stride={deep}",
                    f"train.loss={loss}")
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        model = build_model(cfg, 5)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+    model = build_model_under(policy, cfg, 5)
     x = np.random.default_rng(0).integers(0, 255, (2, SIZE, SIZE, 3), dtype=np.uint8)
     out = model.predict_on_batch(x)
     assert out.shape == (2, expected_outputs(name, stages, deep_stride=deep), SIZE // 4, SIZE // 4, 5)

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from conftest import build_model_under
 from pipeline.config import load_config
 from pipeline.models import MODELS, build_model
 
@@ -14,15 +15,8 @@ def cfg_with(*overrides):
 @pytest.mark.parametrize("stages", [1, 3])
 def test_cpm_outputs_every_stage(stages, policy):
     """Beliefs of every stage, in float32 whatever the compute dtype (loss and decoding stay float32)."""
-    import keras
-
     cfg = cfg_with(f"model.stages={stages}")
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        model = build_model(cfg, 7)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
+    model = build_model_under(policy, cfg, 7)
     out = model.predict_on_batch(np.zeros((2, 64, 64, 3), np.uint8))
     assert out.shape == (2, stages, 16, 16, 7)
     assert out.dtype == np.float32
