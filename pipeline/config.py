@@ -77,7 +77,9 @@ class TrainConfig:
     lr_scaling: str = "linear"     # linear: lr × replicas | none
     targets: str = "host"          # host: the input pipeline ships float32 heatmaps | device: keypoints, encoded in the train step
     min_lr: float = 1e-5
-    lr_patience: int = 3           # epochs without val NE gain before the LR is halved
+    lr_patience: int = 3           # schedule plateau: epochs without val NE gain before the LR is halved
+    schedule: str = "plateau"      # plateau: halve on stalls | cosine / linear: decay lr → min_lr over the run
+    warmup: float = 0.0            # cosine / linear: fraction of the run spent ramping the LR up from min_lr
     patience: int = 8              # early stopping on val NE
     supervise_occluded: bool = True
     loss: str = "softmax_ce"       # softmax_ce (spatial cross-entropy to the Gaussian) | mse
@@ -209,6 +211,7 @@ _CHOICES = {
     ("train", "distribute"): ("auto", "none", "mirrored", "multiworker"),
     ("train", "loss"): ("mse", "softmax_ce"),
     ("train", "lr_scaling"): ("linear", "none"),
+    ("train", "schedule"): ("plateau", "cosine", "linear"),
     ("train", "targets"): ("host", "device"),
     ("train", "precision"): ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
     ("predict", "merge"): ("heatmap", "coords"),
@@ -406,6 +409,8 @@ def _check_values(cfg: Config, where: str) -> None:
         raise ValueError(f"{where}: model.input_size must be a multiple of model.stride")
     if not cfg.train.target_scale > 0:
         raise ValueError(f"{where}: train.target_scale must be > 0")
+    if not 0 <= cfg.train.warmup < 1:
+        raise ValueError(f"{where}: train.warmup={cfg.train.warmup} must be a fraction of the run in [0, 1)")
     if cfg.train.ohkm_topk < 0:
         raise ValueError(f"{where}: train.ohkm_topk={cfg.train.ohkm_topk} must be 0 (off) or a number of keypoints")
     scales = cfg.predict.scales

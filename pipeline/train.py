@@ -240,23 +240,61 @@ class RunState:
                 old.unlink()
 
 
-def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: Dict, run_state: RunState,
-                 started: float, strategy=None):
-    """Keras callback: val NE, best checkpoint, LR plateau, early stop, time budget, resume state.
+def scheduled_lr(progress: float, peak: float, floor: float, kind: str, warmup: float = 0.0) -> float:
+    """Learning rate of a decaying schedule at `progress` ∈ [0, 1] of the run.
 
-    Under a multi-worker strategy every decision (NaN, val NE, time budget) is taken
-    on values all workers agree on (`distributed.agree`) at the end of an epoch, so
-    they all stop at the same step.
+    A linear ramp from `floor` to `peak` over the first `warmup` fraction, then
+    `kind` "cosine" (half a cosine) or "linear" from `peak` down to `floor` at 1.
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < warmup:
+        return floor + (peak - floor) * progress / warmup
+    rest = (progress - warmup) / (1.0 - warmup)
+    shape = 0.5 * (1.0 + math.cos(math.pi * rest)) if kind == "cosine" else 1.0 - rest
+    return floor + (peak - floor) * shape
+
+
+def run_progress(steps_done: int, total_steps: int, seconds: float, budget: float) -> float:
+    """Fraction of the run done: steps over the epochs' steps, or seconds over the time budget
+    (`budget` 0: none), whichever is further along; a time-capped run decays by the clock."""
+    by_steps = steps_done / max(total_steps, 1)
+    return max(by_steps, seconds / budget) if budget else by_steps
+
+
+def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: Dict, run_state: RunState,
+                 started: float, strategy=None, peak_lr: Optional[float] = None):
+    """Keras callback: val NE, best checkpoint, LR schedule, early stop, time budget, resume state.
+
+    `train.schedule` plateau halves the LR after `lr_patience` epochs without a val NE
+    gain; cosine / linear set it before every step from `run_progress` (`scheduled_lr`,
+    from `peak_lr` down to `train.min_lr`).
+    Under a multi-worker strategy every decision (NaN, val NE, time budget, the clock the
+    schedule reads) is taken on values all workers agree on (`distributed.agree`) at the
+    end of an epoch, so they all stop at the same step with the same LR.
     """
     import keras
 
     multiworker = cfg.train.distribute == "multiworker"
+    decaying = cfg.train.schedule != "plateau"
+    peak_lr = cfg.train.lr if peak_lr is None else peak_lr
+    total_steps = cfg.train.epochs * state["steps"]
 
     def agree(*values):
         return distributed.agree(strategy, values) if strategy is not None else list(values)
 
     class Monitor(keras.callbacks.Callback):
         nan_epoch = None
+        agreed_seconds = state["seconds_before"]  # the schedule's clock under multiworker
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if not decaying:
+                return
+            seconds = (self.agreed_seconds if multiworker
+                       else time.time() - started + state["seconds_before"])
+            progress = run_progress(state["epoch"] * state["steps"] + batch, total_steps, seconds,
+                                    cfg.train.time_budget_s)
+            trainer.optimizer.learning_rate.assign(
+                scheduled_lr(progress, peak_lr, cfg.train.min_lr, cfg.train.schedule, cfg.train.warmup))
 
         def on_train_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
@@ -279,6 +317,7 @@ def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: D
             logs = logs if logs is not None else {}
             seconds = time.time() - self.t0
             val_ne, elapsed = agree(validation_ne(base, data, cfg), time.time() - started)
+            self.agreed_seconds = elapsed + state["seconds_before"]
             logs["val_ne"] = val_ne
             lr = float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))
             state["epoch"] = epoch + 1
@@ -292,7 +331,7 @@ def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: D
             else:
                 state["wait"] += 1
                 state["lr_wait"] += 1
-                if state["lr_wait"] >= cfg.train.lr_patience and lr > cfg.train.min_lr:
+                if not decaying and state["lr_wait"] >= cfg.train.lr_patience and lr > cfg.train.min_lr:
                     lr = max(cfg.train.min_lr, lr * 0.5)
                     trainer.optimizer.learning_rate.assign(lr)
                     state["lr_wait"] = 0
@@ -346,16 +385,19 @@ def _truncate_history(path: Path, epochs_done: int) -> None:
 def resume_key(cfg: Config, prep_identity: Optional[Dict] = None) -> str:
     """Digest of the settings (and prep artifacts) a saved state must share to be resumed.
 
-    More epochs or a longer time budget may be asked of a finished run, and
-    threads, distribution or precision may change between sessions; any other
-    change to data (the dataset, cache or folds it was trained on), model,
-    codec, augmentation or training starts over.
+    Under the plateau schedule more epochs or a longer time budget may be asked
+    of a finished run; a decaying schedule (cosine, linear) is drawn over the
+    epochs and budget, so changing them starts over. Threads, distribution or
+    precision may change between sessions; any other change to data (the
+    dataset, cache or folds it was trained on), model, codec, augmentation or
+    training starts over.
     """
     import hashlib
 
     kept = cfg.stage_settings("train")
-    for key in ("epochs", "time_budget_s"):
-        kept["train"].pop(key)
+    if cfg.train.schedule == "plateau":
+        for key in ("epochs", "time_budget_s"):
+            kept["train"].pop(key)
     kept["prep"] = prep_identity or {}
     return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -461,7 +503,7 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
     dataset = distributed.distribute_input(strategy, lambda pipeline, pipelines: train_dataset(
         data.train, cfg, data.flip_index, start, cfg.train.batch_size, batch, pipeline, pipelines))
     started = time.time()
-    monitor = make_monitor(trainer, base, data, cfg, out, state, run_state, started, strategy)
+    monitor = make_monitor(trainer, base, data, cfg, out, state, run_state, started, strategy, peak_lr=lr)
     callbacks = [monitor, keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False,
                                                       profile_batch=0)]
     print(f"train: {category} fold {fold}: {len(data.train)} train / {len(data.val)} val images, "
