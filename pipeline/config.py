@@ -89,6 +89,7 @@ class TrainConfig:
     precision: str = "auto"        # auto | float32 | mixed_bfloat16 | mixed_float16
     threads: int = 0               # TF intra-op threads (0: TF default)
     time_budget_s: float = 0.0     # stop after this many seconds of training (0: no limit)
+    checkpoint_s: float = 30.0     # seconds between resume checkpoints (0: every epoch); a kill loses at most this
     steps_per_epoch: int = 0       # 0: one pass over the training folds
     seed: int = 0
 
@@ -194,7 +195,7 @@ class Config:
 STAGE_SETTINGS: Dict[str, Dict[str, Any]] = {
     "prep": {"data": ("folds", "fold_seed"), "model": ("input_size", "margin")},
     "train": {"data": ("folds", "fold_seed"), "model": "*", "codec": ("sigma",), "augment": "*",
-              "train": ("-", "threads", "distribute", "precision", "targets")},
+              "train": ("-", "threads", "distribute", "precision", "targets", "checkpoint_s")},
     "predict": {"model": ("input_size", "stride", "margin"), "codec": "*", "predict": ("-", "batch_size")},
     "ensemble": {"data": ("folds", "fold_seed", "categories"), "ensemble": "*"},
     "stack": {"stack": ("-", "jobs"), "train": ("seed",)},
@@ -409,6 +410,8 @@ def _check_values(cfg: Config, where: str) -> None:
         raise ValueError(f"{where}: model.input_size must be a multiple of model.stride")
     if not cfg.train.target_scale > 0:
         raise ValueError(f"{where}: train.target_scale must be > 0")
+    if cfg.train.checkpoint_s < 0:
+        raise ValueError(f"{where}: train.checkpoint_s={cfg.train.checkpoint_s} must be >= 0 (0: every epoch)")
     if not 0 <= cfg.train.warmup < 1:
         raise ValueError(f"{where}: train.warmup={cfg.train.warmup} must be a fraction of the run in [0, 1)")
     if cfg.train.ohkm_topk < 0:

@@ -265,6 +265,11 @@ def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: D
                  started: float, strategy=None, peak_lr: Optional[float] = None):
     """Keras callback: val NE, best checkpoint, LR schedule, early stop, time budget, resume state.
 
+    Writing the model and the resume state costs about as much as validating, so on
+    CPU-sized epochs they are written together at most every `train.checkpoint_s`
+    seconds and at the end: the best weights wait in memory, and `model.keras` and the
+    resume state always describe the same epoch (a kill loses at most that interval).
+
     `train.schedule` plateau halves the LR after `lr_patience` epochs without a val NE
     gain; cosine / linear set it before every step from `run_progress` (`scheduled_lr`,
     from `peak_lr` down to `train.min_lr`).
@@ -285,6 +290,19 @@ def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: D
     class Monitor(keras.callbacks.Callback):
         nan_epoch = None
         agreed_seconds = state["seconds_before"]  # the schedule's clock under multiworker
+        best_weights = None  # the best epoch's weights until the next checkpoint writes model.keras
+        saved_at = 0.0       # agreed seconds of this session at the last checkpoint
+
+        def save_best(self):
+            """Writes the best weights held in memory to model.keras (the model keeps its own)."""
+            if self.best_weights is None:
+                return
+            current = base.get_weights()
+            base.set_weights(self.best_weights)
+            with atomic_path(out / "model.keras") as tmp:  # tmp name ends in .keras too
+                base.save(tmp)
+            base.set_weights(current)
+            self.best_weights = None
 
         def on_train_batch_begin(self, batch, logs=None):
             if not decaying:
@@ -313,6 +331,7 @@ def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: D
                     self.nan_epoch = state["epoch"]
                     trainer.stop_training = True
             if self.nan_epoch is not None:
+                self.save_best()  # the best weights seen before the NaN
                 return
             logs = logs if logs is not None else {}
             seconds = time.time() - self.t0
@@ -326,8 +345,7 @@ def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: D
             state["images"] += state["steps"] * state["global_batch"]
             if val_ne < state["best_ne"]:
                 state.update(best_ne=val_ne, best_epoch=epoch + 1, wait=0, lr_wait=0)
-                with atomic_path(out / "model.keras") as tmp:  # tmp name ends in .keras too
-                    base.save(tmp)
+                self.best_weights = base.get_weights()
             else:
                 state["wait"] += 1
                 state["lr_wait"] += 1
@@ -350,7 +368,10 @@ def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: D
             stop = reason in ("early_stop", "budget")
             state["finished"] = reason is not None
             state["stop_reason"] = reason
-            run_state.save(trainer, state)
+            if reason is not None or elapsed - self.saved_at >= cfg.train.checkpoint_s:
+                self.save_best()
+                run_state.save(trainer, state)
+                self.saved_at = elapsed
             if stop:
                 trainer.stop_training = True
 

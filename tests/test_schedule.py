@@ -1,4 +1,5 @@
-"""The decaying learning-rate schedules (train.schedule cosine / linear) and their clock."""
+"""The training loop's clock: decaying learning-rate schedules (train.schedule cosine /
+linear) and checkpoints written every train.checkpoint_s seconds."""
 from __future__ import annotations
 
 import numpy as np
@@ -53,19 +54,55 @@ def test_bad_schedule_settings_are_refused():
         tiny_config("train.warmup=1.0")
 
 
-def test_training_sets_the_scheduled_lr_before_every_step(tmp_path):
-    """2 epochs × 3 steps, no time budget: the LR logged after epoch e is the one the
-    schedule gives at the epoch's last step (step 2 and 5 of 6)."""
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A tiny preprocessed dataset bound to run "cos" (no model trained)."""
     from pipeline.preprocess import preprocess
-    from pipeline.train import train
 
-    data, out = tmp_path / "input", tmp_path / "output"
+    root = tmp_path_factory.mktemp("schedule")
+    data, out = root / "input", root / "output"
     synth.generate(data, train_per_cat=6, test_per_cat=1, seed=5, jobs=1, progress=False)
-    cfg = tiny_config("train.schedule=cosine", "train.lr=0.004", "train.min_lr=0.0001")
+    cfg = tiny_config()
     preprocess(data, out, cfg.model.input_size, cfg.data.folds, cfg.data.fold_seed, jobs=1, margin=cfg.model.margin,
                run="cos")
-    m = train(out, cfg, "cos", "trousers", 1)
-    hist = pd.read_csv(out / "runs/cos/trousers/fold1/history.csv")
+    return out
+
+
+def test_training_sets_the_scheduled_lr_before_every_step(prepared):
+    """2 epochs × 3 steps, no time budget: the LR logged after epoch e is the one the
+    schedule gives at the epoch's last step (step 2 and 5 of 6)."""
+    from pipeline.train import train
+
+    cfg = tiny_config("train.schedule=cosine", "train.lr=0.004", "train.min_lr=0.0001")
+    m = train(prepared, cfg, "cos", "trousers", 1)
+    hist = pd.read_csv(prepared / "runs/cos/trousers/fold1/history.csv")
     expected = [scheduled_lr(step / 6, 0.004, 0.0001, "cosine") for step in (2, 5)]
     np.testing.assert_allclose(hist["lr"], expected, rtol=1e-5)
     assert m["lr"] == pytest.approx(0.004)  # metrics keep the peak (scaled) LR
+
+
+def test_sparse_checkpoints_still_save_the_best_epoch(prepared, monkeypatch):
+    """checkpoint_s far above the run: nothing is written until the end; then model.keras
+    holds the best epoch's weights (epoch 2 of 4 here, by a scripted val NE), not the last's,
+    and the resume state the finished run."""
+    import json
+
+    import pipeline.train as train_module
+    from pipeline.predict import load_model
+
+    scripted, seen = iter([0.5, 0.3, 0.4, 0.6]), []
+
+    def fake_validation(model, data, cfg):
+        seen.append([w.copy() for w in model.get_weights()])
+        return next(scripted)
+
+    monkeypatch.setattr(train_module, "validation_ne", fake_validation)
+    cfg = tiny_config("train.epochs=4", "train.checkpoint_s=1000000")
+    m = train_module.train(prepared, cfg, "cos", "skirt", 0)
+    fold = prepared / "runs/cos/skirt/fold0"
+    state = json.loads((fold / "resume/state.json").read_text())
+    assert state["epoch"] == 4 and state["finished"] and m["val_ne"] == 0.3 and m["best_epoch"] == 2
+    saved = load_model(fold / "model.keras").get_weights()
+    assert len(seen) == 4 and not all(np.array_equal(a, b) for a, b in zip(seen[1], seen[3]))
+    for a, b in zip(saved, seen[1]):
+        np.testing.assert_array_equal(a, b)
