@@ -1,4 +1,4 @@
-"""Small filesystem helpers: atomic writes."""
+"""Small filesystem helpers: atomic writes, a waiting file lock."""
 from __future__ import annotations
 
 import contextlib
@@ -35,3 +35,24 @@ def write_text_atomic(path: PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
+
+
+@contextlib.contextmanager
+def waiting_lock(path: PathLike, message: str = "") -> Iterator[None]:
+    """Hold an exclusive fcntl lock on `path` (created), waiting for another holder;
+    `message` is printed once if we have to wait. Closing releases it; the file stays."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if message:
+                print(message, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

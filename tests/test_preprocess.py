@@ -340,3 +340,32 @@ def test_load_letterboxed_rejects_bad_files(tmp_path):
             load_letterboxed(tmp_path / name, 32)
     with pytest.raises(ImageError, match="cannot read"):
         load_letterboxed(tmp_path / "nope.jpg", 32)
+
+
+def test_a_second_preprocess_waits_instead_of_removing_live_temporaries(tmp_path, capsys):
+    """Two preprocesses of one dataset (two runs' makes at once): the second waits on the
+    dataset's lock, so the first builder's temporary files survive, then finds the data built."""
+    import threading
+    import time
+
+    from pipeline.fsutil import waiting_lock
+    from pipeline.preprocess import cache_dir, dataset_key, input_fingerprint
+
+    good_dataset(tmp_path / "input", per_cat=3, n_test_per_cat=1)
+    first = preprocess(tmp_path / "input", tmp_path / "output", size=32, k=2, seed=0, jobs=1, run="a")
+    ds = Path(first["dataset_dir"])
+    lock = tmp_path / "output" / "prep" / f".{dataset_key(input_fingerprint(tmp_path / 'input'))}.lock"
+    live = cache_dir(ds, 40, 0) / ".train.npy.abc123.tmp.npy"  # another builder's file in progress
+    done = {}
+    with waiting_lock(lock):
+        live.parent.mkdir(parents=True)
+        live.write_bytes(b"in progress")
+        worker = threading.Thread(target=lambda: done.update(preprocess(
+            tmp_path / "input", tmp_path / "output", size=40, k=2, seed=0, jobs=1, run="b")))
+        worker.start()
+        time.sleep(1.5)
+        assert worker.is_alive() and live.exists() and not done
+        live.unlink()
+    worker.join(120)
+    assert done["size"] == 40 and (cache_dir(ds, 40, 0) / "manifest.json").exists()
+    assert "waiting for another preprocess" in capsys.readouterr().out
