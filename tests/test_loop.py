@@ -21,6 +21,9 @@ import pytest
 
 from conftest import REPO
 from pipeline import synth
+from pipeline.config import load_config
+
+DEMO_MARGIN = load_config(REPO / "configs" / "demo.yaml").model.margin  # the caches' names carry it
 
 COMMON = """
 train: {batch_size: 4, epochs: 1, steps_per_epoch: 2, threads: 1, time_budget_s: 0}
@@ -89,7 +92,7 @@ def test_second_config_leaves_the_first_intact(loop):
     # B's 3 folds and 96 px sit beside A's 2 folds and 64 px in one dataset directory
     (ds,) = (out / "prep").glob("ds-*")
     assert {p.name for p in (ds / "folds").iterdir()} == {"k2_seed42.csv", "k3_seed42.csv"}
-    assert {p.name for p in (ds / "cache").iterdir()} == {"s64_m4", "s96_m4"}
+    assert {p.name for p in (ds / "cache").iterdir()} == {f"s64_m{DEMO_MARGIN}", f"s96_m{DEMO_MARGIN}"}
 
 
 def test_subset_submission_takes_the_other_categories_from_the_fallback(loop):
@@ -177,7 +180,7 @@ def test_killed_preprocess_reruns_to_identical_outputs(loop, tmp_path):
     subprocess.run(args + ["--output", str(tmp_path / "calm")], cwd=REPO, env=env, check=True, capture_output=True)
     killed = tmp_path / "killed"
     hit = _kill_when(args + ["--output", str(killed)], env,
-                     lambda: any(killed.glob("prep/ds-*/cache/s64_m4/.*.tmp*")))
+                     lambda: any(killed.glob(f"prep/ds-*/cache/s64_m{DEMO_MARGIN}/.*.tmp*")))
     assert hit, "preprocess finished before it could be killed"
     subprocess.run(args + ["--output", str(killed)], cwd=REPO, env=env, check=True, capture_output=True)
     (calm_ds,), (killed_ds,) = (tmp_path / "calm" / "prep").glob("ds-*"), (killed / "prep").glob("ds-*")

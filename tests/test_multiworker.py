@@ -26,7 +26,7 @@ pytestmark = pytest.mark.multiworker
 
 TINY = ["data.folds=2", "model.input_size=64", "model.width=16", "model.stages=2", "train.batch_size=4",
         "train.steps_per_epoch=3", "train.threads=1", "train.time_budget_s=0", "train.checkpoint_s=0",
-        "predict.batch_size=8",        "train.distribute=multiworker"]
+        "model.margin=4", "predict.batch_size=8", "train.distribute=multiworker"]
 
 
 def free_ports(n: int):
