@@ -46,9 +46,11 @@ endif
 endif
 OVERRIDES := $(foreach s,$(SET),--set $(s))
 CFG_ARGS  := --config $(CONFIG) $(OVERRIDES)
-# jobs given to make (-jN), so parallel trainings split the cores instead of oversubscribing them
-MAKE_JOBS := $(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),1)
-export PIPELINE_PARALLEL_JOBS := $(MAKE_JOBS)
+# jobs given to make (-jN), so parallel trainings split the cores instead of oversubscribing them.
+# Deferred (=, not :=): GNU make adds -jN to MAKEFLAGS only after parsing the makefile, so an
+# immediate expansion always read 1 and two demo trainings each took every core.
+MAKE_JOBS = $(or $(patsubst -j%,%,$(filter -j%,$(MAKEFLAGS))),1)
+export PIPELINE_PARALLEL_JOBS = $(MAKE_JOBS)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 

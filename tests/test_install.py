@@ -14,6 +14,7 @@ FAKE_PYTHON = r"""#!/bin/bash
 # records its arguments; keeps the "installed" distributions in $VENV/installed
 here="$(cd "$(dirname "$0")/.." && pwd)"
 echo "$*" >> "$here/calls"
+echo "${PIPELINE_PARALLEL_JOBS:-unset}" >> "$here/jobs"
 touch "$here/installed"
 if [ "$1 $2" = "-m pip" ]; then
   case "$3" in
@@ -75,3 +76,13 @@ def test_requirements_leave_tensorflow_to_make():
     lines = [ln.split(";")[0].strip() for ln in (REPO / "requirements.txt").read_text().splitlines()
              if ln.strip() and not ln.startswith("#")]
     assert not [ln for ln in lines if ln.startswith("tensorflow") and not ln.startswith("tensorboard")]
+
+
+def test_make_jobs_reach_the_pipeline(venv):
+    """`make -jN` exports N as PIPELINE_PARALLEL_JOBS (threads per training = cores / N); the
+    value must be read when recipes run: GNU make adds -jN to MAKEFLAGS after parsing."""
+    make(venv, "install", "GPU=0")
+    for args, expected in ((("-j2",), "2"), ((), "1"), (("-j3",), "3")):
+        (venv / "jobs").unlink()
+        make(venv, *args, "doctor")
+        assert (venv / "jobs").read_text().split() == [expected], args
