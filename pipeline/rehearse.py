@@ -211,6 +211,7 @@ def measure_prediction(work: Path, name: str, n_max: int = 1000) -> Dict:
     test = load_index(ds, "test", cfg.model.input_size, cfg.model.margin)
     cache = load_cache(ds, "test", cfg.model.input_size, cfg.model.margin)
     category = "dress"
+    cfg = cfg.for_category(category)  # its own head and predict settings under a `categories:` override
     model = build_model(cfg, len(CATEGORY_KEYPOINTS[category]))
     n = min(n_max, len(test.image_id))
     images, params = cache[test.cache_row[:n]], test.params[:n]

@@ -121,6 +121,7 @@ def config_flops(cfg, category: str = "dress") -> Dict:
     from .models import build_model
     from .models.flops import model_flops
 
+    cfg = cfg.for_category(category)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
     model = build_model(cfg, len(category_indices(category)))
     forward = model_flops(model)

@@ -195,8 +195,9 @@ def worker_tta(work: str, run: str, config: str, category: str, reps: int) -> Di
 
     cfg = load_config(config)
     hardware.setup_inference(cfg)
-    policy = hardware.resolve_precision(cfg.train.precision)
     prep = run_data(work, run, cfg)
+    cfg = cfg.for_category(category)  # the model and predict settings this category trains with
+    policy = hardware.resolve_precision(cfg.train.precision)
     index = prep.test_index()
     cache = prep.cache("test")
     images = np.stack([cache[r] for r in index.cache_row])
@@ -274,17 +275,18 @@ def worker_eval(work: str, config: str, overrides: List[str], run: str, categori
            "fold0_val_ne": oof}
     if speed:
         cat = categories[0]
+        cat_cfg = cfg.for_category(cat)  # the TTA and batch this category predicts with
         model = load_model(fold_dir(work, run, cat, 0) / "model.keras")
         rows = np.nonzero(test.category == cat)[0]
         cache = prep.cache("test")
         images = np.stack([cache[r] for r in test.cache_row[rows]])
         flip_index = category_flip_index(cat)
-        predict_images(model, images[:cfg.predict.batch_size], test.params[rows[:cfg.predict.batch_size]], cfg,
-                       flip_index)  # warm-up
+        batch = cat_cfg.predict.batch_size
+        predict_images(model, images[:batch], test.params[rows[:batch]], cat_cfg, flip_index)  # warm-up
         seconds = []
         for _ in range(3):
             start = time.perf_counter()
-            predict_images(model, images, test.params[rows], cfg, flip_index)
+            predict_images(model, images, test.params[rows], cat_cfg, flip_index)
             seconds.append(time.perf_counter() - start)
         out.update(inference_img_per_s=len(images) / min(seconds), gflops_per_image=model_flops(model) / 1e9,
                    params=int(model.count_params()), speed_category=cat)
