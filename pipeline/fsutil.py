@@ -1,4 +1,4 @@
-"""Small filesystem helpers: atomic writes, a waiting file lock."""
+"""Small filesystem helpers: atomic writes, an exclusive file lock."""
 from __future__ import annotations
 
 import contextlib
@@ -38,9 +38,10 @@ def write_text_atomic(path: PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
-def waiting_lock(path: PathLike, message: str = "") -> Iterator[None]:
-    """Hold an exclusive fcntl lock on `path` (created), waiting for another holder;
-    `message` is printed once if we have to wait. Closing releases it; the file stays."""
+def file_lock(path: PathLike, *, wait: bool = True, message: str = "") -> Iterator[None]:
+    """Hold an exclusive fcntl lock on `path` (created). Another holder: with `wait`, print
+    `message` once (if given) and wait; without, raise BlockingIOError at once.
+    Closing releases the lock; the file stays (removing it would race)."""
     import fcntl
 
     path = Path(path)
@@ -50,6 +51,8 @@ def waiting_lock(path: PathLike, message: str = "") -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                raise
             if message:
                 print(message, flush=True)
             fcntl.flock(fd, fcntl.LOCK_EX)

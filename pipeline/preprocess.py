@@ -45,7 +45,7 @@ import pandas as pd
 
 from . import codec, duplicates, prep_report
 from .config import config_from_args, save_config, stage_parser
-from .fsutil import atomic_path, waiting_lock, write_text_atomic
+from .fsutil import atomic_path, file_lock, write_text_atomic
 from .hardware import available_cores
 from .keypoints import CATEGORIES, KEYPOINTS
 from .images import (ImageError, content_hash, decode, image_size, letterbox, load_letterboxed, phash,
@@ -691,8 +691,8 @@ def preprocess(input_dir, output_dir, size: int = 128, k: int = 3, seed: int = 4
     ds_dir = dataset_dir(output_dir, key)
     # one builder per dataset at a time: a second preprocess (another run's make, make -j)
     # waits, then finds what the first built, instead of removing its temporary files
-    with waiting_lock(Path(output_dir) / "prep" / f".{key}.lock",
-                      f"preprocess: waiting for another preprocess of {ds_dir} to finish"):
+    with file_lock(Path(output_dir) / "prep" / f".{key}.lock",
+                   message=f"preprocess: waiting for another preprocess of {ds_dir} to finish"):
         return _preprocess_locked(input_dir, output_dir, key, ds_dir, size, k, seed, jobs, categories, force,
                                   margin, run)
 

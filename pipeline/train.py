@@ -14,6 +14,7 @@ history.csv, metrics.json, tensorboard/, resume/.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -29,7 +30,7 @@ import pandas as pd
 from . import codec, distributed, hardware
 from .config import Config, config_from_args, stage_parser, save_config
 from .data import SampleSet, to_input_frame, train_dataset
-from .fsutil import atomic_path, write_text_atomic
+from .fsutil import atomic_path, file_lock, write_text_atomic
 from .keypoints import category_flip_index, category_indices
 from .metrics import category_ne
 from .predictions import fold_dir
@@ -423,32 +424,21 @@ def resume_key(cfg: Config, prep_identity: Optional[Dict] = None) -> str:
     return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:10]
 
 
-class ModelLock:
+@contextlib.contextmanager
+def model_lock(directory: Path):
     """Exclusive lock of a model directory while it trains (fold<k>/.lock, fcntl).
 
     A second trainer of the same model (another make, a second terminal) stops at
     once with a message instead of writing into the same files.
     """
-
-    def __init__(self, directory: Path):
-        self.path = Path(directory) / ".lock"
-        self.fd = None
-
-    def __enter__(self):
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    path = Path(directory) / ".lock"
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            stack.enter_context(file_lock(path, wait=False))
         except BlockingIOError:
-            os.close(self.fd)
-            raise RuntimeError(f"train: {self.path.parent} is being trained by another process "
-                               f"(lock {self.path}); wait for it or stop it") from None
-        return self
-
-    def __exit__(self, *exc):
-        os.close(self.fd)  # closing releases the lock; the file stays (removing it would race)
+            raise RuntimeError(f"train: {directory} is being trained by another process "
+                               f"(lock {path}); wait for it or stop it") from None
+        yield
 
 
 def train(output, cfg: Config, run: str, category: str, fold: int, force: bool = False,
@@ -461,7 +451,7 @@ def train(output, cfg: Config, run: str, category: str, fold: int, force: bool =
     cfg = cfg.for_category(category)
     out = fold_dir(output, run, category, fold)
     # multiworker: the chief writes `out`, the other workers a scratch copy (distributed.worker_dir)
-    with distributed.worker_dir(out, cfg.train.distribute) as write_dir, ModelLock(write_dir):
+    with distributed.worker_dir(out, cfg.train.distribute) as write_dir, model_lock(write_dir):
         return _train_locked(output, cfg, run, category, fold, write_dir, force, devices)
 
 

@@ -348,7 +348,7 @@ def test_a_second_preprocess_waits_instead_of_removing_live_temporaries(tmp_path
     import threading
     import time
 
-    from pipeline.fsutil import waiting_lock
+    from pipeline.fsutil import file_lock
     from pipeline.preprocess import cache_dir, dataset_key, input_fingerprint
 
     good_dataset(tmp_path / "input", per_cat=3, n_test_per_cat=1)
@@ -357,7 +357,7 @@ def test_a_second_preprocess_waits_instead_of_removing_live_temporaries(tmp_path
     lock = tmp_path / "output" / "prep" / f".{dataset_key(input_fingerprint(tmp_path / 'input'))}.lock"
     live = cache_dir(ds, 40, 0) / ".train.npy.abc123.tmp.npy"  # another builder's file in progress
     done = {}
-    with waiting_lock(lock):
+    with file_lock(lock):
         live.parent.mkdir(parents=True)
         live.write_bytes(b"in progress")
         worker = threading.Thread(target=lambda: done.update(preprocess(

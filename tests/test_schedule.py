@@ -73,7 +73,7 @@ def test_training_sets_the_scheduled_lr_before_every_step(prepared):
     schedule gives at the epoch's last step (step 2 and 5 of 6)."""
     from pipeline.train import train
 
-    cfg = tiny_config("train.schedule=cosine", "train.lr=0.004", "train.min_lr=0.0001")
+    cfg = tiny_config("train.schedule=cosine", "train.lr=0.004", "train.min_lr=0.0001", "train.time_budget_s=0")
     m = train(prepared, cfg, "cos", "trousers", 1)
     hist = pd.read_csv(prepared / "runs/cos/trousers/fold1/history.csv")
     expected = [scheduled_lr(step / 6, 0.004, 0.0001, "cosine") for step in (2, 5)]
@@ -106,3 +106,19 @@ def test_sparse_checkpoints_still_save_the_best_epoch(prepared, monkeypatch):
     assert len(seen) == 4 and not all(np.array_equal(a, b) for a, b in zip(seen[1], seen[3]))
     for a, b in zip(saved, seen[1]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_model_being_trained_refuses_a_second_trainer(tmp_path):
+    """The fold's lock: a second trainer stops at once naming the directory; free again after."""
+    from pipeline.fsutil import file_lock
+    from pipeline.train import model_lock
+
+    with model_lock(tmp_path):
+        with pytest.raises(RuntimeError, match=f"{tmp_path} is being trained by another process"):
+            with model_lock(tmp_path):
+                pass
+        with pytest.raises(BlockingIOError):
+            with file_lock(tmp_path / ".lock", wait=False):
+                pass
+    with model_lock(tmp_path):
+        pass
