@@ -92,7 +92,7 @@ def test_sparse_checkpoints_still_save_the_best_epoch(prepared, monkeypatch):
 
     scripted, seen = iter([0.5, 0.3, 0.4, 0.6]), []
 
-    def fake_validation(model, data, cfg):
+    def fake_validation(model, data, cfg, forward=None):
         seen.append([w.copy() for w in model.get_weights()])
         return next(scripted)
 
