@@ -3,10 +3,11 @@
 Trains on the other folds of folds.csv and validates on fold k. After every
 epoch the validation NE (original pixels, no TTA, the project's own metric)
 drives checkpointing (`model.keras`), the learning-rate schedule and early
-stopping. The whole training state — weights, optimizer, epoch, schedule
-counters, elapsed time — is saved after every epoch, so a run killed at any
-moment (even SIGKILL) resumes from its last finished epoch and appends to
-`history.csv`. A NaN loss stops the run with a message; the best checkpoint
+stopping; the forward pass it uses is traced once per training (`compiled_forward`).
+The whole training state — weights, optimizer, epoch, schedule counters, elapsed
+time — is saved with `model.keras` at most every `train.checkpoint_s` seconds and
+at the end, so a run killed at any moment (even SIGKILL) resumes from its last
+saved epoch and appends to `history.csv`. A NaN loss stops the run with a message; the best checkpoint
 is kept.
 
 Artifacts in OUTPUT/runs/<run>/<cat>/fold<k>/: config.yaml, model.keras,
