@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Iterator, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -58,6 +58,18 @@ def peak_features(heatmaps: np.ndarray, uv: np.ndarray, radius: int = 2) -> Dict
             "peak2_dist": peak2_dist}
 
 
+def padded_batches(images: np.ndarray, batch_size: int) -> Iterator[Tuple[np.ndarray, int]]:
+    """(batch, n) for consecutive slices of `images` (N, ...): every batch has `batch_size`
+    rows, the last one padded with zeros, so a traced model function is traced once; `n` is
+    the number of real rows."""
+    for i in range(0, len(images), batch_size):
+        batch = np.asarray(images[i:i + batch_size])
+        n = len(batch)
+        if n < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - n,) + batch.shape[1:], batch.dtype)])
+        yield batch, n
+
+
 def predict_images(model, images: np.ndarray, params: np.ndarray, cfg: Config,
                    flip_index: Sequence[int], return_heatmaps: bool = False) -> Dict[str, np.ndarray]:
     """Keypoints of uint8 images (N, S, S, 3) with letterbox params (N, 4).
@@ -82,11 +94,7 @@ def predict_images(model, images: np.ndarray, params: np.ndarray, cfg: Config,
     # the model sees predict.batch_size inputs per call either way: with flip TTA that is
     # half as many images plus their mirrors, so TTA costs two passes, not a bigger batch shape
     bs = max(1, cfg.predict.batch_size // 2) if flip else cfg.predict.batch_size
-    for i in range(0, len(images), bs):
-        batch = np.asarray(images[i:i + bs])
-        n = len(batch)
-        if n < bs:  # pad: one input shape, so the predict function is traced once
-            batch = np.concatenate([batch, np.zeros((bs - n,) + batch.shape[1:], batch.dtype)])
+    for batch, n in padded_batches(images, bs):
         for s in scales:
             scaled = codec.rescale_images(batch, s)
             inputs = np.concatenate([scaled, tta.flip_images(scaled)]) if flip else scaled

@@ -34,6 +34,7 @@ from .data import SampleSet, to_input_frame, train_dataset
 from .fsutil import atomic_path, file_lock, write_text_atomic
 from .keypoints import category_flip_index, category_indices
 from .metrics import category_ne
+from .predict import padded_batches
 from .predictions import fold_dir
 from .preprocess import RunData, run_data
 
@@ -99,14 +100,8 @@ def predict_heatmaps(model, images: np.ndarray, batch_size: int, forward=None) -
     # a direct call, not predict_on_batch: the latter splits batches across replicas
     # under MirroredStrategy and returns padded results
     forward = forward or (lambda x: model(x, training=False))
-    bs = even_batches(len(images), batch_size)
-    out = []
-    for i in range(0, len(images), bs):
-        batch = np.asarray(images[i:i + bs])
-        n = len(batch)
-        if n < bs:
-            batch = np.concatenate([batch, np.zeros((bs - n,) + batch.shape[1:], batch.dtype)])
-        out.append(ops.convert_to_numpy(forward(batch))[:n, -1])
+    out = [ops.convert_to_numpy(forward(batch))[:n, -1]
+           for batch, n in padded_batches(images, even_batches(len(images), batch_size))]
     return np.concatenate(out).astype(np.float32)
 
 
