@@ -7,8 +7,8 @@ stopping; the forward pass it uses is traced once per training (`compiled_forwar
 The whole training state — weights, optimizer, epoch, schedule counters, elapsed
 time — is saved with `model.keras` at most every `train.checkpoint_s` seconds and
 at the end, so a run killed at any moment (even SIGKILL) resumes from its last
-saved epoch and appends to `history.csv`. A NaN loss stops the run with a message; the best checkpoint
-is kept.
+saved epoch and appends to `history.csv`. A NaN loss stops the run with a message;
+the best checkpoint is kept.
 
 Artifacts in OUTPUT/runs/<run>/<cat>/fold<k>/: config.yaml, model.keras,
 history.csv, metrics.json, tensorboard/, resume/.
