@@ -27,7 +27,6 @@ import pandas as pd
 
 from . import codec, hardware, tta
 from .config import Config, config_from_args, stage_parser
-from .fsutil import write_text_atomic
 from .keypoints import category_flip_index
 from .metrics import category_ne
 from .artifacts import digest, file_id, is_current, read_record, write_record

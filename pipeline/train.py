@@ -219,8 +219,6 @@ def build_trainer(cfg: Config, num_keypoints: int, strategy=None, lr: Optional[f
     Under mixed_float16, compile wraps Adam in a LossScaleOptimizer (Keras does it for that policy).
     Returns the trainer; `trainer.net` is the heatmap model.
     """
-    import contextlib
-
     import keras
 
     from .models import build_model
