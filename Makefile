@@ -144,7 +144,8 @@ train: $(STAMP)
 ifneq ($(CATS),)
 ENSDIR   := $(OUTPUT)/runs/$(ENS)
 BASEDIR  := $(OUTPUT)/runs/$(BASE_RUN)
-MODELS   := $(foreach c,$(CATS),$(foreach f,$(FOLD_IDS),$(RUNDIR)/$(c)/fold$(f)/metrics.json))
+# the models trained: one per category and fold, or one joint model per fold (train.joint)
+MODELS   := $(foreach c,$(MODEL_NAMES),$(foreach f,$(FOLD_IDS),$(RUNDIR)/$(c)/fold$(f)/metrics.json))
 PREDS    := $(RUNDIR)/predictions.json
 # members other than this run are made with their own config: a missing one is named by `ensemble`
 OTHER_PREDS := $(foreach m,$(filter-out $(RUN),$(MEMBERS)),$(wildcard $(OUTPUT)/runs/$(m)/predictions.json))
@@ -159,13 +160,14 @@ $(BASEDIR)/scores.json: $(PREP_REF)
 	$(PY) -m pipeline.baseline --output $(OUTPUT) --run $(RUN) $(CFG_ARGS)
 
 # one model; the model directory is locked while it trains (a second trainer stops at once).
-# One rule per category: its models depend on its own train stamp (config `categories:` overrides)
+# One rule per category (or the joint model): its models depend on its own train stamp
+# (config `categories:` overrides)
 define TRAIN_RULE
 $(RUNDIR)/$(1)/%/metrics.json: $(PREP_REF) $(STAMPS)/train-$(1).json
 	$$(PY) -m pipeline.train --output $$(OUTPUT) $$(CFG_ARGS) --run $$(RUN) \
 		--category $(1) --fold $$(patsubst fold%,%,$$*)
 endef
-$(foreach c,$(CATS),$(eval $(call TRAIN_RULE,$(c))))
+$(foreach c,$(MODEL_NAMES),$(eval $(call TRAIN_RULE,$(c))))
 
 $(PREDS): $(MODELS) $(STAMPS)/predict.json
 	$(PY) -m pipeline.predict --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)

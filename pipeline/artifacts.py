@@ -126,7 +126,9 @@ def write_stamps(output, run: str, cfg, input_dir=None) -> Dict[str, bool]:
                         "fingerprint": input_fingerprint(input_dir)}
         changed[stage] = write_if_changed(directory / f"{stage}.json",
                                           json.dumps(canonical(settings), indent=2, sort_keys=True) + "\n")
-    for cat in cfg.data.categories:  # one train stamp per category: its models depend on it alone
+    from .joint import model_names
+
+    for cat in model_names(cfg):  # one train stamp per category (or the joint model): its models' alone
         changed[f"train-{cat}"] = write_if_changed(
             directory / f"train-{cat}.json",
             json.dumps(canonical(cfg.for_category(cat).stage_settings("train")), indent=2, sort_keys=True) + "\n")
@@ -153,10 +155,12 @@ def stage_stamp_settings(cfg, stage: str) -> Dict:
 def make_vars(cfg, run: str) -> str:
     """Makefile fragment with what the targets need to know about a config (one `VAR := value` a line)."""
     from .baseline import baseline_name
+    from .joint import model_names
 
     ens, members = cfg.ensemble_target(run)
     lines = {
         "CATS": " ".join(cfg.data.categories),
+        "MODEL_NAMES": " ".join(model_names(cfg)),
         "FOLD_IDS": " ".join(str(f) for f in range(cfg.data.folds)),
         "ENS": ens,
         "MEMBERS": " ".join(members),

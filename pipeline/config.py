@@ -92,6 +92,7 @@ class TrainConfig:
     checkpoint_s: float = 30.0     # seconds between resume checkpoints (0: every epoch); a kill loses at most this
     steps_per_epoch: int = 0       # 0: one pass over the training folds
     seed: int = 0
+    joint: bool = False            # one model for every category (24 maps, loss on each image's own points)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +187,8 @@ class Config:
             else:
                 chosen = {k: values[k] for k in keys}
             out[section] = chosen
+        if stage == "train" and self.train.joint:  # a joint model trains on every run category's images
+            out["data"]["categories"] = full["data"]["categories"]
         return out
 
 
@@ -224,7 +227,8 @@ _CHOICES = {
 #: sections a `categories:` override may set, and keys it may not (the run shares one cache and split)
 CATEGORY_SECTIONS = ("model", "codec", "augment", "train", "predict")
 CATEGORY_FORBIDDEN = {("model", "input_size"): "the run shares one image cache",
-                      ("model", "margin"): "the run shares one image cache"}
+                      ("model", "margin"): "the run shares one image cache",
+                      ("train", "joint"): "a run trains either one joint model or one per category"}
 
 
 def _deep_update(into: Dict[str, Any], update: Dict[str, Any]) -> None:

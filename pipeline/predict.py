@@ -25,9 +25,8 @@ from typing import Dict, Iterator, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from . import codec, hardware, tta
+from . import codec, hardware, joint, tta
 from .config import Config, config_from_args, stage_parser
-from .keypoints import category_flip_index
 from .metrics import category_ne
 from .artifacts import digest, file_id, is_current, read_record, write_record
 from .predictions import fold_dir, run_dir, save_npz
@@ -161,7 +160,8 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, prep: 
     """
     cfg = cfg.for_category(category)
     out = fold_dir(output, run, category, fold)
-    model_path = out / "model.keras"
+    model_name = joint.model_for(cfg, category)  # a joint run's model predicts every category
+    model_path = fold_dir(output, run, model_name, fold) / "model.keras"
     if not model_path.exists():
         raise FileNotFoundError(f"missing model {model_path} (run `make train-all` first)")
     inputs = predict_inputs(cfg, prep, model_path)
@@ -170,11 +170,12 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, prep: 
         return json.loads((out / "predict.json").read_text())["report"]
     model = load_model(model_path)
     size = cfg.model.input_size
-    flip_index = category_flip_index(category)
+    flip_index = joint.flip_index(model_name)
     val = (train_index.category == category) & (folds == fold)
     cache = prep.cache("train")
     images = np.stack([cache[r] for r in train_index.cache_row[val]])
     pred = predict_images(model, images, train_index.params[val], cfg, flip_index, return_heatmaps=True)
+    pred = joint.select_category(pred, model_name, category)
     heatmaps = pred.pop("heatmaps")
     save_npz(out / "oof.npz", image_id=train_index.image_id[val], **pred)
     truth = train_index.keypoints[val]
@@ -188,7 +189,8 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, prep: 
         t_cache = prep.cache("test")
         t_images = np.stack([t_cache[r] for r in test_index.cache_row[t_mask]]) if t_mask.any() \
             else np.zeros((0, size, size, 3), np.uint8)
-        t_pred = predict_images(model, t_images, test_index.params[t_mask], cfg, flip_index)
+        t_pred = joint.select_category(predict_images(model, t_images, test_index.params[t_mask], cfg,
+                                                      flip_index), model_name, category)
         save_npz(out / "test.npz", image_id=test_index.image_id[t_mask], **t_pred)
     report["merge"] = cfg.predict.merge
     report["flip_tta"] = cfg.predict.flip_tta

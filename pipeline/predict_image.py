@@ -15,7 +15,8 @@ import numpy as np
 
 from . import hardware
 from .config import config_from_args, stage_parser
-from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, category_flip_index
+from . import joint
+from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS
 from .predict import load_model, predict_images
 from .predictions import fold_dir
 from .images import ImageError, load_letterboxed  # stored frame: EXIF orientation ignored
@@ -27,8 +28,10 @@ def predict_one(image_path, category: str, output, cfg, run: str) -> dict:
     image, width, height, params = load_letterboxed(image_path, cfg.model.input_size, cfg.model.margin)
     xys, scores = [], []
     for f in range(cfg.data.folds):
-        model = load_model(fold_dir(output, run, category, f) / "model.keras")
-        pred = predict_images(model, image[None], params[None], cfg, category_flip_index(category))
+        name = joint.model_for(cfg, category)
+        model = load_model(fold_dir(output, run, name, f) / "model.keras")
+        pred = joint.select_category(predict_images(model, image[None], params[None], cfg, joint.flip_index(name)),
+                                     name, category)
         xys.append(pred["xy"][0])
         scores.append(pred["score"][0])
     xy, score = np.mean(xys, 0), np.mean(scores, 0)

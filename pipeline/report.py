@@ -24,6 +24,7 @@ from .config import config_from_args, stage_parser
 from .fsutil import atomic_path, write_text_atomic
 from .keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX
 from .metrics import point_errors
+from .joint import model_names
 from .predictions import fold_dir, run_dir
 
 
@@ -124,8 +125,11 @@ def write_index(report_dir: Path, images: List[Path], leaderboard: Path) -> Path
     return path
 
 
-def run_report(output, run: str, k: int, categories) -> Path:
-    """Plots and index.html of run `run` in runs/<run>/report/ (the leaderboard shown is OUTPUT's)."""
+def run_report(output, run: str, k: int, categories, models=None) -> Path:
+    """Plots and index.html of run `run` in runs/<run>/report/ (the leaderboard shown is OUTPUT's).
+
+    models: the trained models whose learning curves are drawn (joint.model_names; default the
+    categories)."""
     from .preprocess import run_data
     from .score import oof_predictions
 
@@ -141,7 +145,8 @@ def run_report(output, run: str, k: int, categories) -> Path:
     pred = oof_predictions(output, run, train, categories=categories)
     for cat in categories:
         images.append(plot_examples(train, pred, cat, report_dir / f"examples_{cat}.png"))
-        images.append(plot_learning_curves(output, run, cat, k, report_dir / f"learning_curves_{cat}.png"))
+    for name in models or categories:
+        images.append(plot_learning_curves(output, run, name, k, report_dir / f"learning_curves_{name}.png"))
     images += sorted(p for p in report_dir.glob("*.png") if p not in images)
     return write_index(report_dir, images, output / "leaderboard.csv")
 
@@ -152,7 +157,7 @@ def main(argv=None) -> int:
     cfg = config_from_args(args)
     run, _ = cfg.ensemble_target(args.run or cfg.name)
     try:
-        path = run_report(args.output, run, cfg.data.folds, cfg.data.categories)
+        path = run_report(args.output, run, cfg.data.folds, cfg.data.categories, model_names(cfg))
     except (FileNotFoundError, ValueError) as err:
         print(f"report: error: {err}", file=sys.stderr)
         return 1

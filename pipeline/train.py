@@ -32,8 +32,8 @@ from . import codec, distributed, hardware
 from .config import Config, config_from_args, stage_parser, save_config
 from .data import SampleSet, to_input_frame, train_dataset
 from .fsutil import atomic_path, file_lock, write_text_atomic
-from .keypoints import category_flip_index, category_indices
-from .metrics import category_ne
+from . import joint
+from .metrics import category_ne, normalized_error
 from .predict import padded_batches
 from .predictions import fold_dir
 from .preprocess import RunData, run_data
@@ -45,21 +45,23 @@ HISTORY_FIELDS = ["epoch", "loss", "val_ne", "lr", "seconds", "img_per_s"]
 
 
 class FoldData:
-    """One category's training and validation split of the image cache.
+    """One model's training and validation split of the image cache: a category's images, or
+    every image of the run's categories for the joint model (`category` = joint.JOINT).
 
-    train/val: SampleSet in input pixels; val_keypoints: (M, 24, 3) original
-    pixels; val_params: (M, 4) letterbox transforms; val_ids: (M,).
+    train/val: SampleSet in input pixels, K = the model's channels (joint.channels);
+    val_keypoints: (M, 24, 3) original pixels; val_params: (M, 4) letterbox transforms;
+    val_ids, val_categories: (M,).
     """
 
     def __init__(self, prep: RunData, cfg: Config, category: str, fold: int):
         index = prep.train_index()
         folds = prep.folds(index.image_id)
         images = prep.cache("train")
-        cols = category_indices(category)
-        in_cat = index.category == category
+        cols = joint.channels(category)
+        in_cat = joint.image_mask(index.category, category, cfg.data.categories)
         self.category = category
         self.num_keypoints = len(cols)
-        self.flip_index = category_flip_index(category)
+        self.flip_index = joint.flip_index(category)
         splits = {"train": in_cat & (folds != fold), "val": in_cat & (folds == fold)}
         if not splits["val"].any():
             raise SystemExit(f"train: fold {fold} holds no {category} image (data.folds={cfg.data.folds})")
@@ -68,6 +70,7 @@ class FoldData:
             setattr(self, name, SampleSet(images, index.cache_row[mask], xy, vis))
         val = splits["val"]
         self.val_ids = index.image_id[val]
+        self.val_categories = np.asarray(index.category[val], dtype=object)
         self.val_keypoints = index.keypoints[val]
         self.val_params = index.params[val]
         self.val_images = np.stack([images[r] for r in index.cache_row[val]])  # (M, S, S, 3) uint8
@@ -111,7 +114,9 @@ def validation_ne(model, data: FoldData, cfg: Config, forward=None) -> float:
     heatmaps = predict_heatmaps(model, data.val_images, cfg.predict.batch_size, forward)
     xy, _ = codec.decode_to_original(heatmaps, data.val_params, cfg.model.stride, cfg.codec.refine,
                                      cfg.codec.sigma)
-    return category_ne(data.val_keypoints, xy, data.category)
+    if data.category != joint.JOINT:
+        return category_ne(data.val_keypoints, xy, data.category)
+    return normalized_error(data.val_keypoints, xy, data.val_categories)["ne"]
 
 
 # --------------------------------------------------------------------------- model + loss
@@ -573,8 +578,10 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="discard previous state and retrain")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    if args.category not in cfg.data.categories:
-        parser.error(f"--category must be one of {cfg.data.categories}")
+    models = joint.model_names(cfg)
+    if args.category not in models:
+        hint = " (train.joint: one model for every category)" if cfg.train.joint else ""
+        parser.error(f"--category must be one of {', '.join(models)}{hint}")
     if not 0 <= args.fold < cfg.data.folds:
         parser.error(f"--fold must be in 0..{cfg.data.folds - 1}")
     try:
