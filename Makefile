@@ -56,7 +56,7 @@ export PYTHONUNBUFFERED := 1
 
 
 .PHONY: help install doctor test-multiworker bench-input _tf-variant-changed data data-preview preprocess baseline train train-all predict ensemble stack submit score \
-        report demo test bench clean leaderboard compare rehearse _preprocess _baseline _train-all _predict _ensemble _stack \
+        report demo test bench clean leaderboard compare score-file rehearse _preprocess _baseline _train-all _predict _ensemble _stack \
         _submit _publish _score _report _train
 
 help:
@@ -78,6 +78,7 @@ help:
 	@echo "make score       CV/test NE of the run's categories, put on OUTPUT/leaderboard.csv"
 	@echo "make leaderboard print OUTPUT/leaderboard.csv"
 	@echo "make compare A=run1 B=run2   per category/keypoint: B vs A, paired bootstrap interval, significant?"
+	@echo "make score-file PRED=file.csv NAME=label [TRUTH=answers.csv]  any submission file's test NE -> OUTPUT/leaderboard.csv"
 	@echo "make report      PNG plots and OUTPUT/runs/<run>/report/index.html"
 	@echo "make bench       benchmarks -> OUTPUT/bench/results.json, docs/benchmarks.md"
 	@echo "make bench-input   JSON: training-input img/s at CONFIG's input size, per core and all cores"
@@ -211,6 +212,12 @@ leaderboard: $(STAMP)
 compare: $(STAMP)
 	@if [ -z "$(A)" ] || [ -z "$(B)" ]; then echo "compare: give two scored runs: make compare A=run1 B=run2" >&2; exit 2; fi
 	@$(PY) -m pipeline.compare --output $(OUTPUT) $(A) $(B)
+
+# a row for any submission file (a competitor's, an old one): test NE, interval, per category; read as
+# the platform read files (any order, no header, other categories' cells ignored). TRUTH: the answers.
+score-file: $(STAMP)
+	@if [ -z "$(PRED)" ] || [ -z "$(NAME)" ]; then echo "score-file: give a file and a label: make score-file PRED=file.csv NAME=label [TRUTH=answers.csv]" >&2; exit 2; fi
+	@$(PY) -m pipeline.score --output $(OUTPUT) --file '$(PRED)' --name '$(NAME)' --truth '$(or $(TRUTH),$(INPUT)/test/answers.csv)'
 
 # ------------------------------------------------------------------ whole chain
 demo: $(STAMP)

@@ -9,8 +9,10 @@ worse` when the interval excludes 0, `~` (inside the noise) otherwise.
 
 A run is compared through the per-image errors `make score` stored beside its
 scores (OUTPUT/runs/<name>/scores_errors.npz; `name+stack` for the stacked
-predictions). Only images scored in both runs are paired; a category whose image
-sets differ (another data set) is reported `n/a`.
+predictions; `make score-file` stores a submission file's row the same way, test
+split only). Only images scored in both runs are paired (a note says how many
+each side has that the other lacks, e.g. a submission file missing a row); a
+category the two score on no common image (another data set) is reported `n/a`.
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ def compare_split(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> List[Di
     for cat, ea, eb, keypoints in groups:
         for kp in ("all",) + tuple(keypoints):
             column = None if kp == "all" else KEYPOINT_INDEX[kp]
-            sums = aligned_sums(ea, eb, column)
+            sums = aligned_sums(ea, eb, column, common=True)
             if sums is None:
                 d = {"diff": np.nan, "lo": np.nan, "hi": np.nan, "significant": False}
                 ne_a = ne_b = np.nan
@@ -94,6 +96,13 @@ def compare_runs(output, name_a: str, name_b: str) -> Dict[str, List[Dict]]:
             for split in SPLITS if split in errors[name_a] and split in errors[name_b]}
 
 
+def unpaired(output, name_a: str, name_b: str, split: str):
+    """(images scored only in A, only in B) on `split`: what the pairing leaves out."""
+    a, b = load_errors(output, name_a)[split], load_errors(output, name_b)[split]
+    ids_a, ids_b = set(a["image_id"]), set(b["image_id"])
+    return len(ids_a - ids_b), len(ids_b - ids_a)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Where run B wins or loses against run A (paired bootstrap).")
     parser.add_argument("--output", default="output")
@@ -111,6 +120,10 @@ def main(argv=None) -> int:
     for split, rows in result.items():
         label = "CV (out-of-fold)" if split == "cv" else "test"
         print(f"{label}: B={args.b} vs A={args.a}; B - A < 0 means B is better")
+        only_a, only_b = unpaired(args.output, args.a, args.b, split)
+        if only_a or only_b:
+            print(f"  note: paired over the images both scored; left out: {only_a} scored only in A, "
+                  f"{only_b} only in B")
         print(format_rows(rows))
         wins = sum(r["verdict"] == "B better" for r in rows if r["keypoint"] != "all")
         losses = sum(r["verdict"] == "B worse" for r in rows if r["keypoint"] != "all")

@@ -10,18 +10,25 @@ NE = sum over counted points of d_k / s_i / number of counted points, where
   whose normalizer points are not annotated (v = -1) or coincide are skipped
   and counted in `n_images_skipped`.
 
-CLI: python -m pipeline.metrics --truth T.csv --pred P.csv [--json]
+CLI: python -m pipeline.metrics --truth T.csv --pred P.csv [--json] [--strict]
+
+The files are read as the competition's platform read them (`match_files`): rows matched
+by image_id in any order, a missing header accepted (a note says so), only each image's own
+category's cells read, coordinates as given (negative or outside the image). Truth rows
+without a prediction are left out, counted (`n_images_missing`) and named on stderr;
+`--strict` makes them an error.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS, NORMALIZER
+from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS, NORMALIZER, NUM_KEYPOINTS
 
 
 def image_normalizers(truth: np.ndarray, categories: Sequence[str]) -> np.ndarray:
@@ -220,52 +227,118 @@ def paired_bootstrap_diff(sums_a: np.ndarray, counts_a: np.ndarray, sums_b: np.n
     return {"diff": diff, "lo": lo, "hi": hi, "significant": bool(lo > 0 or hi < 0)}
 
 
-def score_files(truth_csv, pred_csv) -> Dict:
-    """NE of a prediction CSV against a truth CSV (both in the Tianchi format).
+#: how many ids a message names before "... and N more"
+SHOW_FIRST = 5
 
-    Rows are matched by image_id; every truth row needs a prediction.
+
+@dataclasses.dataclass
+class MatchedFiles:
+    """A prediction file matched to its ground truth by image_id.
+
+    truth: the truth rows that have a prediction (KeypointTable, truth-file order);
+    pred: (M, 24, 2) float predicted x, y in original pixels for those rows (NaN in the
+    other categories' columns, which are never read); missing: [(truth row, image_id)] of
+    truth rows without a prediction; n_truth: truth rows in all; notes: what a reader
+    should know (no header, rows not covered).
     """
+
+    truth: "object"
+    pred: np.ndarray
+    missing: List[Tuple[int, str]]
+    n_truth: int
+    notes: List[str]
+
+
+def _first(items, n: int = SHOW_FIRST) -> str:
+    items = list(items)
+    return ", ".join(items[:n]) + (f" ... and {len(items) - n} more" if len(items) > n else "")
+
+
+def read_truth(truth_csv):
+    """Ground truth as the scorer reads it: read_annotations, rows without an annotated point
+    kept (no normalizer: skipped and counted). ValueError naming file, row and column otherwise."""
     from .tianchi import read_annotations
 
-    truth, t_problems = read_annotations(truth_csv)
-    if t_problems:
-        raise ValueError("; ".join(str(p) for p in t_problems[:5]))
-    pred, p_problems = _read_predictions(pred_csv)
-    if p_problems:
-        raise ValueError("; ".join(p_problems[:5]))
-    missing = [i for i in truth.image_id if i not in pred]
-    if missing:
-        raise ValueError(f"{pred_csv}: no prediction for {len(missing)} image(s), e.g. {missing[0]}")
-    pred_xy = np.stack([pred[i] for i in truth.image_id]) if len(truth) else np.zeros((0, 24, 2))
-    return normalized_error(truth.keypoints, pred_xy, truth.image_category)
+    truth, problems = read_annotations(truth_csv, allow_unannotated=True)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValueError(f"{problems[0]}{more}")
+    return truth
 
 
-def _read_predictions(path):
-    """image_id → (24, 2) float predicted coordinates from a Tianchi CSV."""
-    import csv
+def match_files(truth_csv, pred_csv, strict: bool = False) -> MatchedFiles:
+    """Read a prediction file as the platform did and match its rows to the truth by image_id.
 
-    from .tianchi import HEADER, parse_cell
+    The prediction may lack its header (first cell not `image_id`), list rows in any order,
+    fill every cell whatever the category, and hold coordinates outside the image: only the
+    truth category's own columns are read, as given (`-1_-1_-1` there is the point (-1, -1)).
+    Errors (ValueError naming file, row and column): a wrong header, a wrong number of
+    columns, a duplicate id, an id the truth does not hold, a category differing from the
+    truth's, a malformed cell in the category's own columns. Truth rows without a prediction
+    are left out and listed in `missing`; with `strict` they are an error.
+    """
+    from .tianchi import parse_prediction_cell, read_submission_rows, trim_fields
 
-    out, problems = {}, []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = tuple(h.strip() for h in next(reader, []))
-        if header != HEADER:
-            return {}, [f"{path}: row 1: header does not match the Tianchi format"]
-        for line_no, fields in enumerate(reader, start=2):
-            if len(fields) != len(HEADER):
-                problems.append(f"{path}: row {line_no}: expected {len(HEADER)} fields")
+    truth = read_truth(truth_csv)
+    where = {iid: i for i, iid in enumerate(truth.image_id)}
+    has_header, rows = read_submission_rows(pred_csv)
+    notes = [] if has_header else [f"{pred_csv}: no header row; row 1 read as data"]
+    pred = np.full((len(truth), NUM_KEYPOINTS, 2), np.nan)
+    seen: Dict[str, int] = {}
+    problems: List[str] = []
+    for row, fields in rows:
+        fields = trim_fields(fields)
+        at = f"{pred_csv}: row {row}"
+        if len(fields) != 2 + NUM_KEYPOINTS:
+            problems.append(f"{at}: expected {2 + NUM_KEYPOINTS} fields, found {len(fields)}")
+            continue
+        iid, cat = fields[0].strip(), fields[1].strip()
+        if iid in seen:
+            problems.append(f"{at}, column image_id: duplicate image_id {iid!r} (first at row {seen[iid]})")
+            continue
+        seen[iid] = row
+        i = where.get(iid)
+        if i is None:
+            problems.append(f"{at}, column image_id: {iid!r} is not in the truth file {truth_csv}")
+            continue
+        tcat = truth.image_category[i]
+        if cat != tcat and cat.lower() != tcat:
+            problems.append(f"{at}, column image_category: {cat!r}, the truth says {tcat!r}")
+            continue
+        for name in CATEGORY_KEYPOINTS[tcat]:  # other categories' cells are never read
+            k = KEYPOINT_INDEX[name]
+            try:
+                x, y, _ = parse_prediction_cell(fields[2 + k])
+            except ValueError as err:
+                problems.append(f"{at}, column {name}: {err}")
                 continue
-            xy = np.zeros((len(KEYPOINTS), 2))
-            for k, text in enumerate(fields[2:]):
-                try:
-                    x, y, _ = parse_cell(text)
-                except ValueError as err:
-                    problems.append(f"{path}: row {line_no}, column {KEYPOINTS[k]}: {err}")
-                    break
-                xy[k] = (x, y)
-            out[fields[0].strip()] = xy
-    return out, problems
+            pred[i, k] = (x, y)
+    if problems:
+        more = f"\n... and {len(problems) - 20} more problem(s)" if len(problems) > 20 else ""
+        raise ValueError(f"{len(problems)} problem(s):\n" + "\n".join(problems[:20]) + more)
+    present = np.array([iid in seen for iid in truth.image_id], dtype=bool)
+    missing = [(int(r), str(iid)) for r, iid, p in zip(truth.rows, truth.image_id, present) if not p]
+    if missing:
+        text = (f"{pred_csv}: no prediction for {len(missing)} of {len(truth)} truth row(s): "
+                + _first(f"{iid} (truth row {r})" for r, iid in missing))
+        if strict:
+            raise ValueError(text)
+        notes.append(text + f"; the NE covers only the {int(present.sum())} row(s) with a prediction")
+    return MatchedFiles(truth.subset(present), pred[present], missing, len(truth), notes)
+
+
+def score_files(truth_csv, pred_csv, strict: bool = False) -> Dict:
+    """NE of a prediction CSV against a truth CSV (Tianchi format), rows matched by image_id.
+
+    Read as `match_files` reads them. Returns normalized_error's dict over the truth rows
+    that have a prediction, plus `n_images_missing` (truth rows without one; an error with
+    `strict`), `missing_image_ids` (the first few), `n_images_truth` and `notes`.
+    """
+    m = match_files(truth_csv, pred_csv, strict)
+    result = normalized_error(m.truth.keypoints, m.pred, m.truth.image_category)
+    result.update(n_images_missing=len(m.missing), missing_image_ids=[iid for _, iid in m.missing[:SHOW_FIRST]],
+                  n_images_truth=m.n_truth, notes=m.notes)
+    return result
 
 
 def main(argv=None) -> int:
@@ -273,19 +346,26 @@ def main(argv=None) -> int:
     parser.add_argument("--truth", required=True, help="ground truth CSV (Tianchi format)")
     parser.add_argument("--pred", required=True, help="prediction CSV (Tianchi format)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--strict", action="store_true",
+                        help="a truth row without a prediction is an error (as the submission validator has it)")
     args = parser.parse_args(argv)
     try:
-        result = score_files(args.truth, args.pred)
+        result = score_files(args.truth, args.pred, strict=args.strict)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for note in result["notes"]:
+        print(("warning: " if "no prediction" in note else "note: ") + note, file=sys.stderr)
     if args.json:
         # NaN (nothing could be scored) is not JSON: print null instead
         plain = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.items()}
         print(json.dumps(plain, sort_keys=True, allow_nan=False))
     else:
-        print(f"NE {result['ne']:.5f} ({result['ne_percent']:.3f} %) over {result['n_points']} points, "
-              f"{result['n_images_skipped']} image(s) skipped")
+        covered = (f" (only the {result['n_images']} of {result['n_images_truth']} truth rows with a prediction)"
+                   if result["n_images_missing"] else "")
+        print(f"NE {result['ne']:.5f} ({result['ne_percent']:.3f} %) over {result['n_points']} points of "
+              f"{result['n_images']} images{covered}, {result['n_images_skipped']} image(s) skipped "
+              f"(no usable normalizer)")
         for cat, v in result["per_category"].items():
             print(f"  {cat:10s} {v:.5f}")
     return 0

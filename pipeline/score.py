@@ -10,6 +10,8 @@ the scores were computed from go to OUTPUT/runs/<name>/scores.json; nothing is
 recomputed or rewritten when those inputs did not change.
 
 CLI: python -m pipeline.score --output DIR [--config C] [--run NAME] [--stack]
+     python -m pipeline.score --output DIR --file PRED.csv --name LABEL --truth ANSWERS.csv
+       (`make score-file`: a row for any submission file, test columns only; `score_external`)
 """
 from __future__ import annotations
 
@@ -25,11 +27,10 @@ import pandas as pd
 from .artifacts import is_current, write_record
 from .config import config_from_args, stage_parser
 from .keypoints import CATEGORIES
-from .metrics import bootstrap_ne, image_sums, normalized_error, paired_bootstrap_diff, point_errors
+from .metrics import bootstrap_ne, image_sums, normalized_error, paired_bootstrap_diff, point_errors, read_truth
 from .predictions import read_ensemble, run_dir
 from .preprocess import run_data
 from .submit import finalize, gather_test_predictions
-from .tianchi import read_annotations
 
 #: interval columns: 95 % bootstrap interval of the row's NE (images resampled, points pooled), and
 #: `*_vs_best`: NE minus that of the best row over the same categories (lowest CV NE), with its paired
@@ -37,8 +38,11 @@ from .tianchi import read_annotations
 INTERVAL_COLUMNS = ["cv_ne_lo", "cv_ne_hi", "test_ne_lo", "test_ne_hi",
                     "cv_vs_best", "cv_vs_best_lo", "cv_vs_best_hi", "test_vs_best", "test_vs_best_lo",
                     "test_vs_best_hi", "best"]
+#: `test_ne_<cat>`: test NE per category; `source`: empty for a pipeline run, `file <sha1>` for a row
+#: `make score-file` made from any submission file (its CV columns stay empty)
 LEADERBOARD_COLUMNS = (["name", "categories", "cv_ne", "test_ne"] + [f"cv_ne_{c}" for c in CATEGORIES]
-                       + ["n_points", "n_images_skipped", "created", "config_hash"] + INTERVAL_COLUMNS)
+                       + ["n_points", "n_images_skipped", "created", "config_hash"] + INTERVAL_COLUMNS
+                       + [f"test_ne_{c}" for c in CATEGORIES] + ["source"])
 SPLITS = ("cv", "test")
 
 
@@ -84,15 +88,26 @@ def load_errors(output, row_name: str) -> Optional[Dict[str, Dict[str, np.ndarra
                 for split in SPLITS if f"{split}_err" in z.files}
 
 
-def aligned_sums(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray], column: Optional[int] = None):
+def aligned_sums(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray], column: Optional[int] = None,
+                 common: bool = False):
     """Per-image (sums, counts) of two predictions of the same images, aligned by image_id; None otherwise.
 
     a, b: {image_id (N,), err (N, 24)}; column: one keypoint column, or all of them.
+    common: pair the images both scored (None when they share none) instead of demanding
+    the same image set (e.g. a submission file that lacks a row against a full run).
     """
-    if len(a["image_id"]) != len(b["image_id"]) or set(a["image_id"]) != set(b["image_id"]):
+    ids_a, ids_b = np.asarray(a["image_id"]), np.asarray(b["image_id"])
+    if common:
+        shared = np.intersect1d(ids_a, ids_b)
+        if not len(shared):
+            return None
+    elif len(ids_a) != len(ids_b) or set(ids_a) != set(ids_b):
         return None
-    order = np.argsort(a["image_id"])
-    pos = np.argsort(b["image_id"])
+    else:
+        shared = np.sort(ids_a)
+    ia, ib = np.argsort(ids_a), np.argsort(ids_b)
+    order = ia[np.searchsorted(ids_a, shared, sorter=ia)]
+    pos = ib[np.searchsorted(ids_b, shared, sorter=ib)]
     ea, eb = a["err"][order], b["err"][pos]
     if column is not None:
         ea, eb = ea[:, [column]], eb[:, [column]]
@@ -104,10 +119,7 @@ def test_answers(input_dir, test) -> Optional[np.ndarray]:
     path = Path(input_dir) / "test" / "answers.csv"
     if not path.exists():
         return None
-    table, problems = read_annotations(path)
-    if problems:  # Problem names the file, row and column
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ValueError(f"{problems[0]}{more}")
+    table = read_truth(path)  # as the NE scorer reads answers (ValueError names the file, row and column)
     pos = {iid: i for i, iid in enumerate(table.image_id)}
     missing = [i for i in test.image_id if i not in pos]
     if missing:
@@ -137,6 +149,8 @@ def score_run(output, name: str, categories: Sequence[str], config_hash: str = "
             pred = finalize(gather_test_predictions(output, name, test, stacked, categories), test.sizes)
             result = categories_ne(answers, pred, test.category, categories)
             row["test_ne"] = result["ne"]
+            for c in CATEGORIES:
+                row[f"test_ne_{c}"] = result["per_category"].get(c, np.nan)
             details["test"] = result
             errors["test"] = split_errors(answers, pred, test.image_id, test.category, categories)
     for split, e in errors.items():
@@ -183,6 +197,83 @@ def score_and_report(output, name: str, categories: Sequence[str], config_hash: 
         write_record(record, inputs, row=row, **result["details"])
     update_leaderboard(output, row)
     return row
+
+
+# --------------------------------------------------------------------------- external rows
+
+#: bump when what an external row stores changes (its rows are then rescored)
+EXTERNAL_VERSION = 1
+
+
+def external_inputs(pred_csv, truth_csv) -> Dict:
+    """What an external row depends on: the content hashes of the submission and answers files."""
+    from .artifacts import file_id
+
+    return {"kind": "file", "file": file_id(pred_csv), "truth": file_id(truth_csv), "version": EXTERNAL_VERSION}
+
+
+def _check_external_name(output, name: str) -> Path:
+    """runs/<name>/ for an external row; ValueError for a bad name or one a pipeline run uses."""
+    from .artifacts import read_record
+
+    if not name or name != name.strip() or "/" in name or name.startswith(".") or name.endswith("+stack"):
+        raise ValueError(f"NAME {name!r}: give a plain label (no '/', no leading '.', no '+stack' suffix)")
+    directory = run_dir(output, name)
+    record = read_record(directory / "scores.json")
+    pipeline_run = (directory / "ensemble.json").exists() or (directory / "prep.json").exists() or \
+        (record is not None and record.get("inputs", {}).get("kind") != "file")
+    if pipeline_run:
+        raise ValueError(f"{directory} belongs to a pipeline run; give the file another NAME")
+    return directory
+
+
+def score_external(output, pred_csv, name: str, truth_csv, strict: bool = False) -> Dict:
+    """Put a row for any submission file on the leaderboard: test NE with its bootstrap interval and
+    per category, against the answers `truth_csv`; returns {"row", "result"}.
+
+    The file is read as the platform read it (pipeline.metrics.match_files: any row order, no
+    header, other categories' cells ignored, coordinates as given); truth rows it lacks are
+    left out and counted (`n_images_missing` in the record; an error with `strict`). Stored like
+    a run's scores: runs/<name>/scores.json (inputs: the two files' content hashes; the row,
+    the test result, the file's path) and scores_errors.npz (test split), so `make compare`
+    and the leaderboard's paired differences take the row. The CV columns stay empty.
+    Nothing is recomputed or rewritten when the same two files were scored before.
+    """
+    from .metrics import match_files
+    from .predictions import save_npz
+
+    pred_csv, truth_csv = Path(pred_csv), Path(truth_csv)
+    for label, path in (("PRED", pred_csv), ("TRUTH", truth_csv)):
+        if not path.is_file():
+            raise FileNotFoundError(f"{label}: no such file {path}")
+    directory = _check_external_name(output, name)
+    record_path = directory / "scores.json"
+    inputs = dict(external_inputs(pred_csv, truth_csv), strict=bool(strict))
+    if is_current(record_path, inputs) and errors_path(output, name).exists():
+        record = json.loads(record_path.read_text())
+        row, result = record["row"], record["test"]
+    else:
+        m = match_files(truth_csv, pred_csv, strict)
+        cats = m.truth.image_category
+        scored = sorted(set(cats), key=CATEGORIES.index)
+        result = normalized_error(m.truth.keypoints, m.pred, cats)
+        result.update(n_images_missing=len(m.missing), missing_image_ids=[iid for _, iid in m.missing[:5]],
+                      n_images_truth=m.n_truth, notes=m.notes)
+        errors = split_errors(m.truth.keypoints, m.pred, m.truth.image_id, cats, scored)
+        interval = bootstrap_ne(*image_sums(errors["err"]))
+        row = {"name": name, "categories": categories_label(scored), "cv_ne": np.nan, "test_ne": result["ne"],
+               "n_points": result["n_points"], "n_images_skipped": result["n_images_skipped"],
+               "created": datetime.datetime.now().isoformat(timespec="seconds"), "config_hash": "",
+               "test_ne_lo": interval["lo"], "test_ne_hi": interval["hi"], "source": f"file {inputs['file']}"}
+        for c in CATEGORIES:
+            row[f"cv_ne_{c}"] = np.nan
+            row[f"test_ne_{c}"] = result["per_category"].get(c, np.nan)
+        save_npz(errors_path(output, name), **{f"test_{k}": v for k, v in errors.items()})
+        write_record(record_path, inputs, row=row, test=result,
+                     source={"file": str(pred_csv), "truth": str(truth_csv)})
+        row = json.loads(record_path.read_text())["row"]  # as it reads back (NaN kept), the same both ways
+    update_leaderboard(output, row)
+    return {"row": row, "result": result}
 
 
 def update_leaderboard(output, row: Dict) -> pd.DataFrame:
@@ -248,7 +339,7 @@ def with_paired_differences(output, board: pd.DataFrame) -> pd.DataFrame:
 def read_board(path) -> pd.DataFrame:
     """OUTPUT/leaderboard.csv as a frame (`categories` stays text)."""
     return pd.read_csv(path, dtype={"name": str, "categories": str, "created": str, "config_hash": str,
-                                    "best": str})
+                                    "best": str, "source": str})
 
 
 def interval_text(value, lo, hi) -> str:
@@ -295,8 +386,14 @@ def main(argv=None) -> int:
                         help="score only the stacked predictions (by default they are scored beside "
                              "the plain ones whenever `make stack` produced them)")
     parser.add_argument("--show", action="store_true", help="only print OUTPUT/leaderboard.csv")
+    parser.add_argument("--file", metavar="PRED", help="score this submission file (any source) as row --name")
+    parser.add_argument("--name", help="leaderboard label of --file")
+    parser.add_argument("--truth", metavar="ANSWERS", help="answers of --file's test set (INPUT/test/answers.csv)")
+    parser.add_argument("--strict", action="store_true", help="--file: a missing test row is an error")
     args = parser.parse_args(argv)
     board_path = Path(args.output) / "leaderboard.csv"
+    if args.file:
+        return _main_external(args, board_path)
     if args.show:
         if not board_path.exists():
             print(f"score: no leaderboard yet ({board_path}); run `make score`", file=sys.stderr)
@@ -324,6 +421,34 @@ def main(argv=None) -> int:
     if with_stack and json.loads(stack_json.read_text()).get("use_stack"):
         submitted = f"{name}+stack"
     print(f"score: {run_dir(args.output, name) / 'submission.csv'} holds the predictions of row {submitted!r}")
+    print(f"leaderboard ({board_path}):")
+    print(format_board(read_board(board_path)))
+    return 0
+
+
+def _main_external(args, board_path: Path) -> int:
+    """`make score-file PRED=... NAME=... [TRUTH=...]`: score one file, put its row on the board."""
+    if not args.name or not args.truth:
+        print("score: error: --file needs --name LABEL and --truth ANSWERS.csv", file=sys.stderr)
+        return 2
+    if not Path(args.truth).is_file():
+        print(f"score: error: no answers at {args.truth}: a submission file can be scored only against its "
+              f"test set's answers (INPUT/test/answers.csv, or TRUTH=path)", file=sys.stderr)
+        return 1
+    try:
+        out = score_external(args.output, args.file, args.name, args.truth, args.strict)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        print(f"score: error: {err}", file=sys.stderr)
+        return 1
+    row, result = out["row"], out["result"]
+    for note in result.get("notes", []):
+        print(f"score: {'warning' if 'no prediction' in note else 'note'}: {note}", file=sys.stderr)
+    per_cat = ", ".join(f"{c} {v:.4f}" for c, v in result["per_category"].items())
+    print(f"score: {row['name']} = {args.file} ({row['source']}): test NE "
+          f"{interval_text(row['test_ne'], row['test_ne_lo'], row['test_ne_hi'])} over {row['n_points']} points "
+          f"of {result['n_images']} images ({row['n_images_skipped']} without a usable normalizer"
+          + (f"; {result['n_images_missing']} test row(s) without a prediction not counted"
+             if result.get("n_images_missing") else "") + f"); per category: {per_cat}")
     print(f"leaderboard ({board_path}):")
     print(format_board(read_board(board_path)))
     return 0

@@ -1,8 +1,16 @@
 """Submission writer and validator (Tianchi format).
 
 Rounding and clipping to the image happen only here (`finalize`). The
-submission is written to a temporary file, validated by `validate`, and only
-then renamed into place; a file the validator rejects is never written.
+submission is written to a temporary file, validated by `validate` (strict: no
+error and no warning), and only then renamed into place; a file the validator
+rejects is never written.
+
+`--validate` reads any file as the competition's platform read it
+(`check_submission`): errors are what the platform would refuse (missing, extra or
+duplicate ids, a wrong category, a malformed cell, a wrong number of columns), one
+line each with row and column, at most a handful per kind; warnings are what it
+accepted (no header, another row order, other categories' cells filled, points
+outside the image), one summary line per kind on stderr. Exit 1 only on errors.
 
 CLI:
   python -m pipeline.submit --validate FILE --test INPUT/test/test.csv
@@ -10,9 +18,8 @@ CLI:
 """
 from __future__ import annotations
 
-import csv
+import dataclasses
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -22,10 +29,7 @@ import numpy as np
 from .config import config_from_args, stage_parser
 from .fsutil import atomic_path
 from .keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS, NUM_KEYPOINTS
-from .tianchi import ABSENT_CELL, HEADER, read_test_list, write_annotations
-
-_INTEGER = re.compile(r"-?[0-9]+")
-
+from .tianchi import HEADER, read_test_list, write_annotations
 
 def finalize(xy: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """Float predictions → integer submission coordinates inside their image.
@@ -54,69 +58,156 @@ def image_sizes_for(test_csv, image_ids: Sequence[str]) -> Dict[str, Tuple[int, 
     return sizes
 
 
-def validate(path, test_csv, sizes: Optional[Dict[str, Tuple[int, int]]] = None) -> List[str]:
-    """Problems of a submission file for the test set `test_csv` (empty list: valid).
+#: lines of one kind the validator prints before "... and N more"
+SHOW_FIRST = 5
 
-    Checks the header, the exact rows and order of test.csv, categories, that
-    the category's keypoints are `x_y_1` integer cells (inside the image when
-    its size is known) and all other cells `-1_-1_-1`.
+
+@dataclasses.dataclass
+class SubmissionCheck:
+    """What `check_submission` found in a submission file.
+
+    errors: {kind: [line, ...]}: what the competition's platform would refuse (kinds
+    `read`, `header`, `columns`, `image_id` (extra), `duplicate`, `missing`, `category`,
+    `cell`), one line each naming file, row and column;
+    warnings: {kind: [(row, detail), ...]}: what it accepted (rows matched by image_id,
+    other categories' cells ignored, coordinates scored as given) but our writer never
+    produces: `no-header`, `order`, `other-cells`, `visibility`, `outside`.
     """
+
+    path: str
+    errors: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
+    warnings: Dict[str, List[Tuple[int, str]]] = dataclasses.field(default_factory=dict)
+
+    def error(self, kind: str, line: str) -> None:
+        self.errors.setdefault(kind, []).append(line)
+
+    def warn(self, kind: str, row: int, detail: str = "") -> None:
+        self.warnings.setdefault(kind, []).append((row, detail))
+
+    @property
+    def error_lines(self) -> List[str]:
+        return [line for lines in self.errors.values() for line in lines]
+
+    def warning_lines(self, first: int = SHOW_FIRST) -> List[str]:
+        """One summary line per warning kind: its count and the first few rows."""
+        out = []
+        for kind, items in self.warnings.items():
+            rows = list(dict.fromkeys(r for r, _ in items))  # distinct, in file order
+            shown = ", ".join(str(r) for r in rows[:first])
+            more = f" ... and {len(rows) - first} more" if len(rows) > first else ""
+            examples = "; ".join(f"row {r}: {d}" for r, d in items[:min(first, 3)] if d)
+            out.append(f"{self.path}: warning: {_WARNING_TEXT[kind].format(n=len(items), rows=len(rows))}: "
+                       f"row{'s' if len(rows) > 1 else ''} {shown}{more}" + (f" (e.g. {examples})" if examples else ""))
+        return out
+
+    def lines(self, first: int = SHOW_FIRST) -> List[str]:
+        """Error lines, at most `first` of each kind followed by a "... and N more" line."""
+        out = []
+        for kind, lines in self.errors.items():
+            out.extend(lines[:first])
+            if len(lines) > first:
+                out.append(f"{self.path}: ... and {len(lines) - first} more {kind} error(s) like these")
+        return out
+
+
+_WARNING_TEXT = {
+    "no-header": "no header row: row 1 is read as data (the platform accepted files without one)",
+    "order": "{n} row(s) not at their test.csv position (the platform matched rows by image_id)",
+    "other-cells": "{n} cell(s) of other categories' keypoints in {rows} row(s) are not -1_-1_-1 "
+                   "(ignored by the scorer)",
+    "visibility": "{n} cell(s) of the category's own keypoints in {rows} row(s) have visibility other than 1 "
+                  "(scored at their coordinates)",
+    "outside": "{n} point(s) in {rows} row(s) lie outside the image (scored as given)",
+}
+
+
+def check_submission(path, test_csv, sizes: Optional[Dict[str, Tuple[int, int]]] = None) -> SubmissionCheck:
+    """Check a submission file for the test set `test_csv`, as the platform read files.
+
+    Rows are matched by image_id (any order); the file may lack its header; other
+    categories' cells are ignored. Errors: an unreadable file, a wrong header, a row
+    without 26 fields, an id not in test.csv, a duplicate id, a test.csv id without a row
+    (named), a category differing from test.csv, a cell that is not `x_y_v` with integer
+    parts (any column). Warnings: no header, rows out of test.csv order, other categories'
+    cells filled, the category's own cells with visibility other than 1, points outside
+    the image (negative always; beyond width/height where `sizes` knows the image; by
+    default sizes are read from the test images that exist).
+    """
+    from .tianchi import parse_prediction_cell, read_submission_rows, trim_fields
+
     path = Path(path)
+    check = SubmissionCheck(str(path))
     test_ids, test_cats = read_test_list(test_csv)
     if sizes is None:
         sizes = image_sizes_for(test_csv, test_ids)
-    problems: List[str] = []
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel's UTF-8) is fine
-            rows = list(csv.reader(f))
+        has_header, rows = read_submission_rows(path)
     except (OSError, UnicodeDecodeError) as err:
-        return [f"{path}: cannot read: {err}"]
-    header = tuple(h.strip() for h in rows[0]) if rows else ()
-    if header != HEADER:
-        col = next((j for j, (a, b) in enumerate(zip(header, HEADER)) if a != b), min(len(header), len(HEADER)))
-        found = repr(header[col]) if col < len(header) else "nothing"
-        expected = repr(HEADER[col]) if col < len(HEADER) else "no column"
-        problems.append(f"{path}: row 1, column {col + 1}: header has {found} where {expected} is expected "
-                        f"(header must be {','.join(HEADER[:3])},..., 26 columns in CSV order)")
-        return problems
-    body = rows[1:]
-    for i, (fields, tid, tcat) in enumerate(zip(body, test_ids, test_cats)):
-        row = i + 2
+        check.error("read", f"{path}: cannot read: {err}")
+        return check
+    except ValueError as err:  # a header that is not the Tianchi one
+        check.error("header", str(err))
+        return check
+    if not has_header and rows:
+        check.warn("no-header", rows[0][0])
+    position = {iid: i for i, iid in enumerate(test_ids)}
+    seen: Dict[str, int] = {}
+    for n, (row, fields) in enumerate(rows):
+        fields = trim_fields(fields)
+        at = f"{path}: row {row}"
+        iid = fields[0].strip()
+        if iid in seen:
+            check.error("duplicate", f"{at}, column image_id: duplicate image_id {iid!r} (first at row {seen[iid]})")
+            continue
+        seen[iid] = row  # a row of the wrong width still names its id: reported once, not also missing
         if len(fields) != len(HEADER):
-            problems.append(f"{path}: row {row}: expected {len(HEADER)} fields, found {len(fields)}")
+            check.error("columns", f"{at}: expected {len(HEADER)} fields, found {len(fields)}")
             continue
-        if fields[0] != tid:
-            problems.append(f"{path}: row {row}, column image_id: {fields[0]!r} where test.csv has {tid!r}")
+        cat = fields[1].strip()
+        if iid not in position:
+            check.error("image_id", f"{at}, column image_id: extra row {iid!r}, not in {test_csv}")
             continue
-        if fields[1] != tcat:
-            problems.append(f"{path}: row {row}, column image_category: {fields[1]!r}, expected {tcat!r}")
+        if position[iid] != n:
+            check.warn("order", row)
+        tcat = test_cats[position[iid]]
+        if cat != tcat:
+            check.error("category", f"{at}, column image_category: {cat!r}, test.csv has {tcat!r}")
             continue
         wanted = set(CATEGORY_KEYPOINTS[tcat])
-        size = sizes.get(tid)
+        size = sizes.get(iid)
         for name, cell in zip(KEYPOINTS, fields[2:]):
-            where = f"{path}: row {row}, column {name}"
+            try:
+                x, y, v = parse_prediction_cell(cell)
+            except ValueError as err:
+                check.error("cell", f"{at}, column {name}: {err}")
+                continue
             if name not in wanted:
-                if cell != ABSENT_CELL:
-                    problems.append(f"{where}: {cell!r} should be {ABSENT_CELL} (not a {tcat} keypoint)")
+                if (x, y, v) != (-1, -1, -1):
+                    check.warn("other-cells", row, f"{name} {cell.strip()!r}")
                 continue
-            parts = cell.split("_")
-            if len(parts) != 3 or not all(_INTEGER.fullmatch(p) for p in parts):
-                problems.append(f"{where}: {cell!r} is not an integer x_y_1 cell")
-                continue
-            x, y, v = (int(p) for p in parts)
             if v != 1:
-                problems.append(f"{where}: {cell!r} must have visibility 1")
-            elif x < 0 or y < 0 or (size and (x >= size[0] or y >= size[1])):
+                check.warn("visibility", row, f"{name} {cell.strip()!r}")
+            if v >= 0 and (x < 0 or y < 0 or (size and (x >= size[0] or y >= size[1]))):
                 bound = f" {size[0]}x{size[1]}" if size else ""
-                problems.append(f"{where}: ({x}, {y}) outside the{bound} image")
-    for i in range(len(body), len(test_ids)):
-        problems.append(f"{path}: row {i + 2}, column image_id: missing, test.csv row {i + 2} is "
-                        f"{test_ids[i]!r} ({len(body)} data rows, test.csv has {len(test_ids)})")
-    for i in range(len(test_ids), len(body)):
-        extra = body[i][0] if body[i] else ""
-        problems.append(f"{path}: row {i + 2}, column image_id: extra row {extra!r}, "
-                        f"test.csv has only {len(test_ids)} data rows")
-    return problems
+                check.warn("outside", row, f"{name} ({x}, {y}) outside the{bound} image")
+    for i, iid in enumerate(test_ids):
+        if iid not in seen:
+            check.error("missing", f"{path}: test.csv row {i + 2}, column image_id: missing row for {iid!r} "
+                                   f"({len(seen)} ids in the file, test.csv has {len(test_ids)})")
+    return check
+
+
+def validate(path, test_csv, sizes: Optional[Dict[str, Tuple[int, int]]] = None,
+             strict: bool = False) -> List[str]:
+    """Problems of a submission file for the test set `test_csv` (empty list: valid).
+
+    Default: what the platform would refuse (`check_submission`'s errors), one line each.
+    strict: also one line per warning kind (no header, order, other categories' cells, a
+    visibility other than 1, points outside the image): what `write_submission` demands of
+    its own files, which have none of those.
+    """
+    check = check_submission(path, test_csv, sizes)
+    return check.error_lines + (check.warning_lines() if strict else [])
 
 
 def write_submission(path, test_csv, image_id: Sequence[str], category: Sequence[str], xy: np.ndarray,
@@ -132,7 +223,7 @@ def write_submission(path, test_csv, image_id: Sequence[str], category: Sequence
     with atomic_path(path) as tmp:
         write_annotations(tmp, image_id, category, kps)
         size_map = {i: (int(w), int(h)) for i, (w, h) in zip(image_id, sizes)}
-        problems = validate(tmp, test_csv, size_map)
+        problems = validate(tmp, test_csv, size_map, strict=True)  # our own files: no warning either
         if problems:
             raise ValueError(f"refusing to write {path}: {len(problems)} problem(s):\n" + "\n".join(problems[:20]))
 
@@ -258,12 +349,16 @@ def main(argv=None) -> int:
     if args.validate:
         if not args.test:
             parser.error("--validate needs --test INPUT/test/test.csv")
-        problems = validate(args.validate, args.test)
-        for p in problems:
-            print(p)
-        print(f"{args.validate}: {'valid' if not problems else f'{len(problems)} problem(s)'}",
+        check = check_submission(args.validate, args.test)
+        for line in check.lines():  # errors: stdout, at most SHOW_FIRST of each kind
+            print(line)
+        for line in check.warning_lines():  # warnings: stderr, one summary line per kind
+            print(line, file=sys.stderr)
+        n_err, n_warn = len(check.error_lines), len(check.warnings)
+        verdict = f"{n_err} error(s): the platform would refuse it" if n_err else "valid"
+        print(f"{args.validate}: {verdict}" + (f" ({n_warn} kind(s) of warning)" if n_warn else ""),
               file=sys.stderr)
-        return 1 if problems else 0
+        return 1 if n_err else 0
 
     from .baseline import baseline_name
     from .predictions import run_dir

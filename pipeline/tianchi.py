@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import re
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -97,7 +98,8 @@ def _category(text: str) -> str:
     return text.lower() if text not in CATEGORIES and text.lower() in CATEGORIES else text
 
 
-def _parse_row(fields: Sequence[str], header: Sequence[str]) -> Tuple[str, str, np.ndarray]:
+def _parse_row(fields: Sequence[str], header: Sequence[str],
+               allow_unannotated: bool = False) -> Tuple[str, str, np.ndarray]:
     """Parse one annotation row; raise _RowError(column, reason)."""
     if len(fields) > len(header) and not any(f.strip() for f in fields[len(header):]):
         fields = fields[:len(header)]  # trailing separators (a spreadsheet's empty columns)
@@ -121,7 +123,7 @@ def _parse_row(fields: Sequence[str], header: Sequence[str]) -> Tuple[str, str, 
         cells[KEYPOINT_INDEX[name]] = cell
         annotated = annotated or cell[2] >= 0
     kps = np.array(cells, dtype=np.int32)
-    if not annotated:
+    if not annotated and not allow_unannotated:
         raise _RowError("*", "no annotated keypoint of the category")
     return image_id, category, kps
 
@@ -132,12 +134,15 @@ class _RowError(Exception):
         self.column, self.reason = column, reason
 
 
-def read_annotations(path) -> Tuple[KeypointTable, List[Problem]]:
+def read_annotations(path, allow_unannotated: bool = False) -> Tuple[KeypointTable, List[Problem]]:
     """Read an annotation CSV (`image_id,image_category,<24 cells>`).
 
     Every malformed row is returned as a Problem; good rows are kept.
     Duplicate image_ids keep their first occurrence.
     Raises ValueError when the header itself is wrong.
+    allow_unannotated: keep a row none of whose category points is annotated (all
+    -1_-1_-1) instead of rejecting it; the NE scorer reads ground truth so (such an image
+    has no normalizer and is skipped). Preprocessing keeps the default (rejected).
     """
     path = Path(path)
     problems: List[Problem] = []
@@ -156,7 +161,7 @@ def read_annotations(path) -> Tuple[KeypointTable, List[Problem]]:
             if not fields or all(not f.strip() for f in fields):
                 continue
             try:
-                image_id, category, points = _parse_row(fields, header)
+                image_id, category, points = _parse_row(fields, header, allow_unannotated)
             except _RowError as err:
                 problems.append(Problem(str(path), line_no, err.column, err.reason))
                 continue
@@ -172,6 +177,63 @@ def read_annotations(path) -> Tuple[KeypointTable, List[Problem]]:
         np.array(ids, dtype=object), np.array(cats, dtype=object),
         np.array(kps, dtype=np.int32).reshape(-1, NUM_KEYPOINTS, 3), np.array(rows, dtype=np.int64))
     return table, problems
+
+
+# --------------------------------------------------------------------------- submission files as found
+#
+# Competitors' files are read as the platform read them: with or without a header, rows in any
+# order (matched by image_id), every cell filled whatever the category, coordinates as given.
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def parse_prediction_cell(text: str) -> Tuple[int, int, int]:
+    """A submission cell `x_y_v` as written: three integers, v in {-1, 0, 1}; x and y may be
+    negative or beyond the image (scored as given). ValueError (the reason) for anything else."""
+    parts = text.strip().split("_")
+    if len(parts) != 3 or not all(_INTEGER.fullmatch(p) for p in parts):
+        raise ValueError(f"{text!r} is not an x_y_v cell of three integers")
+    x, y, v = (int(p) for p in parts)
+    if v not in (-1, 0, 1):
+        raise ValueError(f"{text!r} has visibility {v}, expected -1, 0 or 1")
+    return x, y, v
+
+
+def trim_fields(fields: Sequence[str], n: int = len(HEADER)) -> List[str]:
+    """`fields` without empty trailing fields beyond the first `n` (a spreadsheet's empty columns)."""
+    fields = list(fields)
+    if len(fields) > n and not any(f.strip() for f in fields[n:]):
+        fields = fields[:n]
+    return fields
+
+
+def read_submission_rows(path) -> Tuple[bool, List[Tuple[int, List[str]]]]:
+    """The rows of a submission-style CSV as written, with or without its header.
+
+    Returns (has_header, [(row, fields), ...]): `row` is the 1-based line of the file
+    (the header, when present, is row 1), blank lines left out. A file has a header when
+    its first cell is `image_id`; that header must then be HEADER, else ValueError naming
+    row 1 and the first column that differs. Any other first row is data.
+    """
+    path = Path(path)
+    rows: List[Tuple[int, List[str]]] = []
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel's UTF-8) is fine
+        reader = csv.reader(f)
+        for fields in reader:
+            if fields and any(x.strip() for x in fields):
+                rows.append((reader.line_num, fields))
+    has_header = bool(rows) and rows[0][1][0].strip() == HEADER[0]
+    if has_header:
+        header = tuple(h.strip() for h in trim_fields(rows[0][1]))
+        if header != HEADER:
+            col = next((j for j, (a, b) in enumerate(zip(header, HEADER)) if a != b),
+                       min(len(header), len(HEADER)))
+            found = repr(header[col]) if col < len(header) else "nothing"
+            expected = repr(HEADER[col]) if col < len(HEADER) else "no column"
+            raise ValueError(f"{path}: row {rows[0][0]}, column {col + 1}: header has {found} where {expected} "
+                             f"is expected (header must be {','.join(HEADER[:3])},..., 26 columns in CSV order)")
+        rows = rows[1:]
+    return has_header, rows
 
 
 def write_annotations(path, image_id: Sequence[str], image_category: Sequence[str],

@@ -10,6 +10,7 @@ import pytest
 from conftest import cells, random_keypoints, run_module, write_csv
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS, NORMALIZER
 from pipeline.metrics import image_normalizers, normalized_error, point_errors, score_files
+from pipeline.tianchi import ABSENT_CELL, HEADER
 
 I = KEYPOINT_INDEX
 
@@ -230,14 +231,129 @@ def test_score_files_and_cli_json(tmp_path):
     assert text.returncode == 0 and f"{ne:.5f}" in text.stdout
 
 
-def test_cli_reports_missing_prediction(tmp_path):
+def test_missing_prediction_scores_the_rest_and_names_it_strict_refuses(tmp_path):
     rng = np.random.default_rng(6)
-    truth, pred, cats = _random_set(rng, 4)
-    t_csv, p_csv, _ = _write_pair(tmp_path, truth, np.clip(pred, 0, None), cats)
+    truth, pred, cats = _random_set(rng, 6)
+    t_csv, p_csv, pred_int = _write_pair(tmp_path, truth, np.clip(pred, 0, None), cats)
     lines = p_csv.read_text().splitlines()
-    p_csv.write_text("\n".join(lines[:-1]) + "\n")  # drop one prediction
+    p_csv.write_text("\n".join(lines[:-1]) + "\n")  # drop the last data line: truth row 2 (the file is reversed)
+    ne, count, skipped, _, _ = _reference_ne(truth[1:], pred_int[1:], cats[1:])
     proc = run_module("pipeline.metrics", "--truth", str(t_csv), "--pred", str(p_csv), "--json")
-    assert proc.returncode != 0 and "no prediction" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["ne"] == pytest.approx(ne) and out["n_points"] == count and out["n_images_skipped"] == skipped
+    assert out["n_images_missing"] == 1 and out["n_images"] == 5 and out["n_images_truth"] == 6
+    first = f"Images/{cats[0]}/000.jpg"
+    assert out["missing_image_ids"] == [first]
+    assert "warning" in proc.stderr and first in proc.stderr and "truth row 2" in proc.stderr
+    assert any("covers only" in n for n in out["notes"])
+    text = run_module("pipeline.metrics", "--truth", str(t_csv), "--pred", str(p_csv))
+    assert text.returncode == 0 and "only the 5 of 6" in text.stdout
+    strict = run_module("pipeline.metrics", "--truth", str(t_csv), "--pred", str(p_csv), "--json", "--strict")
+    assert strict.returncode != 0 and "no prediction" in strict.stderr and first in strict.stderr
+    assert strict.stdout == ""
+
+
+# --------------------------------------------------------------------------- submission files as found
+#
+# Real competitors' files: no header, rows in their own order, all 24 cells filled whatever the
+# category, coordinates slightly outside the image. Scored by the competition's rules.
+
+def _quirky_files(tmp_path, header=False):
+    """A skirt and a trousers truth row (s = 10 and 20) and a prediction file with every quirk.
+
+    skirt: waistband_left off by (3, 4) → 5/10; hemline_right predicted at (-1, 20) (truth
+    (10, 20)) → 11/10, written `-1_20_1`. trousers: crotch predicted `-1_-1_-1` (truth
+    (10, 30)) → sqrt(11² + 31²)/20; waistband_right at (20, -2) (truth (20, 0)) → 2/20.
+    Other categories' cells are filled with points (ignored). 11 counted points.
+    """
+    skirt = _skirt(hemline_right=(10, 20, 1))
+    trousers = _image("trousers", {
+        "waistband_left": (0, 0, 1), "waistband_right": (20, 0, 1), "crotch": (10, 30, 1),
+        "bottom_left_in": (8, 60, 1), "bottom_left_out": (0, 60, 1),
+        "bottom_right_in": (12, 60, 1), "bottom_right_out": (20, 60, 1)})
+    truth = np.stack([skirt, trousers]).astype(np.int64)
+    ids = ["Images/skirt/s.jpg", "Images/trousers/t.jpg"]
+    t_csv = write_csv(tmp_path / "truth.csv", [[i, c, *cells(k)] for i, c, k in
+                                               zip(ids, ["skirt", "trousers"], truth)])
+    filled = {n: f"{7 + j}_{3 + j}_1" for j, n in enumerate(KEYPOINTS)}  # every cell of every row filled
+    s_row = dict(filled, **{n: f"{x}_{y}_1" for n, (x, y, _) in
+                            ((n, truth[0, I[n]]) for n in CATEGORY_KEYPOINTS["skirt"])})
+    s_row.update(waistband_left="3_4_1", hemline_right="-1_20_1")
+    t_row = dict(filled, **{n: f"{x}_{y}_1" for n, (x, y, _) in
+                            ((n, truth[1, I[n]]) for n in CATEGORY_KEYPOINTS["trousers"])})
+    t_row.update(crotch="-1_-1_-1", waistband_right="20_-2_1")
+    rows = [[ids[1], "trousers", *[t_row[n] for n in KEYPOINTS]],  # not in truth order
+            [ids[0], "skirt", *[s_row[n] for n in KEYPOINTS]]]
+    p_csv = tmp_path / "pred.csv"
+    p_csv.write_text(("" if not header else ",".join(HEADER) + "\n")
+                     + "".join(",".join(r) + "\n" for r in rows))
+    expected = (0.5 + 1.1 + math.hypot(11, 31) / 20 + 2 / 20) / 11
+    return t_csv, p_csv, rows, expected
+
+
+@pytest.mark.parametrize("header", [False, True], ids=["no-header", "header"])
+def test_real_submission_quirks_scored_by_the_competition_rules(tmp_path, header):
+    t_csv, p_csv, _, expected = _quirky_files(tmp_path, header)
+    r = score_files(t_csv, p_csv)
+    assert r["ne"] == pytest.approx(expected, rel=1e-12) and r["n_points"] == 11
+    assert r["per_category"]["skirt"] == pytest.approx((0.5 + 1.1) / 4)
+    assert r["per_keypoint"]["crotch"] == pytest.approx(math.hypot(11, 31) / 20)
+    assert r["n_images_missing"] == 0 and r["n_images"] == 2
+    assert any("no header" in n for n in r["notes"]) == (not header)
+    proc = run_module("pipeline.metrics", "--truth", str(t_csv), "--pred", str(p_csv), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ne"] == pytest.approx(expected, rel=1e-12)
+    assert ("no header" in proc.stderr) == (not header)
+
+
+def _broken(rows, r, column, value):
+    rows = [list(x) for x in rows]
+    if column == "image_id":
+        rows[r][0] = value
+    elif column == "image_category":
+        rows[r][1] = value
+    else:
+        rows[r][2 + I[column]] = value
+    return rows
+
+
+@pytest.mark.parametrize("case", [
+    ("duplicate", lambda rows: rows + [rows[0]], "row 3, column image_id", "duplicate"),
+    ("unknown-id", lambda rows: _broken(rows, 1, "image_id", "Images/skirt/zz.jpg"), "row 2, column image_id",
+     "not in the truth"),
+    ("malformed-own-cell", lambda rows: _broken(rows, 0, "crotch", "10.5_3_1"), "row 1, column crotch", "integers"),
+    ("bad-visibility", lambda rows: _broken(rows, 1, "hemline_left", "3_4_7"), "row 2, column hemline_left",
+     "visibility"),
+    ("wrong-category", lambda rows: _broken(rows, 1, "image_category", "dress"), "row 2, column image_category",
+     "skirt"),
+    ("field-count", lambda rows: [rows[0][:-1], rows[1]], "row 1", "expected 26 fields"),
+], ids=lambda c: c[0])
+def test_prediction_file_errors_name_file_row_and_column(tmp_path, case):
+    _, change, where, words = case
+    t_csv, p_csv, rows, _ = _quirky_files(tmp_path)
+    p_csv.write_text("".join(",".join(r) + "\n" for r in change(rows)))
+    with pytest.raises(ValueError) as err:
+        score_files(t_csv, p_csv)
+    assert f"{p_csv}: {where}" in str(err.value) and words in str(err.value)
+    proc = run_module("pipeline.metrics", "--truth", str(t_csv), "--pred", str(p_csv), "--json")
+    assert proc.returncode != 0 and where in proc.stderr and proc.stdout == ""
+
+
+def test_other_categories_cells_are_never_read(tmp_path):
+    t_csv, p_csv, rows, expected = _quirky_files(tmp_path)
+    garbage = _broken(_broken(rows, 0, "neckline_left", "garbage"), 1, "crotch", "")  # not skirt/trousers points
+    p_csv.write_text("".join(",".join(r) + "\n" for r in garbage))
+    assert score_files(t_csv, p_csv)["ne"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_truth_row_without_an_annotated_point_is_skipped_and_counted(tmp_path):
+    t_csv, p_csv, rows, expected = _quirky_files(tmp_path)
+    empty = ["Images/dress/e.jpg", "dress", *[ABSENT_CELL] * 24]  # an answers row with nothing annotated
+    t_csv.write_text(t_csv.read_text() + ",".join(empty) + "\n")
+    p_csv.write_text(p_csv.read_text() + ",".join(empty[:2] + ["5_5_1"] * 24) + "\n")
+    r = score_files(t_csv, p_csv)
+    assert r["ne"] == pytest.approx(expected, rel=1e-12) and r["n_images_skipped"] == 1 and r["n_images"] == 3
 
 
 def test_cli_json_is_strict_json_when_nothing_can_be_scored(tmp_path):

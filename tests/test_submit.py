@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import run_module, write_csv, write_image
-from pipeline.keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS
-from pipeline.submit import finalize, validate, write_submission
+from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS
+from pipeline.submit import SHOW_FIRST, check_submission, finalize, validate, write_submission
 from pipeline.tianchi import ABSENT_CELL, HEADER, TEST_HEADER, read_annotations
 
 TEST_ROWS = [("Images/skirt/a.jpg", "skirt", (300, 200)), ("Images/blouse/b.jpg", "blouse", (512, 512)),
@@ -60,72 +60,150 @@ def test_good_submission_is_valid(test_set):
 
 
 def _bad_cases(rows):
-    """(id, rows, header, expected (row, column) of the one problem, words in the message)."""
-    swapped = [rows[1], rows[0], rows[2]]
+    """What the platform would refuse: (id, rows, header, expected (row, column) of the one error, words)."""
     recat = [list(x) for x in rows]
     recat[2][1] = "skirt"
     bad_header = list(HEADER)
     bad_header[5], bad_header[6] = bad_header[6], bad_header[5]
     return [
         ("wrong-header", rows, bad_header, (1, 6), "header"),
-        ("missing-row", rows[:2], HEADER, (4, "image_id"), "missing"),
+        ("missing-row", rows[:2], HEADER, (4, "image_id"), "Images/trousers/c.jpg"),
         ("extra-row", rows + [["Images/dress/z.jpg", "dress", *[ABSENT_CELL] * 24]], HEADER,
          (5, "image_id"), "extra"),
-        ("reordered", swapped, HEADER, None, "Images/skirt/a.jpg"),
+        ("duplicate-row", rows + [rows[0]], HEADER, (5, "image_id"), "duplicate"),
         ("wrong-category", recat, HEADER, (4, "image_category"), "trousers"),
-        ("non-category-point", _set(rows, 0, "neckline_left", "5_5_1"), HEADER, (2, "neckline_left"), ABSENT_CELL),
-        ("category-point-absent", _set(rows, 1, "armpit_left", ABSENT_CELL), HEADER, (3, "armpit_left"),
-         "visibility 1"),
-        ("visibility-0", _set(rows, 1, "shoulder_right", "10_10_0"), HEADER, (3, "shoulder_right"), "visibility 1"),
         ("non-integer", _set(rows, 2, "crotch", "10.5_3_1"), HEADER, (4, "crotch"), "integer"),
         ("double-minus", _set(rows, 2, "crotch", "--3_3_1"), HEADER, (4, "crotch"), "integer"),
         ("two-parts", _set(rows, 2, "crotch", "3_1"), HEADER, (4, "crotch"), "integer"),
-        ("x-outside", _set(rows, 0, "hemline_left", "300_10_1"), HEADER, (2, "hemline_left"), "300x200"),
-        ("y-outside", _set(rows, 2, "bottom_left_in", "10_300_1"), HEADER, (4, "bottom_left_in"), "200x300"),
-        ("negative", _set(rows, 1, "cuff_left_in", "-2_10_1"), HEADER, (3, "cuff_left_in"), "outside"),
+        ("visibility-2", _set(rows, 2, "crotch", "3_1_2"), HEADER, (4, "crotch"), "visibility"),
+        ("malformed-other-cell", _set(rows, 0, "neckline_left", "n/a"), HEADER, (2, "neckline_left"), "integer"),
+        ("field-count", [rows[0], rows[1][:25], rows[2]], HEADER, (3, None), "expected 26 fields"),
     ]
 
 
-@pytest.mark.parametrize("case", range(14), ids=[c[0] for c in _bad_cases([["x", "skirt"] + [""] * 24] * 3)])
+BAD_IDS = [c[0] for c in _bad_cases([["x", "skirt"] + [""] * 24] * 3)]
+
+
+@pytest.mark.parametrize("case", range(len(BAD_IDS)), ids=BAD_IDS)
 def test_bad_submissions_rejected_naming_row_and_column(test_set, case):
     tmp_path, test_csv, rows = test_set
     name, bad_rows, header, where, words = _bad_cases(rows)[case]
     path = _write(tmp_path, bad_rows, header)
     problems = validate(path, test_csv)
-    assert problems, name
-    if where is None:  # reordered: both swapped rows are reported on image_id
-        assert len(problems) == 2
-        assert "row 2, column image_id" in problems[0] and "row 3, column image_id" in problems[1]
-    else:
-        assert len(problems) == 1, problems
-        row, col = where
-        assert f"row {row}, column {col}" in problems[0]
-    assert words in " ".join(problems)
-    assert all(p.startswith(str(path)) for p in problems)
-
-    proc = run_module("pipeline.submit", "--validate", str(path), "--test", str(test_csv)) if case in (1, 5) \
-        else None
-    if proc is not None:  # the CLI: non-zero exit, one stdout line per problem
+    assert len(problems) == 1, problems
+    row, col = where
+    assert (f"row {row}, column {col}" if col else f"row {row}:") in problems[0]
+    assert words in problems[0] and problems[0].startswith(str(path))
+    if case in (1, 3, 9):  # the CLI: non-zero exit, one stdout line per error
+        proc = run_module("pipeline.submit", "--validate", str(path), "--test", str(test_csv))
         assert proc.returncode != 0
         assert proc.stdout.splitlines() == problems
+
+
+def _warning_cases(rows):
+    """What the platform accepted: (id, rows, header, warning kind, rows it names)."""
+    swapped = [rows[1], rows[0], rows[2]]
+    return [
+        ("reordered", swapped, HEADER, "order", [2, 3]),
+        ("non-category-point", _set(rows, 0, "neckline_left", "5_5_1"), HEADER, "other-cells", [2]),
+        ("category-point-absent", _set(rows, 1, "armpit_left", ABSENT_CELL), HEADER, "visibility", [3]),
+        ("visibility-0", _set(rows, 1, "shoulder_right", "10_10_0"), HEADER, "visibility", [3]),
+        ("x-outside", _set(rows, 0, "hemline_left", "300_10_1"), HEADER, "outside", [2]),
+        ("y-outside", _set(rows, 2, "bottom_left_in", "10_300_1"), HEADER, "outside", [4]),
+        ("negative", _set(rows, 1, "cuff_left_in", "-2_10_1"), HEADER, "outside", [3]),
+        ("no-header", rows, None, "no-header", [1]),
+    ]
+
+
+WARN_IDS = [c[0] for c in _warning_cases([["x", "skirt"] + [""] * 24] * 3)]
+
+
+@pytest.mark.parametrize("case", range(len(WARN_IDS)), ids=WARN_IDS)
+def test_what_the_platform_accepted_is_a_warning_not_an_error(test_set, case):
+    tmp_path, test_csv, rows = test_set
+    name, warn_rows, header, kind, named = _warning_cases(rows)[case]
+    path = _write(tmp_path, warn_rows, header) if header else _write_headerless(tmp_path, warn_rows)
+    assert validate(path, test_csv) == []  # the platform scored it
+    check = check_submission(path, test_csv)
+    assert check.errors == {} and list(check.warnings) == [kind]
+    assert sorted({r for r, _ in check.warnings[kind]}) == named
+    strict = validate(path, test_csv, strict=True)  # what our writer demands of its own files
+    assert len(strict) == 1 and "warning" in strict[0]
+    proc = run_module("pipeline.submit", "--validate", str(path), "--test", str(test_csv))
+    assert proc.returncode == 0 and proc.stdout == ""
+    warn = [line for line in proc.stderr.splitlines() if ": warning: " in line]
+    assert len(warn) == 1 and f"row{'s' if len(named) > 1 else ''} {named[0]}" in warn[0]
+
+
+def _write_headerless(tmp_path, rows, name="sub.csv"):
+    path = tmp_path / name
+    path.write_text("".join(",".join(r) + "\n" for r in rows))
+    return path
 
 
 def test_outside_checked_against_sizes_dict(test_set):
     tmp_path, test_csv, rows = test_set
     path = _write(tmp_path, _set(rows, 1, "neckline_left", "400_10_1"))
-    assert validate(path, test_csv) == []  # the real image is 512 wide
-    problems = validate(path, test_csv, sizes={"Images/blouse/b.jpg": (400, 600)})
-    assert len(problems) == 1 and "row 3, column neckline_left" in problems[0] and "400x600" in problems[0]
+    assert check_submission(path, test_csv).warnings == {}  # the real image is 512 wide
+    check = check_submission(path, test_csv, sizes={"Images/blouse/b.jpg": (400, 600)})
+    assert check.errors == {} and [r for r, _ in check.warnings["outside"]] == [3]
+    assert "neckline_left" in check.warnings["outside"][0][1] and "400x600" in check.warnings["outside"][0][1]
 
 
 def test_several_problems_one_line_each(test_set):
     tmp_path, test_csv, rows = test_set
     bad = _set(_set(rows, 0, "hemline_left", "300_10_1"), 2, "crotch", "a_b_c")
-    path = _write(tmp_path, bad[:2] + [bad[2]])
+    bad = _set(bad, 1, "neckline_left", "x_y_z")
+    path = _write(tmp_path, bad)
     problems = validate(path, test_csv)
-    assert len(problems) == 2
+    assert len(problems) == 2 and "row 3, column neckline_left" in problems[0] and "row 4, column crotch" in problems[1]
     proc = run_module("pipeline.submit", "--validate", str(path), "--test", str(test_csv))
     assert proc.returncode != 0 and proc.stdout.splitlines() == problems
+    assert sum(": warning: " in line for line in proc.stderr.splitlines()) == 1  # hemline_left outside the image
+
+
+def _competitor_file(tmp_path, n, rng):
+    """test.csv of n rows (no images) and a file as competitors wrote them: no header, shuffled, every
+    cell filled, some coordinates negative."""
+    cats = [CATEGORIES[i % len(CATEGORIES)] for i in range(n)]
+    ids = [f"Images/{c}/{i:05d}.jpg" for i, c in enumerate(cats)]
+    test_csv = write_csv(tmp_path / "big" / "test.csv", list(zip(ids, cats)), TEST_HEADER)
+    rows = [[iid, cat, *[f"{x}_{y}_1" for x, y in rng.integers(-3, 500, size=(24, 2))]]
+            for iid, cat in zip(ids, cats)]
+    order = rng.permutation(n)
+    return test_csv, [rows[i] for i in order]
+
+
+def test_competitor_file_accepted_with_one_warning_line_per_kind(tmp_path):
+    rng = np.random.default_rng(0)
+    test_csv, rows = _competitor_file(tmp_path, 2000, rng)
+    path = _write_headerless(tmp_path, rows)
+    proc = run_module("pipeline.submit", "--validate", str(path), "--test", str(test_csv))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout == ""
+    warn = proc.stderr.splitlines()
+    kinds = ["no header", "test.csv position", "other categories", "outside the image"]
+    assert len(warn) == len(kinds) + 1 and all(any(k in line for line in warn) for k in kinds)
+    assert "valid" in warn[-1]
+
+
+def test_errors_on_a_big_file_are_capped_per_kind(tmp_path):
+    rng = np.random.default_rng(1)
+    test_csv, rows = _competitor_file(tmp_path, 2000, rng)
+    kept = rows[100:]                      # 100 missing rows
+    kept[:50] = [[r[0] + ".x", *r[1:]] for r in kept[:50]]  # 50 extra ids (and 50 more missing)
+    for r in kept[50:90]:
+        r[5] = "bad"                       # 40 malformed cells
+    path = _write_headerless(tmp_path, kept)
+    check = check_submission(path, test_csv, sizes={})
+    assert len(check.errors["missing"]) == 150 and len(check.errors["image_id"]) == 50
+    assert len(check.errors["cell"]) == 40
+    proc = run_module("pipeline.submit", "--validate", str(path), "--test", str(test_csv))
+    assert proc.returncode != 0
+    out = proc.stdout.splitlines()
+    assert len(out) == 3 * (SHOW_FIRST + 1)  # a handful of each kind, then "... and N more"
+    assert "... and 145 more missing" in proc.stdout and "... and 35 more cell" in proc.stdout
+    assert len(proc.stderr.splitlines()) <= 6
 
 
 def test_write_submission_writes_a_valid_file(test_set):
@@ -140,7 +218,9 @@ def test_write_submission_writes_a_valid_file(test_set):
             xy[n, KEYPOINT_INDEX[name]] = rng.uniform(-20, 600, size=2)  # some outside: clipped
     out = tmp_path / "output" / "submission.csv"
     write_submission(out, test_csv, ids, cats, xy, sizes)
-    assert validate(out, test_csv) == []
+    check = check_submission(out, test_csv)
+    assert check.errors == {} and check.warnings == {}  # our own writer: not even a warning
+    assert validate(out, test_csv, strict=True) == []
     table, problems = read_annotations(out)
     assert problems == [] and list(table.image_id) == ids
     expected = finalize(xy, sizes)
