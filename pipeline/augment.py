@@ -38,16 +38,26 @@ def transform_points(xy: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return xy @ matrix[:, :2].T + matrix[:, 2]
 
 
+def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The (2, 3) affine `outer` ∘ `inner` (inner applied first)."""
+    outer, inner = np.asarray(outer, dtype=np.float64), np.asarray(inner, dtype=np.float64)
+    return np.concatenate([outer[:, :2] @ inner[:, :2], (outer[:, :2] @ inner[:, 2] + outer[:, 2])[:, None]], 1)
+
+
 def apply_geometry(image: np.ndarray, xy: np.ndarray, valid: np.ndarray, matrix: np.ndarray, flip: bool,
-                   flip_index: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   flip_index: Sequence[int], image_matrix: np.ndarray = None,
+                   size: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Warp image (S, S, 3) and keypoints (K, 2) input pixels by `matrix`.
 
     valid: (K,) bool of points that exist. With `flip`, channel k of the result
     is channel flip_index[k] of the source. Points that land outside the input
     become invalid. Returns (image, xy, valid).
+    image_matrix / size (crops, pipeline/zoom.py): the image is a larger cache image, warped by
+    `image_matrix` (default `matrix`) into a size×size input (default its own side) while the
+    points, already in that input's frame, move by `matrix`.
     """
-    size = image.shape[0]
-    out = cv2.warpAffine(image, matrix, (size, image.shape[1]), flags=cv2.INTER_LINEAR,
+    size = size or image.shape[0]
+    out = cv2.warpAffine(image, matrix if image_matrix is None else image_matrix, (size, size), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
     new_xy = transform_points(xy, matrix)
     new_valid = valid.copy()

@@ -96,6 +96,15 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CropConfig:
+    enabled: bool = False          # second pass of the model on the garment's box (pipeline/zoom.py)
+    source_size: int = 256         # side of the image cache crops are cut from (>= model.input_size)
+    margin: float = 0.15           # the square box around the keypoints grows by this × its side, each side
+    min_side: float = 0.2          # smallest box side, a fraction of the image's longer side
+    train_fraction: float = 0.5    # training samples cut around the ground-truth box (the rest: whole image)
+
+
+@dataclasses.dataclass(frozen=True)
 class PredictConfig:
     flip_tta: bool = True
     merge: str = "heatmap"         # heatmap | coords : how the flip (and scale) passes are combined
@@ -136,6 +145,7 @@ class Config:
     codec: CodecConfig = CodecConfig()
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
+    crop: CropConfig = CropConfig()
     predict: PredictConfig = PredictConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
     stack: StackConfig = StackConfig()
@@ -166,6 +176,11 @@ class Config:
     def heatmap_size(self) -> int:
         return self.model.input_size // self.model.stride
 
+    @property
+    def cache_size(self) -> int:
+        """Side of the run's image cache: the model input, or the larger source of crops (crop.enabled)."""
+        return self.crop.source_size if self.crop.enabled else self.model.input_size
+
     def ensemble_target(self, run: str) -> Tuple[str, Tuple[str, ...]]:
         """(name, members) of the ensemble built from `run`: the config's, else the run alone."""
         return self.ensemble.name or run, tuple(self.ensemble.members) or (run,)
@@ -189,6 +204,8 @@ class Config:
             out[section] = chosen
         if stage == "train" and self.train.joint:  # a joint model trains on every run category's images
             out["data"]["categories"] = full["data"]["categories"]
+        if stage in ("prep", "train", "predict") and self.crop.enabled:  # (absent when off: nothing redone)
+            out["crop"] = dict(full["crop"]) if stage != "prep" else {"source_size": self.crop.source_size}
         return out
 
 
@@ -229,6 +246,7 @@ CATEGORY_SECTIONS = ("model", "codec", "augment", "train", "predict")
 CATEGORY_FORBIDDEN = {("model", "input_size"): "the run shares one image cache",
                       ("model", "margin"): "the run shares one image cache",
                       ("train", "joint"): "a run trains either one joint model or one per category"}
+# (crop is not a per-category section: the run's cache size depends on it)
 
 
 def _deep_update(into: Dict[str, Any], update: Dict[str, Any]) -> None:
@@ -420,6 +438,11 @@ def _check_values(cfg: Config, where: str) -> None:
         raise ValueError(f"{where}: train.warmup={cfg.train.warmup} must be a fraction of the run in [0, 1)")
     if cfg.train.ohkm_topk < 0:
         raise ValueError(f"{where}: train.ohkm_topk={cfg.train.ohkm_topk} must be 0 (off) or a number of keypoints")
+    if cfg.crop.enabled and cfg.crop.source_size < cfg.model.input_size:
+        raise ValueError(f"{where}: crop.source_size={cfg.crop.source_size} must be >= model.input_size="
+                         f"{cfg.model.input_size} (crops are cut from the larger cache)")
+    if not (0 <= cfg.crop.train_fraction <= 1 and cfg.crop.margin >= 0 and 0 < cfg.crop.min_side <= 1):
+        raise ValueError(f"{where}: crop.train_fraction and crop.min_side must be in [0, 1], crop.margin >= 0")
     scales = cfg.predict.scales
     if not isinstance(scales, tuple) or not scales or not all(isinstance(v, float) and 0.25 <= v <= 4 for v in scales):
         raise ValueError(f"{where}: predict.scales={list(scales) if isinstance(scales, tuple) else scales!r} "

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import augment, codec
+from . import augment, codec, zoom
 from .config import Config
 
 
@@ -33,6 +33,13 @@ class SampleSet:
     rows: np.ndarray
     xy: np.ndarray
     vis: np.ndarray
+    #: crops (crop.enabled, pipeline/zoom.py): `images` is the larger cache; per sample its cache
+    #: params (N, 4), the whole-image params at the input size (N, 4) — `xy` is in that frame —,
+    #: the original-pixel keypoints (N, K, 2) and the image's width, height (N, 2)
+    cache_params: Optional[np.ndarray] = None
+    full_params: Optional[np.ndarray] = None
+    orig_xy: Optional[np.ndarray] = None
+    sizes: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -73,13 +80,24 @@ def make_batch(samples: SampleSet, counters: np.ndarray, cfg: Config, flip_index
         image = np.asarray(samples.images[samples.rows[index]])
         xy, vis = samples.xy[index], samples.vis[index]
         weight = point_weights(vis, cfg.train.supervise_occluded)
+        rng = np.random.default_rng([cfg.train.seed, counter]) if training else None
+        base = None
+        if samples.cache_params is not None:  # crops: the sample's view is cut from the larger cache
+            view = samples.full_params[index] if rng is None else zoom.training_view(
+                rng, samples.orig_xy[index], vis >= 0, samples.full_params[index], samples.sizes[index],
+                cfg.crop, size)
+            base = zoom.frame_matrix(samples.cache_params[index], view)
+            xy = codec.orig_to_input(samples.orig_xy[index], view)
         if training and aug.enabled:
-            rng = np.random.default_rng([cfg.train.seed, counter])
             matrix, flip = augment.random_affine(rng, size, aug.rotation, aug.scale_min, aug.scale_max,
                                                  aug.translate, 0.5 if aug.flip else 0.0)
-            image, xy, valid = augment.apply_geometry(image, xy, weight > 0, matrix, flip, flip_index)
+            image, xy, valid = augment.apply_geometry(
+                image, xy, weight > 0, matrix, flip, flip_index,
+                None if base is None else augment.compose(matrix, base), size)
             image = augment.color_jitter(rng, image, aug.color)
             weight = valid.astype(np.float32)
+        elif base is not None:
+            image = zoom.warp(image[None], base[None], size)[0]
         uv = codec.input_to_cell(xy, cfg.model.stride)
         weight = weight * codec.inside(uv, (hm, hm))
         images.append(image)

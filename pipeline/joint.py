@@ -56,6 +56,15 @@ def image_mask(image_categories: np.ndarray, model: str, categories: Sequence[st
     return image_categories == model
 
 
+def channel_mask(model: str, image_categories: np.ndarray) -> np.ndarray:
+    """(N, C) bool: the model's channels that are each image's own category's points."""
+    image_categories = np.asarray(image_categories, dtype=object)
+    mask = np.zeros((len(image_categories), len(channels(model))), bool)
+    for cat in set(image_categories):
+        mask[np.ix_(image_categories == cat, category_channels(model, cat))] = True
+    return mask
+
+
 def select_category(pred: dict, model: str, category: str) -> dict:
     """A prediction dict of `predict_images` reduced to `category`'s channels.
 

@@ -25,12 +25,12 @@ from typing import Dict, Iterator, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from . import codec, hardware, joint, tta
+from . import codec, hardware, joint, tta, zoom
 from .config import Config, config_from_args, stage_parser
 from .metrics import category_ne
 from .artifacts import digest, file_id, is_current, read_record, write_record
 from .predictions import fold_dir, run_dir, save_npz
-from .preprocess import RunData, run_data
+from .preprocess import RunData, letterbox_table, run_data
 
 
 def peak_features(heatmaps: np.ndarray, uv: np.ndarray, radius: int = 2) -> Dict[str, np.ndarray]:
@@ -132,9 +132,29 @@ def predict_images(model, images: np.ndarray, params: np.ndarray, cfg: Config,
     return out
 
 
+def predict_category(model, model_name: str, category: str, images: np.ndarray, params: np.ndarray,
+                     sizes: np.ndarray, cfg: Config, return_heatmaps: bool = False) -> Dict[str, np.ndarray]:
+    """`predict_images` of one category's images by the model `model_name` (its channels reduced
+    to the category's, joint.select_category).
+
+    images: (N, S, S, 3) uint8 cache images with params (N, 4) (original → cache) and sizes (N, 2).
+    With crops (crop.enabled) the cache is larger than the input and both passes run
+    (zoom.two_pass: the whole image, then the box of its keypoints); the result also holds
+    `xy_pass1` and `crop_params`.
+    """
+    def run(inputs, in_params):
+        return joint.select_category(predict_images(model, inputs, in_params, cfg, joint.flip_index(model_name),
+                                                    return_heatmaps), model_name, category)
+
+    if not cfg.crop.enabled:
+        return run(images, params)
+    full = letterbox_table(sizes, cfg.model.input_size, cfg.model.margin)
+    return zoom.two_pass(run, images, params, full, sizes, cfg.crop, cfg.model.input_size)
+
+
 def _variant_ne(pred: Dict[str, np.ndarray], truth: np.ndarray, category: str) -> Dict[str, float]:
     return {name.replace("xy_", "ne_"): category_ne(truth, pred[name], category)
-            for name in ("xy_plain", "xy_mirror", "xy_heatmap", "xy_coords") if name in pred}
+            for name in ("xy_plain", "xy_mirror", "xy_heatmap", "xy_coords", "xy_pass1") if name in pred}
 
 
 def load_model(path: Path):
@@ -169,19 +189,19 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, prep: 
     if not force and is_current(out / "predict.json", inputs, outputs):
         return json.loads((out / "predict.json").read_text())["report"]
     model = load_model(model_path)
-    size = cfg.model.input_size
-    flip_index = joint.flip_index(model_name)
+    size = cfg.cache_size
     val = (train_index.category == category) & (folds == fold)
     cache = prep.cache("train")
     images = np.stack([cache[r] for r in train_index.cache_row[val]])
-    pred = predict_images(model, images, train_index.params[val], cfg, flip_index, return_heatmaps=True)
-    pred = joint.select_category(pred, model_name, category)
+    pred = predict_category(model, model_name, category, images, train_index.params[val], train_index.sizes[val],
+                            cfg, return_heatmaps=True)
     heatmaps = pred.pop("heatmaps")
+    in_params = pred.pop("crop_params", train_index.params[val])  # the frame the heatmaps are in
     save_npz(out / "oof.npz", image_id=train_index.image_id[val], **pred)
     truth = train_index.keypoints[val]
     report = _variant_ne(pred, truth, category)
     for refine in ("none", "quarter", "dark"):  # the decoding choice, measured on the same heatmaps
-        xy, _ = codec.decode_to_original(heatmaps, train_index.params[val], cfg.model.stride, refine,
+        xy, _ = codec.decode_to_original(heatmaps, in_params, cfg.model.stride, refine,
                                          cfg.codec.sigma)
         report[f"ne_refine_{refine}"] = category_ne(truth, xy, category)
     if test_index is not None:
@@ -189,8 +209,9 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, prep: 
         t_cache = prep.cache("test")
         t_images = np.stack([t_cache[r] for r in test_index.cache_row[t_mask]]) if t_mask.any() \
             else np.zeros((0, size, size, 3), np.uint8)
-        t_pred = joint.select_category(predict_images(model, t_images, test_index.params[t_mask], cfg,
-                                                      flip_index), model_name, category)
+        t_pred = predict_category(model, model_name, category, t_images, test_index.params[t_mask],
+                                  test_index.sizes[t_mask], cfg)
+        t_pred.pop("crop_params", None)
         save_npz(out / "test.npz", image_id=test_index.image_id[t_mask], **t_pred)
     report["merge"] = cfg.predict.merge
     report["flip_tta"] = cfg.predict.flip_tta

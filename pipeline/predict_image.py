@@ -17,7 +17,7 @@ from . import hardware
 from .config import config_from_args, stage_parser
 from . import joint
 from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS
-from .predict import load_model, predict_images
+from .predict import load_model, predict_category
 from .predictions import fold_dir
 from .images import ImageError, load_letterboxed  # stored frame: EXIF orientation ignored
 
@@ -25,13 +25,12 @@ from .images import ImageError, load_letterboxed  # stored frame: EXIF orientati
 def predict_one(image_path, category: str, output, cfg, run: str) -> dict:
     """{keypoint name: [x, y, score]} in original pixels, averaged over the run's folds."""
     cfg = cfg.for_category(category)
-    image, width, height, params = load_letterboxed(image_path, cfg.model.input_size, cfg.model.margin)
+    image, width, height, params = load_letterboxed(image_path, cfg.cache_size, cfg.model.margin)
     xys, scores = [], []
     for f in range(cfg.data.folds):
         name = joint.model_for(cfg, category)
         model = load_model(fold_dir(output, run, name, f) / "model.keras")
-        pred = joint.select_category(predict_images(model, image[None], params[None], cfg, joint.flip_index(name)),
-                                     name, category)
+        pred = predict_category(model, name, category, image[None], params[None], np.array([[width, height]]), cfg)
         xys.append(pred["xy"][0])
         scores.append(pred["score"][0])
     xy, score = np.mean(xys, 0), np.mean(scores, 0)

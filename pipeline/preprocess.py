@@ -439,7 +439,7 @@ def run_data(output, run: str, cfg=None) -> RunData:
     ref = json.loads(path.read_text())
     data = RunData(Path(output), ref["dataset"], ref["input"], ref["size"], ref["margin"], ref["k"], ref["seed"])
     if cfg is not None:
-        want = {"size": cfg.model.input_size, "margin": cfg.model.margin, "k": cfg.data.folds,
+        want = {"size": cfg.cache_size, "margin": cfg.model.margin, "k": cfg.data.folds,
                 "seed": cfg.data.fold_seed}
         have = {key: getattr(data, key) for key in want}
         if want != have:
@@ -755,7 +755,7 @@ def main(argv=None) -> int:
     cfg = config_from_args(args)
     run = args.run or cfg.name
     try:
-        summary = preprocess(args.input, args.output, cfg.model.input_size, cfg.data.folds, cfg.data.fold_seed,
+        summary = preprocess(args.input, args.output, cfg.cache_size, cfg.data.folds, cfg.data.fold_seed,
                              cfg.data.jobs, cfg.data.categories, args.force, cfg.model.margin, run=run)
     except AssertionError as err:
         print(f"preprocess: error: {err}", file=sys.stderr)

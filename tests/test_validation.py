@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.models import build_model
-from pipeline.train import compiled_forward, even_batches, predict_heatmaps
+from pipeline.fold_data import compiled_forward, even_batches, predict_heatmaps
 
 
 @pytest.mark.parametrize("n, batch_size, expected", [(54, 32, 27), (64, 32, 32), (5, 32, 5), (33, 32, 17), (1, 1, 1)])

@@ -141,7 +141,7 @@ def worker_throughput(work: str, run: str, config: str, category: str, steps: in
     from ..config import load_config
     from ..data import make_batch, train_dataset
     from ..preprocess import run_data
-    from ..train import FoldData
+    from ..fold_data import FoldData
 
     cfg = load_config(config)
     threads = hardware.configure_threads(cfg.train.threads)

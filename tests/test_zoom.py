@@ -1,0 +1,129 @@
+"""Crop refinement (pipeline/zoom.py, `crop.enabled`): box params, frame maps, warps, both passes,
+and a tiny joint run with crops through train and predict."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import codec, joint, synth, zoom
+from pipeline.config import load_config
+from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Crop:
+    margin, min_side, train_fraction = 0.1, 0.05, 1.0
+
+
+def test_box_params_map_the_box_onto_the_input():
+    xy = np.array([[[100.0, 200.0], [300.0, 260.0], [-1.0, -1.0]]])
+    valid = np.array([[True, True, False]])
+    p = zoom.box_params(xy, valid, 128, 0.1, np.array([10.0]), np.zeros((1, 4)))
+    # the box is 200 px wide (x extent) × 1.2 = 240 px, centred on (200, 230)
+    corners = codec.orig_to_input(np.array([[80.0, 110.0], [320.0, 350.0]]), p[0])   # the box edges
+    assert corners == pytest.approx(np.array([[-0.5, -0.5], [127.5, 127.5]]))
+    assert codec.orig_to_input(np.array([200.0, 230.0]), p[0]) == pytest.approx([63.5, 63.5])
+    # the invalid point does not enter; an image without valid points keeps the fallback
+    fallback = np.array([[0.25, 0.25, 0.0, 0.0]])
+    assert np.array_equal(zoom.box_params(xy, ~valid & False, 128, 0.1, np.array([10.0]), fallback), fallback)
+    # min_side: a single point gets a box of min_side
+    one = zoom.box_params(xy[:, :1], valid[:, :1], 128, 0.1, np.array([64.0]), fallback)
+    assert one[0, 0] == pytest.approx(2.0)
+
+
+def test_frame_matrix_moves_points_between_frames():
+    rng = np.random.default_rng(0)
+    src = np.array([0.5, 0.5, 3.0, 10.0])
+    dst = np.array([1.7, 1.7, -40.0, -25.0])
+    pts = rng.uniform(0, 500, size=(6, 2))
+    m = zoom.frame_matrix(src, dst)
+    moved = pts_src = codec.orig_to_input(pts, src)
+    moved = pts_src @ m[:, :2].T + m[:, 2]
+    assert moved == pytest.approx(codec.orig_to_input(pts, dst))
+
+
+def test_warp_cuts_the_box_out_of_the_cache():
+    cache = np.zeros((1, 64, 64, 3), np.uint8)
+    cache[0, 20:30, 40:50] = 200                 # a bright square in cache pixels
+    src = np.array([[1.0, 1.0, 0.0, 0.0]])       # cache = original pixels
+    box = zoom.box_params(np.array([[[40.0, 20.0], [49.0, 29.0]]]), np.ones((1, 2), bool), 32, 0.0,
+                          np.array([1.0]), src)
+    out = zoom.warp(cache, zoom.frame_matrix(src, box), 32)
+    assert out.shape == (1, 32, 32, 3)
+    assert out[0, 4:28, 4:28].min() > 150      # the square fills the crop
+    flat = zoom.warp(cache, zoom.frame_matrix(src, np.array([[0.5, 0.5, 0.0, 0.0]])), 32)
+    assert flat[0, 11:14, 21:24].min() > 150 and flat[0, :8].max() == 0   # 2:1 downscale keeps its place
+
+
+def test_two_pass_feeds_pass_one_box_to_pass_two():
+    """A fake model that always answers the point (10, 12) of its input: pass 2's input frame is the
+    box around pass 1's answer, and xy comes back in original pixels of that frame."""
+    seen = []
+
+    def predict(inputs, params):
+        seen.append(params.copy())
+        xy = codec.input_to_orig(np.tile([[10.0, 12.0]], (len(inputs), 3, 1)), params[:, None, :])
+        return {"xy": xy}
+
+    images = np.zeros((2, 64, 64, 3), np.uint8)
+    cache_params = np.tile([0.25, 0.25, 0.0, 0.0], (2, 1))
+    full = np.tile([0.125, 0.125, 0.0, 0.0], (2, 1))
+    sizes = np.array([[256, 256], [256, 256]])
+    out = zoom.two_pass(predict, images, cache_params, full, sizes, Crop, 32)
+    assert len(seen) == 2 and np.array_equal(seen[0], full)
+    assert np.array_equal(out["crop_params"], seen[1])
+    expected1 = codec.input_to_orig(np.array([10.0, 12.0]), full[0])
+    assert out["xy_pass1"][0, 0] == pytest.approx(expected1)
+    assert out["xy"][0, 0] == pytest.approx(codec.input_to_orig(np.array([10.0, 12.0]), seen[1][0]))
+    # the box is min_side (0.05 × 256) around pass 1's single point
+    assert seen[1][0, 0] == pytest.approx(32 / (0.05 * 256))
+
+
+def test_training_view_is_the_gt_box_or_the_whole_image():
+    rng = np.random.default_rng(1)
+    xy = np.array([[100.0, 100.0], [200.0, 150.0]])
+    full = np.array([0.25, 0.25, 0.0, 0.0])
+    views = [zoom.training_view(rng, xy, np.array([True, True]), full, np.array([512, 512]), Crop, 128)
+             for _ in range(20)]
+    for v in views:   # every view (train_fraction 1) holds both points inside the input
+        inside = codec.orig_to_input(xy, v)
+        assert (inside >= 0).all() and (inside <= 127).all() and v[0] > full[0]
+
+    class Never(Crop):
+        train_fraction = 0.0
+    assert np.array_equal(zoom.training_view(rng, xy, np.array([True, True]), full, np.array([512, 512]),
+                                             Never, 128), full)
+
+
+def test_crop_settings_key_the_cache_and_refuse_a_small_source():
+    cfg = load_config(ROOT / "configs" / "demo.yaml", ["crop.enabled=true", "crop.source_size=192"])
+    assert cfg.cache_size == 192 and cfg.stage_settings("prep")["crop"] == {"source_size": 192}
+    assert "crop" not in load_config(ROOT / "configs" / "demo.yaml").stage_settings("train")
+    with pytest.raises(ValueError, match="crop.source_size"):
+        load_config(ROOT / "configs" / "demo.yaml", ["crop.enabled=true", "crop.source_size=64"])
+
+
+def test_tiny_joint_run_with_crops_trains_and_predicts(tmp_path):
+    from pipeline.predict import run_predict
+    from pipeline.predictions import load_npz
+    from pipeline.preprocess import preprocess
+    from pipeline.train import train
+
+    data, out = tmp_path / "input", tmp_path / "output"
+    synth.generate(data, train_per_cat=4, test_per_cat=1, seed=2, jobs=1, progress=False)
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [
+        "data.folds=2", "model.input_size=64", "model.width=16", "model.stages=2", "train.batch_size=4",
+        "train.epochs=1", "train.steps_per_epoch=2", "train.threads=2", "predict.batch_size=8",
+        "train.joint=true", "crop.enabled=true", "crop.source_size=128"])
+    preprocess(data, out, cfg.cache_size, cfg.data.folds, cfg.data.fold_seed, jobs=1, margin=cfg.model.margin,
+               run="z")
+    for f in range(2):
+        m = train(out, cfg, "z", joint.JOINT, f)
+        assert np.isfinite(m["val_ne"])
+    table = run_predict(out, cfg, "z")
+    assert "ne_pass1" in table.columns and table["ne_pass1"].notna().all()
+    for cat in CATEGORIES:
+        oof = load_npz(out / "runs" / "z" / cat / "fold0" / "oof.npz")
+        assert oof["xy"].shape[1:] == (len(CATEGORY_KEYPOINTS[cat]), 2) and "xy_pass1" in oof
+        assert not np.allclose(oof["xy"], oof["xy_pass1"])   # pass 2 saw another frame
