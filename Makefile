@@ -235,7 +235,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) -m pipeline.bench --output $(OUTPUT) --mode $(BENCH_MODE)
+	$(PY) -m pipeline.bench --output $(OUTPUT) --mode $(BENCH_MODE) $(if $(REAL),--real $(REAL))
 
 # input-pipeline img/s at the config's input size, one core and all cores (JSON on stdout)
 bench-input: $(STAMP)

@@ -215,3 +215,29 @@ def test_input_step_records_full_config_throughput(tmp_path):
     for key in ("input_img_per_s_per_core", "input_img_per_s_all_cores"):
         assert entries[key]["value"] > 0 and entries[key]["detail"]["input_size"] == 384
     assert entries["input_img_per_s_per_core_host_targets"]["detail"]["targets"] == "host"
+
+
+def test_real_photo_step_runs_only_with_real_data_and_trains_the_real_config(monkeypatch, tmp_path):
+    """Without REAL= the step records nothing; with it every head trains configs/real_cpu.yaml's
+    models (one joint model) on that directory and gets a row of the real-photo table."""
+    from pipeline import models
+    from pipeline.bench import measures
+
+    b = bench.Bench(tmp_path, "quick", "cmd")
+    measures.step_real_heads(b)
+    assert b.results["real_heads"] == {} and b.results["keys"] == {}
+    real = tmp_path / "real"
+    (real / "test").mkdir(parents=True)
+    (real / "test" / "answers.csv").write_text("image_id\n")
+    b = bench.Bench(tmp_path, "quick", "cmd", real=real)
+    calls = []
+    monkeypatch.setattr(b, "train_one", lambda config, run, model, extra=(), **kw: calls.append(
+        (config.name, model, kw["input_dir"], kw["budget"])) or {"img_per_s": 3.0, "epochs": 2})
+    monkeypatch.setattr(measures, "evaluate", lambda *a, **kw: {
+        "ne": 0.3, "per_category": {}, "inference_img_per_s": 5.0, "gflops_per_image": 1.0, "params": 7})
+    measures.step_real_heads(b)
+    assert set(b.results["real_heads"]) == set(models.MODELS)
+    assert {c[0] for c in calls} == {"real_cpu.yaml"} and {c[1] for c in calls} == {"joint"}
+    assert {c[2] for c in calls} == {real} and {c[3] for c in calls} == {b.mode.real_budget_s}
+    table = bench.render_table({**_results(), "real_heads": b.results["real_heads"]})
+    assert "Real photos" in table and table.count("| 0.3 |") == len(models.MODELS)

@@ -33,6 +33,7 @@ from .table import format_value, make_entry, write_tables
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
 SEED_CONFIG = REPO / "configs" / "seed_cpm.yaml"
+REAL_CONFIG = REPO / "configs" / "real_cpu.yaml"
 THROUGHPUT_CATEGORY = "dress"   # most keypoints (15): the largest output head
 PRECISION_CATEGORY = "skirt"    # bf16 vs fp32 NE comparison (full mode)
 
@@ -51,11 +52,12 @@ class Mode:
     matmul_s: float             # seconds per matmul timing window
     precision_ne: bool          # also train fp32 vs bf16 on PRECISION_CATEGORY
     heads_all_categories: bool  # NE-per-compute heads on every category (else THROUGHPUT_CATEGORY only)
+    real_budget_s: float = 600.0  # real-photo step (REAL=): training budget of each head's fold-0 model
 
 
 MODES = {
-    "quick": Mode(80, 20, 25, 6, 15.0, 8, 4, 1.0, False, False),
-    "full": Mode(160, 40, 100, 25, 120.0, 25, 5, 1.5, True, True),
+    "quick": Mode(80, 20, 25, 6, 15.0, 8, 4, 1.0, False, False, 60.0),
+    "full": Mode(160, 40, 100, 25, 120.0, 25, 5, 1.5, True, True, 600.0),
 }
 SCALE = 4
 
@@ -202,8 +204,9 @@ def attempt(out: Dict, key: str, fn: Callable[[], object]):
 class Bench:
     """Runs the steps of one bench mode, recording every key in results.json as it goes."""
 
-    def __init__(self, output, mode: str, command: str):
+    def __init__(self, output, mode: str, command: str, real=None):
         self.mode_name, self.mode = mode, MODES[mode]
+        self.real = Path(real) if real else None  # real photos in the competition layout (REAL=), optional
         self.root = Path(output) / "bench"
         self.data, self.work = self.root / "data", self.root / "work"
         self.logs, self.worker_dir = self.root / "logs", self.root / "workers"
@@ -220,6 +223,7 @@ class Bench:
                      "mode_settings": dataclasses.asdict(self.mode)},
             "keys": {},
             "heads": {},
+            "real_heads": {},
         }
 
     # ---------------------------------------------------------------- bookkeeping
@@ -273,8 +277,9 @@ class Bench:
         if self.data_error:
             raise RuntimeError(f"bench data unavailable ({self.data_error})")
 
-    def bind(self, run: str, config: Path, overrides: Sequence[str] = ()) -> Dict:
-        """Bind `run` to the bench data's prep artifacts for `config` (pipeline.preprocess.preprocess).
+    def bind(self, run: str, config: Path, overrides: Sequence[str] = (), input_dir=None) -> Dict:
+        """Bind `run` to the prep artifacts of the bench data (or `input_dir`) for `config`
+        (pipeline.preprocess.preprocess).
 
         Returns preprocess's summary (builds what is missing; nothing already built is redone).
         """
@@ -282,21 +287,23 @@ class Bench:
         from ..preprocess import preprocess
 
         cfg = load_config(config, list(overrides))
-        return preprocess(self.data, self.work, cfg.model.input_size, cfg.data.folds, cfg.data.fold_seed,
+        return preprocess(input_dir or self.data, self.work, cfg.cache_size, cfg.data.folds, cfg.data.fold_seed,
                           cfg.data.jobs, cfg.data.categories, margin=cfg.model.margin, run=run)
 
     def train_one(self, config: Path, run: str, category: str, extra: Sequence[str] = (),
-                  budget: Optional[float] = None, epochs: int = 1000, patience: Optional[int] = 1000) -> Dict:
+                  budget: Optional[float] = None, epochs: int = 1000, patience: Optional[int] = 1000,
+                  input_dir=None) -> Dict:
         """Fold 0 of `category` trained by `python -m pipeline.train` for `budget` s (the mode's); its metrics.
 
-        patience None keeps the config's early stopping.
+        patience None keeps the config's early stopping; input_dir: another data set (real photos).
         """
         budget = self.mode.budget_s if budget is None else budget
         sets = [f"train.time_budget_s={budget}", f"train.epochs={epochs}", *extra]
         if patience is not None:
             sets.append(f"train.patience={patience}")
-        self.need_data()
-        self.bind(run, config, extra)
+        if input_dir is None:
+            self.need_data()
+        self.bind(run, config, extra, input_dir)
         cmd = [sys.executable, "-m", "pipeline.train", "--output", str(self.work), "--config", str(config),
                "--run", run, "--category", category, "--fold", "0", "--force"]
         for s in sets:
@@ -354,6 +361,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", default=None,
                         help=f"comma-separated subset of {','.join(step_names())} "
                              "(development; the tables are then left alone)")
+    parser.add_argument("--real", default=None, help="real photos in the competition layout (make bench REAL=DIR): "
+                                                     "adds the real-photo NE-per-compute step")
     parser.add_argument("--docs", default=str(REPO / "docs" / "benchmarks.md"))
     parser.add_argument("--readme", default=str(REPO / "README.md"))
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -362,12 +371,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         return run_worker_cli(args.worker, args.worker_args, args.worker_out)
-    shown = ["--output", args.output, "--mode", args.mode] + (["--steps", args.steps] if args.steps else [])
+    shown = ["--output", args.output, "--mode", args.mode] + (["--steps", args.steps] if args.steps else []) \
+        + (["--real", args.real] if args.real else [])
     steps = [s.strip() for s in args.steps.split(",")] if args.steps else None
     unknown = set(steps or ()) - set(step_names())
     if unknown:
         parser.error(f"unknown step(s) {sorted(unknown)}")
-    bench = Bench(args.output, args.mode, "python -m pipeline.bench " + shlex.join(shown))
+    if args.real and not any(Path(args.real).glob("*/Annotations/*.csv")):
+        parser.error(f"--real {args.real}: no */Annotations/*.csv there (the competition layout)")
+    bench = Bench(args.output, args.mode, "python -m pipeline.bench " + shlex.join(shown), args.real)
     results = bench.run(steps)
     if steps is None:
         write_tables(results, Path(args.docs), Path(args.readme))

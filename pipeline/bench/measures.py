@@ -22,7 +22,8 @@ import numpy as np
 from ..keypoints import CATEGORIES, NUM_KEYPOINTS, category_flip_index, category_indices
 from ..models.flops import model_flops
 from ..rehearse import image_files, plain_loop_fresh
-from .harness import (DEMO_CONFIG, PRECISION_CATEGORY, REPO, SCALE, SEED_CONFIG, THROUGHPUT_CATEGORY, attempt,
+from .harness import (DEMO_CONFIG, PRECISION_CATEGORY, REAL_CONFIG, REPO, SCALE, SEED_CONFIG, THROUGHPUT_CATEGORY,
+                      attempt,
                       paired_ratio, peak_tree_rss, tail)
 
 # --------------------------------------------------------------------------- pure helpers
@@ -243,7 +244,8 @@ def worker_eval(work: str, config: str, overrides: List[str], run: str, categori
     from .. import hardware
     from ..config import load_config
     from ..metrics import normalized_error
-    from ..predict import load_model, predict_fold, predict_images
+    from .. import joint
+    from ..predict import load_model, predict_category, predict_fold
     from ..predictions import fold_dir, load_npz
     from ..preprocess import run_data
     from ..score import test_answers
@@ -276,17 +278,21 @@ def worker_eval(work: str, config: str, overrides: List[str], run: str, categori
     if speed:
         cat = categories[0]
         cat_cfg = cfg.for_category(cat)  # the TTA and batch this category predicts with
-        model = load_model(fold_dir(work, run, cat, 0) / "model.keras")
+        name = joint.model_for(cat_cfg, cat)
+        model = load_model(fold_dir(work, run, name, 0) / "model.keras")
         rows = np.nonzero(test.category == cat)[0]
         cache = prep.cache("test")
         images = np.stack([cache[r] for r in test.cache_row[rows]])
-        flip_index = category_flip_index(cat)
         batch = cat_cfg.predict.batch_size
-        predict_images(model, images[:batch], test.params[rows[:batch]], cat_cfg, flip_index)  # warm-up
+
+        def infer(n):  # predict's own path: flip TTA, and with crops both passes
+            predict_category(model, name, cat, images[:n], test.params[rows[:n]], test.sizes[rows[:n]], cat_cfg)
+
+        infer(batch)  # warm-up
         seconds = []
         for _ in range(3):
             start = time.perf_counter()
-            predict_images(model, images, test.params[rows], cat_cfg, flip_index)
+            infer(len(images))
             seconds.append(time.perf_counter() - start)
         out.update(inference_img_per_s=len(images) / min(seconds), gflops_per_image=model_flops(model) / 1e9,
                    params=int(model.count_params()), speed_category=cat)
@@ -620,6 +626,45 @@ def step_heads(bench) -> None:
     bench.record("heads_measured", len(ok), heads=list(bench.results["heads"]))
 
 
+def step_real_heads(bench) -> None:
+    """NE per compute on real photos (only with `make bench REAL=<dir>`): every head of the registry,
+    configs/real_cpu.yaml with model.name set to it, its fold-0 model trained for the mode's
+    `real_budget_s` on the real training photos, then tested on the real test split (needs
+    REAL/test/answers.csv). Rows go to results["real_heads"], beside the synthetic table."""
+    from ..config import load_config
+    from ..joint import model_names
+    from ..models import MODELS
+
+    if bench.real is None:
+        bench.log("  no REAL=<dir> given: the real-photo step is skipped")
+        return
+    if not (bench.real / "test" / "answers.csv").exists():
+        raise FileNotFoundError(f"{bench.real}/test/answers.csv missing: the real-photo step needs the test answers")
+    cfg = load_config(REAL_CONFIG)
+    budget = bench.mode.real_budget_s
+    for name in MODELS:
+        run, extra = f"bench_real_{name}", [f"model.name={name}"]
+        models = model_names(load_config(REAL_CONFIG, extra))
+        row: Dict = {"budget": f"{budget:g} s × {len(models)} model(s)", "data": str(bench.real)}
+        try:
+            trainings = {m: bench.train_one(REAL_CONFIG, run, m, extra, budget=budget, epochs=cfg.train.epochs,
+                                            patience=None, input_dir=bench.real) for m in models}
+            failed = {m: t["error"] for m, t in trainings.items() if "error" in t}
+            if failed:
+                raise RuntimeError(f"training failed: {failed}")
+            r = evaluate(bench, REAL_CONFIG, run, list(CATEGORIES), extra, speed=True)
+            row.update(test_ne=r["ne"], per_category=r["per_category"],
+                       train_img_per_s=float(np.mean([t["img_per_s"] for t in trainings.values()])),
+                       inference_img_per_s=r["inference_img_per_s"], gflops_per_image=r["gflops_per_image"],
+                       params=r["params"], epochs={m: t["epochs"] for m, t in trainings.items()})
+            bench.log(f"  real head {name}: test NE {r['ne']:.4f}, {row['train_img_per_s']:.1f} train img/s")
+        except Exception as err:  # noqa: BLE001 - one head failing must not hide the others
+            row["error"] = f"{type(err).__name__}: {err}"
+            bench.log(f"  real head {name}: error: {row['error']}")
+        bench.results["real_heads"][name] = row
+        bench.save()
+
+
 #: (step name, function(bench), keys it records)
 STEPS = (
     ("data", step_data, ()),
@@ -635,4 +680,5 @@ STEPS = (
     ("ne", step_ne, ("test_ne_demo", "test_ne_seed_cpm", "test_ne_meanshape", "ne_ratio_vs_meanshape",
                      "ne_ratio_vs_seed")),
     ("heads", step_heads, ("heads_measured",)),
+    ("real_heads", step_real_heads, ()),
 )

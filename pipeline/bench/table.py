@@ -121,6 +121,11 @@ def render_table(results: Dict) -> str:
         text += ("\nNE per compute: every head of the model registry (`pipeline.models.MODELS`), the demo "
                  "config with `model.name` set to it, trained and measured in this run.\n\n"
                  + heads_table(results["heads"]))
+    if results.get("real_heads"):
+        first = next(iter(results["real_heads"].values()))
+        text += (f"\nReal photos (`make bench REAL={first.get('data', '<dir>')}`): every head with "
+                 "`configs/real_cpu.yaml` (one joint model, crop pass), fold 0 trained on the real training "
+                 "photos, test NE on the real test split.\n\n" + heads_table(results["real_heads"]))
     return text
 
 
