@@ -93,6 +93,7 @@ class TrainConfig:
     steps_per_epoch: int = 0       # 0: one pass over the training folds
     seed: int = 0
     joint: bool = False            # one model for every category (24 maps, loss on each image's own points)
+    val_images: int = 0            # validate every epoch on this many images of the fold, evenly spread (0: all)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,13 +202,18 @@ class Config:
                 chosen = {k: v for k, v in values.items() if k not in keys[1:]}
             else:
                 chosen = {k: values[k] for k in keys}
-            out[section] = chosen
+            out[section] = {k: v for k, v in chosen.items() if NEUTRAL.get((section, k), _UNSET) != v}
         if stage == "train" and self.train.joint:  # a joint model trains on every run category's images
             out["data"]["categories"] = full["data"]["categories"]
         if stage in ("prep", "train", "predict") and self.crop.enabled:  # (absent when off: nothing redone)
             out["crop"] = dict(full["crop"]) if stage != "prep" else {"source_size": self.crop.source_size}
         return out
 
+
+_UNSET = object()
+#: Keys added after records existed, left out of stage settings while they hold this value (what
+#: the code did before they existed): records made before them stay current, nothing retrains.
+NEUTRAL: Dict[Tuple[str, str], Any] = {("train", "joint"): False, ("train", "val_images"): 0}
 
 #: What each stage's outputs depend on: section → key list, "*" (all), or ("-", excluded keys...).
 #: Settings that only change speed or placement (threads, batch size of inference, jobs,

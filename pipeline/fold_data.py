@@ -22,7 +22,8 @@ class FoldData:
     """One model's training and validation split of the image cache: a category's images, or
     every image of the run's categories for the joint model (`category` = joint.JOINT).
 
-    train/val: SampleSet in input pixels, K = the model's channels (joint.channels);
+    train/val: SampleSet in input pixels, K = the model's channels (joint.channels); val is the
+    whole fold, the val_* arrays (what validation_ne scores) at most `train.val_images` of it;
     val_keypoints: (M, 24, 3) original pixels; val_params: (M, 4) letterbox transforms;
     val_ids, val_categories: (M,).
     """
@@ -49,6 +50,10 @@ class FoldData:
                          sizes=index.sizes[mask]) if crops else {}
             setattr(self, name, SampleSet(images, index.cache_row[mask], xy, vis, **extra))
         val = splits["val"]
+        if 0 < cfg.train.val_images < val.sum():  # the monitored subset: evenly spread over the fold
+            where = np.flatnonzero(val)
+            val = np.zeros_like(val)
+            val[where[np.linspace(0, len(where) - 1, cfg.train.val_images).round().astype(int)]] = True
         self.val_ids = index.image_id[val]
         self.val_categories = np.asarray(index.category[val], dtype=object)
         self.val_keypoints = index.keypoints[val]

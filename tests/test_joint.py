@@ -140,3 +140,25 @@ def test_make_plans_one_model_per_fold(joint_run, tmp_path):
                             "--category", "dress", "--fold", "0"] + [a for s in TINY for a in ("--set", s)],
                            cwd=ROOT, capture_output=True, text=True)
     assert wrong.returncode != 0 and "joint" in wrong.stderr
+
+
+def test_keys_added_later_leave_old_records_current():
+    """train.joint false and train.val_images 0 (what the code did before they existed) are left
+    out of the train settings, so models trained before them are not retrained."""
+    plain = load_config(ROOT / "configs" / "demo.yaml").stage_settings("train")["train"]
+    assert "joint" not in plain and "val_images" not in plain
+    sub = load_config(ROOT / "configs" / "demo.yaml", ["train.val_images=50"]).stage_settings("train")["train"]
+    assert sub["val_images"] == 50
+
+
+def test_val_images_monitors_an_even_subset_of_the_fold(joint_run):
+    from pipeline.fold_data import FoldData
+    from pipeline.preprocess import run_data
+
+    prep = run_data(joint_run["out"], "j")
+    full = FoldData(prep, joint_run["cfg"], joint.JOINT, 0)
+    cfg = load_config(ROOT / "configs" / "demo.yaml", TINY + ["train.val_images=5"])
+    part = FoldData(prep, cfg, joint.JOINT, 0)
+    assert len(part.val_ids) == 5 and set(part.val_ids) <= set(full.val_ids)
+    assert len(part.val) == len(full.val) == len(full.val_ids)   # the fold itself is unchanged
+    assert part.val_images.shape[0] == part.val_keypoints.shape[0] == part.val_channels.shape[0] == 5
