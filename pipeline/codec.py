@@ -238,20 +238,29 @@ def matrix_to_cells(matrix: np.ndarray, stride: int) -> np.ndarray:
     return np.concatenate([a, (t / stride + b - a @ np.full(2, b))[:, None]], axis=1)
 
 
+def warp_images(images: np.ndarray, matrices: np.ndarray, size: int) -> np.ndarray:
+    """Images (N, S, S, C) uint8 warped by (N, 2, 3) affines into (N, size, size, C), bilinear,
+    zero border (a 2:1 downscale at these pixel-centre frames averages 2×2 source pixels)."""
+    import cv2
+
+    images = np.asarray(images)
+    out = np.zeros((len(images), size, size) + images.shape[3:], images.dtype)
+    for i, (image, m) in enumerate(zip(images, matrices)):
+        out[i] = cv2.warpAffine(np.ascontiguousarray(image), np.asarray(m, np.float64), (size, size),
+                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                borderValue=0).reshape(out.shape[1:])
+    return out
+
+
 def rescale_images(images: np.ndarray, scale: float) -> np.ndarray:
     """Images (N, S, S, C) uint8 rescaled by `scale` about their centre, same size, zero border
     (scale > 1 zooms in and crops, < 1 zooms out). Point x of an image lands at
     centre_scale_matrix(S, scale) @ x."""
-    import cv2
-
     images = np.asarray(images)
-    if scale == 1.0:
+    if scale == 1.0 or not len(images):
         return images
     size = images.shape[1]
-    m = centre_scale_matrix(size, scale)
-    return np.stack([cv2.warpAffine(np.ascontiguousarray(im), m, (images.shape[2], size), flags=cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(im.shape)
-                     for im in images]) if len(images) else images
+    return warp_images(images, np.broadcast_to(centre_scale_matrix(size, scale), (len(images), 2, 3)), size)
 
 
 def _linear_resampling(n: int, scale: float, shift: float) -> np.ndarray:

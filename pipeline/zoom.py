@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional
 
-import cv2
 import numpy as np
+
+from . import codec
 
 
 def box_params(xy: np.ndarray, valid: np.ndarray, size: int, margin: float, min_side: np.ndarray,
@@ -66,17 +67,9 @@ def frame_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def warp(images: np.ndarray, matrices: np.ndarray, size: int) -> np.ndarray:
-    """Cache images (N, S, S, 3) uint8 warped by (N, 2, 3) affines into (N, size, size, 3), zero border.
-
-    Bilinear; a 2:1 downscale at these pixel-centre frames samples the midpoint of 2×2 source
-    pixels, i.e. averages them."""
-    images = np.asarray(images)
-    out = np.zeros((len(images), size, size) + images.shape[3:], np.uint8)
-    for i, (image, m) in enumerate(zip(images, matrices)):
-        out[i] = cv2.warpAffine(np.ascontiguousarray(image), np.asarray(m, np.float64), (size, size),
-                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                borderValue=0).reshape(out.shape[1:])
-    return out
+    """Cache images (N, S, S, 3) uint8 warped by (N, 2, 3) affines into (N, size, size, 3), zero
+    border (codec.warp_images)."""
+    return codec.warp_images(images, matrices, size)
 
 
 def min_sides(sizes: np.ndarray, fraction: float) -> np.ndarray:
