@@ -241,19 +241,21 @@ def test_realism_figures_counted_from_the_files(moderate):
     assert realism["mean_shape_ne"] == pytest.approx(ne, rel=1e-6)
     assert realism["test_order_matches"]
 
-    # framing: annotated keypoint box over image area, spread over about 0.15 .. 0.9 on a log scale
+    # framing: annotated keypoint box over image area, spread as in real photos (p10/p50/p90
+    # about 0.10 / 0.29 / 0.58, pipeline/synth/real_model.json)
     boxes = []
     for t, s in ((train, train_sizes), (test, test_sizes)):
         for k, (w, h) in zip(t.keypoints, s):
             pts = k[k[:, 2] >= 0, :2].astype(float)
             boxes.append(np.prod(pts.max(0) - pts.min(0)) / (w * h))
     boxes = np.array(boxes)
-    q05, q50, q95 = np.quantile(boxes, [0.05, 0.5, 0.95])
-    assert 0.10 <= q05 <= 0.25 and 0.25 <= q50 <= 0.5 and 0.6 <= q95 <= 0.95
-    below = np.mean(boxes < np.sqrt(0.15 * 0.9))
-    assert 0.35 <= below <= 0.65
+    q10, q50, q90 = np.quantile(boxes, [0.1, 0.5, 0.9])
+    assert 0.05 <= q10 <= 0.16 and 0.2 <= q50 <= 0.4 and 0.45 <= q90 <= 0.75
     assert realism["framing"]["q50"] == pytest.approx(q50)
-    assert realism["framing"]["below_log_middle"] == pytest.approx(below)
+    assert realism["per_category"]["all"]["box_p10"] == pytest.approx(q10)
+    assert realism["per_category"]["all"]["box_p90"] == pytest.approx(q90)
+    assert realism["per_category"]["all"]["occluded_frac"] == pytest.approx(occluded)
+    assert realism["per_category"]["all"]["mean_shape_ne"] == pytest.approx(ne, rel=1e-6)
 
 
 def test_shot_fractions_match_the_drawn_images(small):
@@ -291,7 +293,9 @@ def test_left_points_lie_left(moderate, category, pairs):
         pa, pb = kps[:, KEYPOINT_INDEX[a]], kps[:, KEYPOINT_INDEX[b]]
         both = (pa[:, 2] >= 0) & (pb[:, 2] >= 0)
         assert both.sum() >= 20
-        assert np.mean(pa[both, 0] < pb[both, 0]) >= 0.9, (a, b)
+        # the inner trouser bottoms cross in real rows too (left of the right one in 87 %)
+        floor = 0.75 if (a, b) == ("bottom_left_in", "bottom_right_in") else 0.9
+        assert np.mean(pa[both, 0] < pb[both, 0]) >= floor, (a, b)
     if category == "blouse":      # hems below armpits below shoulders, in most images
         names = ("shoulder_left", "armpit_left", "top_hem_left")
         y = {n: kps[:, KEYPOINT_INDEX[n], 1] for n in names}
@@ -308,9 +312,10 @@ OUTLINE = ("neckline", "center_front", "shoulder", "top_hem", "hemline", "waistb
 
 @pytest.mark.parametrize("category", CATEGORIES)
 def test_keypoints_sit_on_the_labelled_garment(category):
-    """Every annotated point touches the labelled garment's own pixels (within 2 px), and
-    visible outline points lie on its edge (garment and other pixels within 3 px)."""
-    on_edge = total = 0
+    """Annotated points touch the labelled garment's own pixels (within 2 px; all but a rare
+    corner the warp onto a real layout squeezes into a neck opening), and visible outline
+    points lie on its edge (garment and other pixels within 3 px)."""
+    on_edge = total = touching = annotated = 0
     for i in range(10):
         sample = synth.render_sample(synth.image_rng(7, "train", category, i), category)
         mask = sample.garment_mask
@@ -321,7 +326,8 @@ def test_keypoints_sit_on_the_labelled_garment(category):
             if v < 0:
                 continue
             near = mask[max(y - 2, 0):y + 3, max(x - 2, 0):x + 3]
-            assert near.any(), (category, i, name)
+            touching += bool(near.any())
+            annotated += 1
             if v == 1 and name.startswith(OUTLINE):
                 below = 10 if name == "crotch" else 4       # the legs part below the crotch
                 win = mask[max(y - 3, 0):y + below, max(x - 3, 0):x + 4]
@@ -329,6 +335,7 @@ def test_keypoints_sit_on_the_labelled_garment(category):
                 on_edge += bool(border or not win.all())
                 total += 1
     assert total >= 20 and on_edge >= 0.95 * total
+    assert touching >= 0.97 * annotated, (touching, annotated)
 
 
 def test_canvas_tracks_what_covers_each_point():
@@ -411,20 +418,21 @@ def test_garments_follow_the_skeleton(flat):
             assert b_in[1] > trousers.keypoints["crotch"][1]
 
 
-def test_frame_scene_hits_the_target_fraction():
-    """A box that fits is scaled to the drawn fraction of the image area (perspective jitter
-    aside); the points to keep stay inside even when the box is shifted past the border."""
-    rng = np.random.default_rng(0)
-    pts = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
-    hits = 0
-    for _ in range(40):
-        hom, frac = render.frame_scene(rng, pts, (512, 512), "flat", np.array([0, 1]))
-        xy = render.apply_homography(hom, pts)
-        assert render.FRAMING[0] <= frac <= render.FRAMING[1]
-        assert np.all((xy[:2] >= 0) & (xy[:2] <= 511))
-        area = np.prod(xy.max(0) - xy.min(0)) / 512 ** 2
-        hits += bool(np.all((xy >= 0) & (xy <= 511)) and abs(area / frac - 1) < 0.15)
-    assert hits >= 0.75 * 40
+def test_labelled_keypoints_lie_where_the_layout_put_them():
+    """The warp takes the garment's corners onto the drawn layout: every annotated point is
+    the rounded layout point, inside the image."""
+    for cat in CATEGORIES:
+        for i in range(4):
+            rng = synth.image_rng(13, "train", cat, i)
+            scene = render.build_scene(rng, cat)
+            xy = render.to_image(scene.hom, scene.garment.keypoint_array())
+            w, h = scene.size
+            assert np.all(xy[scene.present] >= 0) and np.all(xy[scene.present, 0] <= w - 1)
+            assert np.all(xy[scene.present, 1] <= h - 1)
+            k = synth.render_sample(synth.image_rng(13, "train", cat, i), cat).keypoints
+            got = k[category_indices(cat)]
+            np.testing.assert_array_equal(got[:, 2] >= 0, scene.present)
+            np.testing.assert_allclose(got[scene.present, :2], xy[scene.present], atol=0.51)
 
 
 # --------------------------------------------------------------------------- preview

@@ -3,7 +3,8 @@
 Layout written by `generate(out_dir, ...)`::
 
     out_dir/.synthetic                          JSON of the parameters (marker)
-    out_dir/realism.json                        how realistic/hard the set is (realism_stats + shots)
+    out_dir/realism.json                        how realistic/hard the set is (realism_stats + shots;
+                                                with `real_ann`, the real figures side by side)
     out_dir/train/Images/<cat>/<hex>.jpg
     out_dir/train/Annotations/train.csv
     out_dir/train_warm/Images/<cat>/<hex>.jpg   only when warm_per_cat > 0
@@ -31,13 +32,13 @@ import numpy as np
 from ..fsutil import write_text_atomic
 from ..keypoints import CATEGORIES, KEYPOINT_INDEX, NORMALIZER, category_indices
 from ..tianchi import read_annotations, read_test_list, write_annotations, write_test_list
-from .render import FRAMING, render_sample
+from .render import render_sample
 
 # The pipeline's image header reader (one import, to retarget when it moves to pipeline.images).
 from ..preprocess import _image_size as _header_size
 
 #: Bump when the drawing changes, so that an existing synthetic set is regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MARKER = ".synthetic"
 REALISM = "realism.json"
 
@@ -128,7 +129,8 @@ def check_not_real(out_dir) -> None:
 
 
 def generate(out_dir, train_per_cat: int, test_per_cat: int, seed: int = 0,
-             warm_per_cat: int = 0, jobs: int = -1, progress: bool = True) -> Dict:
+             warm_per_cat: int = 0, jobs: int = -1, progress: bool = True,
+             real_ann=None) -> Dict:
     """Write a synthetic data set in the competition layout under `out_dir`.
 
     Idempotent: with a marker of identical parameters and every CSV present it
@@ -136,7 +138,9 @@ def generate(out_dir, train_per_cat: int, test_per_cat: int, seed: int = 0,
     parameters the old train/train_warm/test directories are removed first.
     Refuses (RuntimeError) to touch a directory holding real annotations.
     Writes `realism.json` beside the data and returns a summary: parameters,
-    images per split, seconds, and the realism figures.
+    images per split, seconds, and the realism figures. real_ann: a real annotation
+    CSV; its figures (`real_stats`) and the comparison (`vs_real`) are added to
+    `realism.json`, also when the set itself is already complete.
     """
     if min(train_per_cat, test_per_cat, warm_per_cat) < 0 or seed < 0:
         raise ValueError("counts and seed must be non-negative")
@@ -148,7 +152,12 @@ def generate(out_dir, train_per_cat: int, test_per_cat: int, seed: int = 0,
     counts = {s: n * len(CATEGORIES) for s, n in _split_counts(params).items()}
     complete = all((out_dir / c).exists() for c in _expected_files(params))
     if complete and _read_marker(out_dir) == params:
-        return {"out_dir": str(out_dir), "params": params, "images": counts, "skipped": True}
+        summary = {"out_dir": str(out_dir), "params": params, "images": counts, "skipped": True}
+        if real_ann is not None:
+            realism = with_real(json.loads((out_dir / REALISM).read_text()), real_ann)
+            write_text_atomic(out_dir / REALISM, json.dumps(realism, indent=1, sort_keys=True) + "\n")
+            summary["realism"] = realism
+        return summary
 
     start = time.perf_counter()
     for split in SPLITS:
@@ -179,6 +188,8 @@ def generate(out_dir, train_per_cat: int, test_per_cat: int, seed: int = 0,
             write_test_list(out_dir / TEST_LIST, ids, cats)
     seconds = round(time.perf_counter() - start, 2)
     realism = {**shot_stats(metas), **realism_stats(out_dir)}
+    if real_ann is not None:
+        realism = with_real(realism, real_ann)
     write_text_atomic(out_dir / REALISM, json.dumps(realism, indent=1, sort_keys=True) + "\n")
     return {"out_dir": str(out_dir), "params": params, "images": counts, "skipped": False,
             "seconds": seconds, "realism": realism}
@@ -258,6 +269,123 @@ def _load_split(split_dir: Path, csv_path: Path):
     return table, sizes.reshape(-1, 2)
 
 
+#: The checks of issue 21 on a synthetic set against real statistics: (kind, tolerance).
+TOLERANCES = {"occluded_frac": ("abs", 0.04), "absent_frac": ("abs", 0.03),
+              "box_p10": ("rel", 0.25), "box_p50": ("rel", 0.25), "box_p90": ("rel", 0.25),
+              "non512_frac": ("abs", 0.08), "mean_shape_ne": ("abs", 0.06)}
+
+
+def group_stats(keypoints: np.ndarray, categories: Sequence[str],
+                sizes: Optional[np.ndarray]) -> Dict:
+    """Per category and over "all": occluded / absent shares of the category's points, the
+    keypoint-box area over the image area (p10, p50, p90) and the share of images not
+    512x512 (None without sizes: then the boxes are taken over a 512x512 frame)."""
+    categories = np.asarray(categories, dtype=object)
+    known = sizes is not None
+    sizes = np.asarray(sizes, np.float64) if known else np.full((len(categories), 2), 512.0)
+    box = keypoint_box_fraction(keypoints, sizes)
+    out = {}
+    for cat in list(CATEGORIES) + ["all"]:
+        mask = categories == cat if cat != "all" else np.ones(len(categories), bool)
+        if not mask.any():
+            continue
+        v = np.concatenate([k[category_indices(c), 2] for c, k in
+                            zip(categories[mask], keypoints[mask])])
+        b = box[mask]
+        b = b[np.isfinite(b)]
+        q = np.quantile(b, [0.1, 0.5, 0.9]) if len(b) else [float("nan")] * 3
+        out[cat] = {"n_images": int(mask.sum()),
+                    "occluded_frac": float((v == 0).mean()), "absent_frac": float((v == -1).mean()),
+                    "box_p10": float(q[0]), "box_p50": float(q[1]), "box_p90": float(q[2]),
+                    "non512_frac": float(np.mean(np.any(sizes[mask] != 512, axis=1))) if known
+                    else None}
+    return out
+
+
+def mean_shape_stats(train, train_sizes, test, test_sizes) -> Dict:
+    """NE on `test` of each category's mean relative shape on `train` (pipeline.baseline)."""
+    from ..baseline import predict_mean_shape
+    from ..metrics import normalized_error
+
+    pred = predict_mean_shape(train.keypoints, train.image_category, train_sizes,
+                              test.image_category, test_sizes)
+    return normalized_error(test.keypoints, pred, test.image_category)
+
+
+def _real_sizes(csv_path: Path, image_ids: Sequence[str]) -> Tuple[Optional[np.ndarray], str]:
+    """Sizes of a real CSV's images when they sit beside it (SPLIT/Images/... for
+    SPLIT/Annotations/x.csv or SPLIT/answers.csv), else (None, why)."""
+    for root in (csv_path.parent, csv_path.parent.parent):
+        if image_ids and (root / image_ids[0]).is_file():
+            if all((root / i).is_file() for i in image_ids):
+                return np.array([image_size(root / i) for i in image_ids], np.float64), \
+                    f"image headers under {root}"
+    return None, "no images beside the CSV: boxes over a 512x512 frame, sizes unknown"
+
+
+def real_stats(csv_path) -> Dict:
+    """The realism figures of a real annotation CSV, computed from it at run time.
+
+    Occluded / absent shares and box areas per category; with the images beside the
+    CSV, the real sizes (box areas over the real image area, the non-512 share),
+    else a 512x512 frame. The mean-shape NE uses a fixed split of the rows: an image
+    whose md5("realism-split:" + image_id) is 0 mod 5 is test, the rest train.
+    """
+    csv_path = Path(csv_path)
+    table, problems = read_annotations(csv_path)
+    if problems:
+        raise ValueError(f"{csv_path}: {problems[0]}")
+    ids = list(table.image_id)
+    sizes, sizes_from = _real_sizes(csv_path, ids)
+    out = {"source": str(csv_path), "sizes_from": sizes_from, "n_images": len(ids),
+           **group_stats(table.keypoints, table.image_category, sizes)}
+    is_test = np.array([int(hashlib.md5(f"realism-split:{i}".encode()).hexdigest()[:8], 16) % 5 == 0
+                        for i in ids])
+    if is_test.any() and (~is_test).any():
+        s = sizes if sizes is not None else np.full((len(ids), 2), 512.0)
+        ne = mean_shape_stats(table.subset(~is_test), s[~is_test], table.subset(is_test),
+                              s[is_test])
+        out["all"]["mean_shape_ne"] = ne["ne"]
+        for cat, value in ne["per_category"].items():
+            out[cat]["mean_shape_ne"] = value
+    return out
+
+
+def compare(synthetic: Dict, real: Dict) -> List[Dict]:
+    """Rows (statistic, category, synthetic, real, tolerance, within) for every statistic of
+    TOLERANCES, per category and over all; `within` is None where a side lacks the figure."""
+    rows = []
+    for cat in list(CATEGORIES) + ["all"]:
+        for stat, (kind, tol) in TOLERANCES.items():
+            a = synthetic.get(cat, {}).get(stat)
+            b = real.get(cat, {}).get(stat)
+            within = None
+            if a is not None and b is not None and np.isfinite(a) and np.isfinite(b):
+                within = bool(abs(a - b) <= tol + 1e-12) if kind == "abs" else \
+                    bool(b > 0 and abs(a / b - 1) <= tol + 1e-12)
+            rows.append({"statistic": stat, "category": cat, "synthetic": a, "real": b,
+                         "tolerance": f"±{tol:g}" if kind == "abs" else f"±{tol:.0%}",
+                         "within": within})
+    return rows
+
+
+def with_real(realism: Dict, real_ann) -> Dict:
+    """`realism` (from realism_stats) with the real figures of `real_ann` and the comparison."""
+    real = real_stats(real_ann)
+    return {**realism, "real": real, "vs_real": compare(realism["per_category"], real)}
+
+
+def comparison_lines(rows: Sequence[Dict]) -> List[str]:
+    """The comparison as text lines: statistic, category, synthetic, real, tolerance, ok."""
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"
+    lines = [f"{'statistic':<14} {'category':<9} {'synth':>6} {'real':>6} {'tol':>5}  ok"]
+    for r in rows:
+        ok = {True: "yes", False: "NO", None: "-"}[r["within"]]
+        lines.append(f"{r['statistic']:<14} {r['category']:<9} {fmt(r['synthetic']):>6} "
+                     f"{fmt(r['real']):>6} {r['tolerance']:>5}  {ok}")
+    return lines
+
+
 def realism_stats(out_dir) -> Dict:
     """How hard and how realistic a data set in the competition layout is, from its files.
 
@@ -265,14 +393,11 @@ def realism_stats(out_dir) -> Dict:
     over all annotated splits; normalizer_present_frac: images whose two
     normalizer points are both annotated; non512_frac and `sizes` (a histogram
     "WxH" -> count); `framing`: quantiles of the annotated keypoint box area over
-    the image area, and the fraction of images below the geometric middle of
-    FRAMING (0.5 for an even spread on a log scale); mean_shape_ne: NE
-    (pipeline.metrics) on the test split of each category's mean train shape
-    (pipeline.baseline), mapped to each test image's size.
+    the image area; mean_shape_ne: NE (pipeline.metrics) on the test split of each
+    category's mean train shape (pipeline.baseline), mapped to each test image's
+    size; `per_category` (and "all"): the figures compared with real data
+    (`group_stats`, plus mean_shape_ne).
     """
-    from ..baseline import predict_mean_shape
-    from ..metrics import normalized_error
-
     out_dir = Path(out_dir)
     loaded = {}
     for split, (_, rel) in SPLITS.items():
@@ -280,8 +405,10 @@ def realism_stats(out_dir) -> Dict:
             loaded[split] = _load_split(out_dir / split, out_dir / rel)
     if "train" not in loaded:
         raise FileNotFoundError(f"{out_dir}: no train annotations")
-    v_all, norm_ok, sizes_all, boxes = [], [], [], []
+    v_all, norm_ok, sizes_all, boxes, kps_all, cats_all = [], [], [], [], [], []
     for table, sizes in loaded.values():
+        kps_all.append(table.keypoints)
+        cats_all.append(np.asarray(table.image_category, dtype=object))
         sizes_all.append(sizes)
         boxes.append(keypoint_box_fraction(table.keypoints, sizes))
         for cat, k in zip(table.image_category, table.keypoints):
@@ -298,16 +425,17 @@ def realism_stats(out_dir) -> Dict:
            "normalizer_present_frac": float(np.mean(norm_ok)),
            "non512_frac": float(np.mean(np.any(sizes != 512, axis=1))),
            "sizes": {str(n): int(c) for n, c in zip(names, counts)},
-           "framing": {**{f"q{q:02d}": float(np.quantile(box, q / 100)) for q in (5, 25, 50, 75, 95)},
-                       "below_log_middle": float(np.mean(box < np.sqrt(FRAMING[0] * FRAMING[1]))),
-                       "target": list(FRAMING)}}
+           "framing": {f"q{q:02d}": float(np.quantile(box, q / 100))
+                       for q in (5, 10, 25, 50, 75, 90, 95)},
+           "per_category": group_stats(np.concatenate(kps_all), np.concatenate(cats_all), sizes)}
     if "test" in loaded:
         (train, train_sizes), (test, test_sizes) = loaded["train"], loaded["test"]
         ids, _ = read_test_list(out_dir / TEST_LIST)
         out["test_order_matches"] = list(ids) == list(test.image_id)
-        pred = predict_mean_shape(train.keypoints, train.image_category, train_sizes,
-                                  test.image_category, test_sizes)
-        ne = normalized_error(test.keypoints, pred, test.image_category)
+        ne = mean_shape_stats(train, train_sizes, test, test_sizes)
         out.update(mean_shape_ne=ne["ne"], mean_shape_per_category=ne["per_category"],
                    mean_shape_images_skipped=ne["n_images_skipped"])
+        out["per_category"]["all"]["mean_shape_ne"] = ne["ne"]
+        for cat, value in ne["per_category"].items():
+            out["per_category"][cat]["mean_shape_ne"] = value
     return out

@@ -135,11 +135,15 @@ def _sleeve(rng: np.random.Generator, sk: Skeleton, side: int, shoulder: np.ndar
 
 
 def top(rng: np.random.Generator, category: str, sk: Skeleton,
-        open_front: Optional[str] = None, hem_y: Optional[float] = None) -> Garment:
+        open_front: Optional[str] = None, hem_y: Optional[float] = None,
+        sleeves: bool = True) -> Garment:
     """Blouse, outwear or dress on the skeleton (`open_front`: None, "inner" or "hole").
 
     hem_y: the hem's height for a blouse (e.g. just below the waistband of a
-    skirt it is tucked into); drawn at random when None.
+    skirt it is tucked into); drawn at random when None. sleeves=False: a
+    sleeveless top (the armhole runs from shoulder to armpit; the cuff
+    keypoints are still computed, where sleeves would end, but nothing is drawn
+    there).
     """
     u = rng.uniform
     nw, neck_y = u(0.055, 0.10), u(-0.015, 0.01)
@@ -149,7 +153,7 @@ def top(rng: np.random.Generator, category: str, sk: Skeleton,
     if category == "blouse" and rng.random() < 0.35:
         fraction = u(0.85, 1.0)
     armpit_y = sk.chest_y + u(-0.02, 0.05)
-    sleeves = []
+    sleeve_parts = []
     for side in SIDES:
         name = NAMES[side]
         shoulder = _p(side * (sk.shoulder_hw + u(-0.01, 0.03)), sk.shoulder_y + u(-0.025, 0.005))
@@ -157,7 +161,7 @@ def top(rng: np.random.Generator, category: str, sk: Skeleton,
         poly, cin, cout = _sleeve(rng, sk, side, shoulder, armpit, fraction * u(0.96, 1.04))
         k[f"shoulder_{name}"], k[f"armpit_{name}"] = shoulder, armpit
         k[f"cuff_{name}_in"], k[f"cuff_{name}_out"] = cin, cout
-        sleeves.append(poly)
+        sleeve_parts.append(poly)
 
     max_hem = min(sk.j("ankle", -1)[1], sk.j("ankle", 1)[1]) - 0.08
     sides: List[Tuple[Optional[str], float, float]] = []        # (keypoint stem, y, half-width)
@@ -222,7 +226,8 @@ def top(rng: np.random.Generator, category: str, sk: Skeleton,
             dots.append(_p(cf[0] + 0.025, cf[1] + t * (hem_y - cf[1])))
     if "waistline_left" in k and rng.random() < 0.6:
         lines.append(np.array([k["waistline_left"], k["waistline_right"]]))
-    return Garment(category, k, [body] + sleeves, [opening], kind, lines, dots)
+    return Garment(category, k, [body] + (sleeve_parts if sleeves else []), [opening], kind,
+                   lines, dots)
 
 
 def skirt(rng: np.random.Generator, sk: Skeleton) -> Garment:
@@ -294,16 +299,17 @@ def _distinct(g: Garment, min_dist: float = 0.03) -> bool:
 
 
 def make_garment(rng: np.random.Generator, category: str, sk: Skeleton,
-                 open_front: Optional[str] = None, hem_y: Optional[float] = None) -> Garment:
+                 open_front: Optional[str] = None, hem_y: Optional[float] = None,
+                 sleeves: bool = True) -> Garment:
     """A garment of `category` on skeleton `sk`, its keypoints at least 0.03 units apart
-    (open_front, hem_y: see `top`)."""
+    (open_front, hem_y, sleeves: see `top`)."""
     for _ in range(20):
         if category == "skirt":
             g = skirt(rng, sk)
         elif category == "trousers":
             g = trousers(rng, sk)
         else:
-            g = top(rng, category, sk, open_front, hem_y)
+            g = top(rng, category, sk, open_front, hem_y, sleeves)
         g.pose = sk.pose
         if _distinct(g):
             break

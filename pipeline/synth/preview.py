@@ -8,7 +8,13 @@ for `v=0`; `_left` points carry an "L", `_right` points an "R"; the tile
 caption gives the category and the counts of visible / occluded / absent
 points.
 
+With `--real-ann REAL.csv` a second panel below the images gives, per statistic
+(rows) and category (columns), the figure of the data set beside the one of the real
+annotation file, computed now from it (green: within the tolerance of issue 21, red:
+outside); the same table is printed.
+
 CLI: python -m pipeline.synth.preview --input DIR --out FILE.png [--n 20] [--tile 256]
+     [--real-ann REAL.csv]
 """
 from __future__ import annotations
 
@@ -73,8 +79,42 @@ def pick_rows(categories: np.ndarray, n: int) -> List[int]:
     return sorted(rows)[:n] if len(rows) > n else rows
 
 
-def contact_sheet(input_dir, out_png, n: int = 20, tile: int = 256, columns: int = 5) -> Tuple[int, Path]:
-    """Write the contact sheet of INPUT/train as `out_png` (atomically); return (images, path)."""
+def comparison_panel(rows, width: int) -> np.ndarray:
+    """(h, width, 3) uint8 table: statistics (rows) x categories (columns), "synthetic / real"
+    per cell, green within the tolerance, red outside, grey where a side lacks the figure."""
+    stats = list(dict.fromkeys(r["statistic"] for r in rows))
+    cats = list(dict.fromkeys(r["category"] for r in rows))
+    cell = {(r["statistic"], r["category"]): r for r in rows}
+    row_h, label_w = 22, 170
+    col_w = max((width - label_w) // max(len(cats), 1), 60)
+    out = np.full(((len(stats) + 2) * row_h + 6, width, 3), 30, np.uint8)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.42
+    cv2.putText(out, "synthetic / real (green: within tolerance)", (6, 16), font, scale,
+                (255, 255, 255), 1, cv2.LINE_AA)
+    for j, cat in enumerate(cats):
+        cv2.putText(out, cat, (label_w + j * col_w + 4, 2 * row_h - 4), font, scale,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"
+    for i, stat in enumerate(stats):
+        y = (i + 3) * row_h - 4
+        tol = cell[(stat, cats[0])]["tolerance"] if (stat, cats[0]) in cell else ""
+        cv2.putText(out, f"{stat} {tol.replace(chr(177), '+-')}", (6, y), font, scale,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+        for j, cat in enumerate(cats):
+            r = cell.get((stat, cat))
+            if r is None:
+                continue
+            col = {True: (120, 230, 120), False: (110, 110, 255), None: (180, 180, 180)}[r["within"]]
+            cv2.putText(out, f"{fmt(r['synthetic'])} / {fmt(r['real'])}",
+                        (label_w + j * col_w + 4, y), font, scale, col, 1, cv2.LINE_AA)
+    return out
+
+
+def contact_sheet(input_dir, out_png, n: int = 20, tile: int = 256, columns: int = 5,
+                  comparison=None) -> Tuple[int, Path]:
+    """Write the contact sheet of INPUT/train as `out_png` (atomically); return (images, path).
+
+    comparison: rows of `real_comparison`, drawn as a panel below the images."""
     input_dir, out_png = Path(input_dir), Path(out_png)
     table, problems = read_annotations(input_dir / TRAIN_CSV)
     if problems:
@@ -91,10 +131,19 @@ def contact_sheet(input_dir, out_png, n: int = 20, tile: int = 256, columns: int
     blank = np.zeros_like(tiles[0])
     rows = [np.hstack((tiles[r:r + columns] + [blank] * columns)[:columns])
             for r in range(0, len(tiles), columns)]
+    if comparison:
+        rows.append(comparison_panel(comparison, rows[0].shape[1]))
     with atomic_path(out_png) as tmp:
         if not cv2.imwrite(str(tmp), np.vstack(rows)):
             raise OSError(f"could not write {out_png}")
     return len(tiles), out_png
+
+
+def real_comparison(input_dir, real_ann):
+    """Comparison rows (pipeline.synth.dataset.compare) of INPUT's files against `real_ann`."""
+    from .dataset import compare, real_stats, realism_stats
+
+    return compare(realism_stats(input_dir)["per_category"], real_stats(real_ann))
 
 
 def main(argv=None) -> int:
@@ -104,13 +153,20 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.add_argument("--n", type=int, default=20, help="number of images")
     parser.add_argument("--tile", type=int, default=256, help="tile side in pixels")
+    parser.add_argument("--real-ann", default=None,
+                        help="real annotation CSV: add a synthetic-vs-real table panel")
     args = parser.parse_args(argv)
     try:
-        count, path = contact_sheet(args.input, args.out, args.n, args.tile)
+        comparison = real_comparison(args.input, args.real_ann) if args.real_ann else None
+        count, path = contact_sheet(args.input, args.out, args.n, args.tile, comparison=comparison)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"contact sheet of {count} images: {path}")
+    if args.real_ann:
+        from .dataset import comparison_lines
+
+        print("\n".join(comparison_lines(comparison)))
     return 0
 
 

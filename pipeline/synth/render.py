@@ -1,16 +1,28 @@
 """Rendering: a scene of figure and garments, framed, drawn with soft edges, shading and folds.
 
-Frames: the scene is built in the canonical frame of `figure` / `geometry`;
-one homography per image (`frame_scene`) maps it to *image pixels* (the
-"original image pixels" of DESIGN.md), where every layer is rasterised. The
-labelled garment's keypoints are mapped with the same homography.
+Layouts and frames: each image first draws, from the model of real annotations
+(`real_model`, fitted by `fit_real`), its size, the labelled garment's keypoint
+layout placed in the image (box area and position from real quantiles) and which
+keypoints are absent (one of the real joint patterns: a sleeveless top lacks its
+four cuffs and is drawn without sleeves). The scene is built in the canonical
+frame of `figure` / `geometry` (the best matching of a few drawn figures and
+garments); one `Warp` per image (a similarity, then a thin-plate spline through
+the garment's keypoints) maps it to *image pixels* (the "original image pixels"
+of DESIGN.md), so that the garment's corners land on the drawn layout, and
+everything else (figure, second garment) bends with it.
 
 Visibility (DESIGN.md §1): a labelled point is `v=0` when something painted
 after its own part of the labelled garment (hand, forearm, hair, a second
 garment worn over it, a prop, a sleeve of the same garment folded over the
-front or the body over a sleeve held behind the back) covers its pixel, `-1_-1_-1` when it falls outside the image, else
-`v=1`. Only the labelled garment's category points are returned; a second
-garment's points never are.
+front or the body over a sleeve held behind the back) covers its pixel. The
+labels then follow the real per-keypoint rates (`RealModel.occlusion_flips`):
+where the drawing covers a keypoint less often than real annotators mark it
+`v=0` (an armpit under a hanging sleeve, the back of a collar), visible points
+are marked `v=0` with the probability that makes up the difference; where it
+covers it more often (a cuff under the edge of a hand), covered points are
+marked `v=1` with the probability that removes the excess. Absent points are `-1_-1_-1`; every annotated
+point lies inside the image. Only the labelled garment's category points are
+returned; a second garment's points never are.
 """
 from __future__ import annotations
 
@@ -20,21 +32,18 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, NORMALIZER, NUM_KEYPOINTS
+from ..keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, NUM_KEYPOINTS
+from . import real_model
 from .figure import BEHIND_POSES, BodyParts, Skeleton, body_parts, ellipse, sample_skeleton
 from .geometry import Garment, make_garment
 from .texture import background, colour, folds, smooth_field, texture
 
-#: Image sizes (width, height) and their probabilities: about 80 % are 512x512.
-IMAGE_SIZES: Tuple[Tuple[int, int], ...] = (
-    (512, 512), (340, 512), (512, 340), (384, 512), (512, 400), (400, 400), (256, 320))
-IMAGE_SIZE_P: Tuple[float, ...] = (0.80, 0.05, 0.03, 0.04, 0.03, 0.03, 0.02)
 #: Shot kinds and their probabilities: a worn garment, flat-lay, on a hanger.
 SHOTS = ("worn", "flat", "hanger")
 SHOT_P = (0.70, 0.20, 0.10)
-#: Framing: the labelled keypoints' box covers this fraction of the image area (log-uniform).
-FRAMING = (0.15, 0.90)
 JPEG_QUALITY = (60, 95)
+#: Figures and garments drawn per image; the one whose keypoints best match the layout is kept.
+CANDIDATES = 8
 
 _SHIFT = 4                      # sub-pixel bits for cv2 polygon drawing
 _SCALE = float(1 << _SHIFT)
@@ -55,6 +64,67 @@ def apply_homography(hom: np.ndarray, pts: np.ndarray) -> np.ndarray:
     q = flat @ hom[:2, :2].T + hom[:2, 2]
     z = flat @ hom[2, :2] + hom[2, 2]
     return (q / z[:, None]).reshape(pts.shape)
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> Tuple[np.ndarray, float]:
+    """3x3 similarity (rotation, uniform scale, shift; no reflection) taking src (n, 2) closest
+    to dst (n, 2) in least squares, and the RMS residual over the RMS spread of dst."""
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    var = float((a ** 2).sum())
+    cov = b.T @ a
+    u, sv, vt = np.linalg.svd(cov)
+    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rot = u @ d @ vt
+    scale = float(np.trace(np.diag(sv) @ d) / max(var, 1e-12))
+    m = np.eye(3)
+    m[:2, :2] = scale * rot
+    m[:2, 2] = md - scale * rot @ ms
+    res = apply_homography(m, src) - dst
+    return m, float(np.sqrt((res ** 2).sum() / max((b ** 2).sum(), 1e-12)))
+
+
+def _tps_kernel(r2: np.ndarray) -> np.ndarray:
+    """Thin-plate kernel U = r^2 log r, from squared distances."""
+    return 0.5 * r2 * np.log(np.maximum(r2, 1e-20))
+
+
+class Warp:
+    """Canonical frame -> image pixels: a similarity, then a thin-plate spline taking the
+    control points (the garment's keypoints) exactly onto their targets (pixels).
+
+    Callable on (..., 2) points; `px` is the similarity's pixels per canonical unit.
+    """
+
+    def __init__(self, sim: np.ndarray, src: np.ndarray, dst: np.ndarray):
+        self.sim = sim
+        self.px = float(np.sqrt(abs(np.linalg.det(sim[:2, :2]))))
+        p = apply_homography(sim, src)
+        self.c = p.mean(0)
+        self.s = max(float(p.std()), 1.0)
+        q = (p - self.c) / self.s
+        n = len(q)
+        k = _tps_kernel(((q[:, None] - q[None]) ** 2).sum(-1)) + 1e-9 * np.eye(n)
+        pm = np.concatenate([np.ones((n, 1)), q], 1)
+        lhs = np.zeros((n + 3, n + 3))
+        lhs[:n, :n], lhs[:n, n:], lhs[n:, :n] = k, pm, pm.T
+        rhs = np.zeros((n + 3, 2))
+        rhs[:n] = (np.asarray(dst, np.float64) - p) / self.s
+        sol = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+        self.q, self.w, self.a = q, sol[:n], sol[n:]
+
+    def __call__(self, pts: np.ndarray) -> np.ndarray:
+        pts = np.asarray(pts, np.float64)
+        x = apply_homography(self.sim, pts.reshape(-1, 2))
+        q = (x - self.c) / self.s
+        u = _tps_kernel(((q[:, None] - self.q[None]) ** 2).sum(-1))
+        off = u @ self.w + self.a[0] + q @ self.a[1:]
+        return (x + self.s * off).reshape(pts.shape)
+
+
+def to_image(hom, pts: np.ndarray) -> np.ndarray:
+    """Map canonical points (..., 2) to image pixels with a `Warp` or a 3x3 homography."""
+    return hom(pts) if callable(hom) else apply_homography(hom, pts)
 
 
 def _fixed(pts: np.ndarray) -> np.ndarray:
@@ -93,11 +163,11 @@ class Canvas:
     front, a sleeve behind the back), in painting order.
     """
 
-    def __init__(self, image: np.ndarray, hom: np.ndarray):
+    def __init__(self, image: np.ndarray, hom):
         self.image = image
-        self.hom = hom
+        self.hom = hom                  # a Warp or a 3x3 homography (canonical -> pixels)
         self.h, self.w = image.shape[:2]
-        self.px = float(np.sqrt(abs(np.linalg.det(hom[:2, :2]))))      # pixels per canonical unit
+        self.px = hom.px if callable(hom) else float(np.sqrt(abs(np.linalg.det(hom[:2, :2]))))
         self.points = np.zeros((0, 2), np.int64)
         self.owners: List[FrozenSet[int]] = []
         self.point_cover = np.zeros(0, np.float32)
@@ -121,7 +191,7 @@ class Canvas:
              box: Optional[Tuple[int, int, int, int]] = None) -> Alpha:
         """Opacity of filled polygons (canonical frame, or image pixels with `image_frame`),
         anti-aliased, edges blurred by `soft` px; over `box` when given."""
-        px = [np.asarray(p, np.float64) if image_frame else apply_homography(self.hom, p)
+        px = [np.asarray(p, np.float64) if image_frame else to_image(self.hom, p)
               for p in polys]
         x0, y0, x1, y1 = box or self.box(px, 3 * soft + 2)
         m = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), np.uint8)
@@ -154,7 +224,7 @@ class Canvas:
 
     def line(self, pts: np.ndarray, col, thickness: float) -> None:
         """Anti-aliased polyline (canonical points) of `thickness` canonical units."""
-        cv2.polylines(self.image, [_fixed(apply_homography(self.hom, pts))], False,
+        cv2.polylines(self.image, [_fixed(to_image(self.hom, pts))], False,
                       tuple(float(c) for c in col), max(1, int(round(thickness * self.px))),
                       cv2.LINE_AA, _SHIFT)
 
@@ -203,71 +273,12 @@ def second_garment(rng: np.random.Generator, category: str, shot: str) -> Tuple[
             return str(rng.choice(["skirt", "trousers"])), "over" if tucked else "under"
         if category in ("skirt", "trousers"):        # a jacket, a loose blouse, a tucked blouse
             return [("outwear", "over"), ("blouse", "over"), ("blouse", "under")][
-                int(rng.choice(3, p=[0.25, 0.3, 0.45]))]
+                int(rng.choice(3, p=[0.10, 0.12, 0.78]))]
         return ("outwear", "over") if rng.random() < 0.25 else (None, "")
     if shot == "flat" and rng.random() < 0.35:
         others = [c for c in ("blouse", "outwear", "dress", "skirt", "trousers") if c != category]
         return str(rng.choice(others)), "beside"
     return None, ""
-
-
-def frame_scene(rng: np.random.Generator, points: np.ndarray, size: Tuple[int, int],
-                shot: str, keep: np.ndarray) -> Tuple[np.ndarray, float]:
-    """Homography canonical -> image pixels and the target box fraction.
-
-    points: (K, 2) labelled keypoints (canonical). The keypoint box is scaled
-    to a log-uniform fraction of the image area in FRAMING, rotated a little,
-    placed inside the image (or, for a close crop, partly past its border),
-    with a mild perspective jitter. Points in `keep` (indices) are kept inside
-    the image when the placement allows.
-    """
-    w, h = size
-    tilt = 6.0 if shot == "worn" else 12.0
-    theta = np.deg2rad(float(np.clip(rng.normal(0.0, tilt), -2.5 * tilt, 2.5 * tilt)))
-    squeeze = rng.uniform(0.8, 1.0) if shot == "worn" and rng.random() < 0.4 else 1.0
-    c, s = np.cos(theta), np.sin(theta)
-    lin = np.array([[c, -s], [s, c]]) @ np.diag([squeeze, 1.0])
-    q = points @ lin.T
-    lo, hi = q.min(0), q.max(0)
-    box = np.maximum(hi - lo, 1e-3)
-    frac = min(float(np.exp(rng.uniform(np.log(FRAMING[0]), np.log(FRAMING[1] * 1.2)))), FRAMING[1])
-    want = np.sqrt(frac * w * h / (box[0] * box[1]))
-    fit = min(0.97 * w / box[0], 0.97 * h / box[1])
-    # a box too elongated for the target is enlarged past the border (a close crop) until the
-    # points left inside the image cover the target; some images are shifted off-centre anyway
-    scales = [min(want, fit)] + [fit * 1.12 ** i for i in range(1, 12) if fit * 1.12 ** (i - 1) < want]
-    shift = 0.1 if rng.random() < 0.12 else 0.0
-    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
-    corners = src + rng.uniform(-0.012, 0.012, (4, 2)).astype(np.float32) * max(w, h)
-    jitter = cv2.getPerspectiveTransform(src, corners).astype(np.float64)   # mild perspective
-    best = None
-    for scale in scales:
-        size_px = box * scale
-        for _ in range(8):
-            slack = np.array([w, h]) - size_px
-            centre = np.array([w, h]) / 2 + rng.uniform(-0.5, 0.5, 2) * np.abs(slack)
-            centre += rng.normal(0.0, shift, 2) * size_px
-            a = np.eye(3)
-            a[:2, :2] = scale * lin
-            a[:2, 2] = centre - scale * (lo + hi) / 2
-            xy = apply_homography(jitter @ a, points)
-            inside = _inside(xy, size)
-            if not inside[keep].all() or inside.sum() < 2:
-                continue
-            got = np.prod(xy[inside].max(0) - xy[inside].min(0)) / (w * h)
-            if best is None or abs(np.log(got / frac)) < best[0]:
-                best = (abs(np.log(got / frac)), a, scale)
-            break
-        if best is not None and best[0] < 0.1:
-            break
-    if best is None:
-        scale = fit
-        a = np.eye(3)
-        a[:2, :2] = scale * lin
-        a[:2, 2] = np.array([w, h]) / 2 - scale * (lo + hi) / 2
-    else:
-        _, a, scale = best
-    return jitter @ a, frac
 
 
 def _inside(xy: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -322,7 +333,7 @@ def draw_garment(rng: np.random.Generator, canvas: Canvas, g: Garment, look: Loo
     """
     part = parts[0] if label else None
     polys = [g.parts[i] for i in parts]
-    box = canvas.box([apply_homography(canvas.hom, p) for p in polys], 3 * soft + 2)
+    box = canvas.box([to_image(canvas.hom, p) for p in polys], 3 * soft + 2)
     fill = canvas.mask(polys, box=box)
     with_body = 0 in parts
     opening = Alpha(canvas.mask(g.openings, box=box).a * fill.a if g.openings and with_body
@@ -343,7 +354,7 @@ def draw_garment(rng: np.random.Generator, canvas: Canvas, g: Garment, look: Loo
     for line in g.lines if with_body else []:
         canvas.line(line, seam, 0.006)
     for dot in g.dots if with_body else []:
-        c = _fixed(apply_homography(canvas.hom, dot))
+        c = _fixed(to_image(canvas.hom, dot))
         cv2.circle(canvas.image, (int(c[0]), int(c[1])), int(max(1.5, 0.012 * canvas.px) * _SCALE),
                    tuple(float(v) for v in seam), -1, cv2.LINE_AA, _SHIFT)
     if look.outline:
@@ -420,8 +431,10 @@ def garment_passes(g: Garment, front_arms: bool) -> List[Optional[List[int]]]:
     Tops: sleeves of arms behind the back (or folded behind), the body, the
     forearms in front, the other sleeves. Other garments: their one part.
     """
-    if len(g.parts) < 3:
+    if g.category not in TOPS:
         return [[i] for i in range(len(g.parts))]
+    if len(g.parts) < 3:                                   # sleeveless
+        return [[0]] + ([None] if front_arms else [])
     behind = [1 + i for i, pose in enumerate(g.pose) if pose in BEHIND_POSES]
     front = [1 + i for i, pose in enumerate(g.pose) if pose not in BEHIND_POSES]
     return [[i] for i in behind] + [[0]] + ([None] if front_arms else []) + [[i] for i in front]
@@ -434,7 +447,9 @@ class Scene:
     size: (width, height) pixels; shot: one of SHOTS; skeleton: the figure's
     (drawn only for worn shots, `body` its polygons); garment: the labelled one;
     second / place: an unlabelled garment and where it goes ("under", "over",
-    "beside"); hom: canonical -> image pixels; framing: target box fraction.
+    "beside"); hom: canonical -> image pixels (a `Warp`); framing: the keypoint
+    box's share of the image area; present: (K,) bool, the labelled keypoints
+    annotated (the others are absent, `-1_-1_-1`).
     """
 
     size: Tuple[int, int]
@@ -444,17 +459,34 @@ class Scene:
     garment: Garment
     second: Optional[Garment]
     place: str
-    hom: np.ndarray
+    hom: "Warp"
     framing: float
+    present: np.ndarray
+
+
+def _sleeveless(category: str, present: np.ndarray) -> bool:
+    """A top whose four cuffs are all absent is drawn without sleeves."""
+    names = CATEGORY_KEYPOINTS[category]
+    cuffs = [i for i, n in enumerate(names) if n.startswith("cuff_")]
+    return bool(cuffs) and not present[cuffs].any()
 
 
 def build_scene(rng: np.random.Generator, category: str) -> Scene:
-    """Choose the image size, shot, figure, garments and framing of one image."""
-    size = IMAGE_SIZES[int(rng.choice(len(IMAGE_SIZES), p=IMAGE_SIZE_P))]
+    """Choose the image size, layout, shot, figure, garments and warp of one image."""
+    model = real_model.load()
+    size = model.sample_size(rng, category)
+    target, present, frac = model.sample_layout(rng, category, size)
     shot = SHOTS[int(rng.choice(len(SHOTS), p=SHOT_P))]
     worn = shot == "worn"
-    sk = sample_skeleton(rng, flat=not worn)
-    g = make_garment(rng, category, sk)
+    sleeves = not _sleeveless(category, present)
+    best = None
+    for _ in range(CANDIDATES):
+        sk = sample_skeleton(rng, flat=not worn)
+        g = make_garment(rng, category, sk, sleeves=sleeves)
+        sim, err = similarity(g.keypoint_array(), target)
+        if best is None or err < best[0]:
+            best = (err, sk, g, sim)
+    _, sk, g, sim = best
     second, place = second_garment(rng, category, shot)
     g2 = None
     if second:
@@ -465,11 +497,9 @@ def build_scene(rng: np.random.Generator, category: str) -> Scene:
         g2 = make_garment(rng, second, sk2, "hole" if category == "dress" else None, tucked)
         if place == "beside":
             _beside(rng, g, g2)
-    names = CATEGORY_KEYPOINTS[category]
-    keep = [names.index(n) for n in NORMALIZER[category]] if rng.random() < 0.97 else []
-    hom, frac = frame_scene(rng, g.keypoint_array(), size, shot, np.array(keep, int))
+    hom = Warp(sim, g.keypoint_array(), target)
     body = body_parts(rng, sk) if worn else None
-    return Scene(size, shot, sk, body, g, g2, place, hom, frac)
+    return Scene(size, shot, sk, body, g, g2, place, hom, frac, present)
 
 
 def draw_scene(rng: np.random.Generator, scene: Scene) -> Tuple[Canvas, np.ndarray]:
@@ -500,7 +530,7 @@ def draw_scene(rng: np.random.Generator, scene: Scene) -> Tuple[Canvas, np.ndarr
         bar = _tone(rng, colour(rng, rng.uniform(40, 200), 30.0), 0.1)
         canvas.paint(canvas.mask(_hanger(sk, scene.garment.category in TOPS), 0.7), bar)
     g, g2 = scene.garment, scene.second
-    xy = np.rint(apply_homography(scene.hom, g.keypoint_array())).astype(np.int64)
+    xy = np.rint(to_image(scene.hom, g.keypoint_array())).astype(np.int64)
     inside = _inside(xy, scene.size)
     canvas.track(np.where(inside[:, None], xy, -1), g.keypoint_parts())
     order = ([(g2, look2, False)] if g2 is not None and scene.place != "over" else []) \
@@ -541,13 +571,19 @@ def render_sample(rng: np.random.Generator, category: str) -> Sample:
     canvas, own = draw_scene(rng, scene)
     image = finish(rng, canvas.image)
     kps = np.full((NUM_KEYPOINTS, 3), -1, dtype=np.int64)
+    drawn = canvas.point_cover > 0.5
+    extra, uncover = real_model.load().occlusion_flips(category)
+    u = rng.random(len(drawn))
+    occluded = np.where(drawn, u >= uncover, u < extra)
+    present = scene.present & (canvas.points[:, 0] >= 0)
     for j, name in enumerate(CATEGORY_KEYPOINTS[category]):
-        x, y = canvas.points[j]
-        if x >= 0:
-            kps[KEYPOINT_INDEX[name]] = (x, y, 0 if canvas.point_cover[j] > 0.5 else 1)
+        if present[j]:
+            x, y = canvas.points[j]
+            kps[KEYPOINT_INDEX[name]] = (x, y, 0 if occluded[j] else 1)
     meta = {"shot": scene.shot, "figure": scene.shot == "worn",
             "second": scene.second.category if scene.second is not None else None,
             "second_place": scene.place or None,
             "quality": int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1)),
-            "framing_target": scene.framing}
+            "framing_target": scene.framing,
+            "present": present.tolist(), "drawn_occluded": drawn.tolist()}
     return Sample(image, kps, own > 0.5, meta)
