@@ -15,6 +15,8 @@ SYNTH_TRAIN ?= 160
 SYNTH_TEST  ?= 40
 SYNTH_WARM  ?= 0
 SYNTH_SEED  ?= 0
+# a real annotation CSV: realism.json and data-preview show its figures beside the synthetic ones
+REAL_ANN    ?=
 # TensorFlow build (README, "GPU"): GPU=1 installs the CUDA build, GPU=0 the CPU build; by default
 # GPU=1 where `nvidia-smi -L` lists a GPU. TF_PACKAGE names the requirement itself (overrides both).
 ifeq ($(origin GPU),undefined)
@@ -23,6 +25,14 @@ endif
 TF_CPU_PACKAGE := $(if $(filter x86_64 amd64,$(shell uname -m)),tensorflow-cpu>=2.16,tensorflow>=2.16)
 TF_GPU_PACKAGE := tensorflow[and-cuda]>=2.16
 TF_PACKAGE ?= $(if $(filter 1,$(GPU)),$(TF_GPU_PACKAGE),$(TF_CPU_PACKAGE))
+# Pinned installs (README, "Installs"): by default `make install` installs a lock file (exact
+# versions, sha256 of every file) with `pip --require-hashes`: requirements.lock for the CPU build
+# on x86_64, requirements-gpu.lock for GPU=1. LOCK= (empty) or a TF_PACKAGE of your own installs
+# the ranges of requirements.txt instead. `make lock` rewrites both lock files from those ranges.
+LOCK_CPU := requirements.lock
+LOCK_GPU := requirements-gpu.lock
+LOCK_DEFAULT := $(if $(filter file,$(origin TF_PACKAGE)),$(if $(filter 1,$(GPU)),$(LOCK_GPU),$(if $(filter x86_64 amd64,$(shell uname -m)),$(LOCK_CPU))))
+LOCK ?= $(LOCK_DEFAULT)
 PYTHON ?= python3
 BENCH_MODE ?= full
 SCALE ?= 1
@@ -36,12 +46,12 @@ TF_OTHER := $(filter-out $(TF_DIST),tensorflow tensorflow-cpu)
 # $(TF_VARIANT) holds TF_PACKAGE and is rewritten only when it changes, so switching GPU=
 # (or TF_PACKAGE) reinstalls; `make -n` writes nothing but still plans the reinstall.
 TF_VARIANT := $(VENV)/.tf-variant
-TF_VARIANT_CHANGED := $(shell test "$$(cat $(TF_VARIANT) 2>/dev/null)" = '$(TF_PACKAGE)' || echo yes)
+TF_VARIANT_CHANGED := $(shell test "$$(cat $(TF_VARIANT) 2>/dev/null)" = '$(TF_PACKAGE) $(LOCK)' || echo yes)
 ifneq ($(TF_VARIANT_CHANGED),)
 ifneq ($(findstring n,$(firstword -$(MAKEFLAGS))),)
 TF_VARIANT := _tf-variant-changed
 else
-_ := $(shell mkdir -p $(VENV) && printf '%s\n' '$(TF_PACKAGE)' > $(TF_VARIANT))
+_ := $(shell mkdir -p $(VENV) && printf '%s\n' '$(TF_PACKAGE) $(LOCK)' > $(TF_VARIANT))
 endif
 endif
 OVERRIDES := $(foreach s,$(SET),--set $(s))
@@ -55,7 +65,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
 
-.PHONY: help install doctor test-multiworker bench-input _tf-variant-changed data data-preview preprocess baseline train train-all predict ensemble stack submit score \
+.PHONY: help install lock doctor export predict-dir test-multiworker bench-input _tf-variant-changed data data-preview preprocess baseline train train-all predict ensemble stack submit score \
         report demo test bench clean leaderboard compare score-file rehearse _preprocess _baseline _train-all _predict _ensemble _stack \
         _submit _publish _score _report _train
 
@@ -64,6 +74,7 @@ help:
 	@echo "make test        run the test suite"
 	@echo "make test-multiworker  two MultiWorkerMirroredStrategy workers on 127.0.0.1 (slow; CI runs it)"
 	@echo "make install     build .venv from requirements.txt + TensorFlow (GPU=1: CUDA build; automatic for other targets)"
+	@echo "make lock        rewrite requirements.lock / requirements-gpu.lock (exact versions + hashes) from requirements.txt"
 	@echo "make doctor      what TensorFlow sees: devices, precision and strategy \`auto\` picks, threads"
 	@echo "make data        write the synthetic dataset into INPUT (never over real data)"
 	@echo "make data-preview  contact sheet of 20 training images with labels -> OUTPUT/data_preview.png"
@@ -80,6 +91,8 @@ help:
 	@echo "make compare A=run1 B=run2   per category/keypoint: B vs A, paired bootstrap interval, significant?"
 	@echo "make score-file PRED=file.csv NAME=label [TRUTH=answers.csv]  any submission file's test NE -> OUTPUT/leaderboard.csv"
 	@echo "make report      PNG plots and OUTPUT/runs/<run>/report/index.html"
+	@echo "make export RUN=<run>   self-contained bundle: models (.keras, SavedModel, TFLite, ONNX), configs, card -> OUTPUT/export/<run>/, .tar.gz"
+	@echo "make predict-dir BUNDLE=<dir> IMAGES=<dir> [CATEGORY=c]   predict a folder from a bundle alone -> PRED_CSV"
 	@echo "make bench       benchmarks -> OUTPUT/bench/results.json, docs/benchmarks.md"
 	@echo "make bench-input   JSON: training-input img/s at CONFIG's input size, per core and all cores"
 	@echo "make rehearse SCALE=0.1  preprocess/predict at the real set's size x SCALE -> OUTPUT/rehearse/, docs/benchmarks.md"
@@ -88,13 +101,34 @@ help:
 # ------------------------------------------------------------------ install
 # tensorflow and tensorflow-cpu share one package directory: never both. Switching removes the
 # other variant and the wanted one (its files may be the other's), then installs the wanted one.
-$(STAMP): requirements.txt $(TF_VARIANT)
+$(STAMP): requirements.txt $(LOCK) $(TF_VARIANT)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@for other in $(TF_OTHER); do if $(PY) -m pip show -q $$other >/dev/null 2>&1; then \
 		echo "install: removing $$other (installing $(TF_PACKAGE))"; \
 		$(PY) -m pip uninstall -q -y $$other $(TF_DIST) >/dev/null 2>&1; fi; done
+ifneq ($(LOCK),)
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes -r $(LOCK)
+else
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt '$(TF_PACKAGE)'
+endif
 	@touch $@
+
+# rewrite both lock files from requirements.txt's ranges (newest versions that satisfy them),
+# with uv in its own environment so that .venv holds exactly a lock; LOCK_ARGS e.g. --upgrade-package numpy
+LOCK_ARGS ?= --upgrade
+LOCK_PY   ?= 3.11
+UV := .venv-lock/bin/uv
+$(UV):
+	$(PYTHON) -m venv .venv-lock && .venv-lock/bin/python -m pip install -q --disable-pip-version-check uv
+lock: $(UV)
+	@set -e; for build in "$(LOCK_CPU)|$(TF_CPU_PACKAGE)" "$(LOCK_GPU)|$(TF_GPU_PACKAGE)"; do \
+		file=$${build%%|*}; tf=$${build#*|}; in=.venv-lock/$$file.in; \
+		{ grep -v '^[[:space:]]*#' requirements.txt | grep .; echo "$$tf"; } > $$in; \
+		$(UV) pip compile $$in $(LOCK_ARGS) --generate-hashes --python-version $(LOCK_PY) \
+			--python-platform x86_64-manylinux_2_28 --no-header --quiet -o $$file; \
+		sed -i '/^# .*(make lock)$$/d' $$file; \
+		sed -i "1i # $$file: requirements.txt + $$tf resolved for Python $(LOCK_PY), x86_64 Linux (make lock)" $$file; \
+		echo "lock: $$file ($$(grep -c '==' $$file) pins)"; done
 
 install: $(STAMP)
 
@@ -103,15 +137,16 @@ _tf-variant-changed:
 
 doctor: $(STAMP)
 	@$(PY) -m pipeline.hardware $(CFG_ARGS)
+	@$(if $(LOCK),$(PY) -m pipeline.lockfile check $(LOCK) || true,echo "lock: none (installed from requirements.txt's ranges)")
 
 # ------------------------------------------------------------------ data
 data: $(STAMP)
 	$(PY) -m pipeline.synth --out $(INPUT) --train-per-cat $(SYNTH_TRAIN) --test-per-cat $(SYNTH_TEST) \
-		--warm-per-cat $(SYNTH_WARM) --seed $(SYNTH_SEED)
+		--warm-per-cat $(SYNTH_WARM) --seed $(SYNTH_SEED)$(if $(REAL_ANN), --real-ann $(REAL_ANN))
 
 data-preview: $(STAMP)
 	@if ! ls $(INPUT)/*/Annotations/*.csv >/dev/null 2>&1; then $(MAKE) --no-print-directory data; fi
-	$(PY) -m pipeline.synth.preview --input $(INPUT) --out $(OUTPUT)/data_preview.png
+	$(PY) -m pipeline.synth.preview --input $(INPUT) --out $(OUTPUT)/data_preview.png$(if $(REAL_ANN), --real-ann $(REAL_ANN))
 
 # ------------------------------------------------------------------ stages
 # Every stage is a file target. While make reads this file, `pipeline.artifacts stamps` writes
@@ -230,6 +265,19 @@ demo: $(STAMP)
 		"report $(OUTPUT)/runs/$(RUN)/report/index.html"
 
 DEMO_JOBS ?= 2
+
+# ------------------------------------------------------------------ releases
+# a self-contained bundle of the run's ensemble (OUTPUT/export/<run>/ and .tar.gz; pipeline/bundle.py)
+BUNDLE ?= $(OUTPUT)/export/$(RUN)
+IMAGES ?= $(INPUT)/test/Images
+CATEGORY ?=
+PRED_CSV ?= $(OUTPUT)/predict_dir/$(notdir $(BUNDLE)).csv
+export: $(STAMP)
+	$(PY) -m pipeline.bundle --output $(OUTPUT) --run $(RUN) $(if $(filter 0,$(RUNTIMES)),--keras-only)
+
+# predict a folder of images (<category>/*.jpg, or CATEGORY= for all) from a bundle alone -> PRED_CSV
+predict-dir: $(STAMP)
+	$(PY) -m pipeline.bundle --bundle $(BUNDLE) --images $(IMAGES) $(if $(CATEGORY),--category $(CATEGORY)) --out $(PRED_CSV)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

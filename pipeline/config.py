@@ -136,6 +136,7 @@ class StackConfig:
 @dataclasses.dataclass(frozen=True)
 class SubmitConfig:
     fallback: str = ""             # run whose predictions fill categories this run lacks ("": the mean-shape baseline)
+    max_models: int = 0            # refuse a submission needing more trained networks (0: no limit; pipeline/networks.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +214,8 @@ class Config:
 _UNSET = object()
 #: Keys added after records existed, left out of stage settings while they hold this value (what
 #: the code did before they existed): records made before them stay current, nothing retrains.
-NEUTRAL: Dict[Tuple[str, str], Any] = {("train", "joint"): False, ("train", "val_images"): 0}
+NEUTRAL: Dict[Tuple[str, str], Any] = {("train", "joint"): False, ("train", "val_images"): 0,
+                                       ("submit", "max_models"): 0}
 
 #: What each stage's outputs depend on: section → key list, "*" (all), or ("-", excluded keys...).
 #: Settings that only change speed or placement (threads, batch size of inference, jobs,

@@ -42,7 +42,7 @@ INTERVAL_COLUMNS = ["cv_ne_lo", "cv_ne_hi", "test_ne_lo", "test_ne_hi",
 #: `make score-file` made from any submission file (its CV columns stay empty)
 LEADERBOARD_COLUMNS = (["name", "categories", "cv_ne", "test_ne"] + [f"cv_ne_{c}" for c in CATEGORIES]
                        + ["n_points", "n_images_skipped", "created", "config_hash"] + INTERVAL_COLUMNS
-                       + [f"test_ne_{c}" for c in CATEGORIES] + ["source"])
+                       + [f"test_ne_{c}" for c in CATEGORIES] + ["source", "models"])
 SPLITS = ("cv", "test")
 
 
@@ -195,6 +195,9 @@ def score_and_report(output, name: str, categories: Sequence[str], config_hash: 
         save_npz(errors_path(output, row["name"]),
                  **{f"{split}_{k}": v for split, e in result["errors"].items() for k, v in e.items()})
         write_record(record, inputs, row=row, **result["details"])
+    from .networks import run_networks
+
+    row = dict(row, models=len(run_networks(output, name, categories)))  # of the files used now
     update_leaderboard(output, row)
     return row
 
@@ -375,6 +378,7 @@ def format_board(board: pd.DataFrame) -> str:
     for c in CATEGORIES:
         shown[f"cv_ne_{c}"] = board[f"cv_ne_{c}"]
     shown["n_points"] = board["n_points"]
+    shown["models"] = board["models"]
     text = shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
     return text + ("\n[..]: 95 % bootstrap interval over images (1000 resamples); vs best: NE minus that of the"
                    " lowest-CV row over the same categories, paired over the same images; * = interval excludes 0")

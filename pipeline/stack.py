@@ -20,7 +20,9 @@ corrected from their own features, and the k corrected predictions are
 averaged (fold-averaged features would have a smaller spread and flip
 disagreement than any the stacker was fitted on; docs/decisions.md).
 
-Writes runs/<name>/<cat>/oof_stack.csv and test_stack.csv, runs/<name>/stack.json
+Writes runs/<name>/<cat>/oof_stack.csv and test_stack.csv, the test-time boosters
+runs/<name>/<cat>/stacker.json (LightGBM model text; `apply_stacker` is the one test-time
+path, of `make stack` and of exported bundles), runs/<name>/stack.json
 (CV NE of both, the relative gain and whether the submission uses the
 stacker: `stack.mode` on | off | auto — auto uses it only when it beats
 plain averaging), and runs/<name>/report/stack_importance.png.
@@ -39,6 +41,7 @@ import pandas as pd
 
 from .config import Config, config_from_args, stage_parser
 from .artifacts import is_current, write_record
+from .fsutil import write_text_atomic
 from .keypoints import CATEGORY_KEYPOINTS, category_indices, normalizer_local_indices
 from .predictions import fold_dir, load_npz, read_category_csv, run_dir, write_category_csv
 from .preprocess import run_data
@@ -56,6 +59,16 @@ def _align(ids: np.ndarray, arrays: Dict[str, np.ndarray], wanted: np.ndarray, w
     return {k: v[order] for k, v in arrays.items()}
 
 
+def stack_arrays(pred: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """One fold model's predictions (predict.predict_category's arrays, or a prediction file) with
+    every feature the stacker reads: without flip TTA the plain pass stands in for the variants."""
+    pred = dict(pred)
+    for key in list(VARIANTS) + list(PEAK_FEATURES):
+        if key not in pred:
+            pred[key] = pred["xy_plain"] if key.startswith("xy_") else np.zeros(pred["score"].shape)
+    return pred
+
+
 def member_arrays(output, member: str, category: str, k: int, split: str, wanted: np.ndarray,
                   fold: int = None) -> Dict:
     """A member's variants and peak features aligned with `wanted` ids.
@@ -66,11 +79,7 @@ def member_arrays(output, member: str, category: str, k: int, split: str, wanted
     """
     keys = [v for v in VARIANTS] + list(PEAK_FEATURES)
     folds = range(k) if split == "oof" else [fold]
-    parts = [load_npz(fold_dir(output, member, category, f) / f"{split}.npz") for f in folds]
-    for p in parts:
-        for key in keys:
-            if key not in p:  # no flip TTA: the plain pass stands in for the variants
-                p[key] = p["xy_plain"] if key.startswith("xy_") else np.zeros(p["score"].shape)
+    parts = [stack_arrays(load_npz(fold_dir(output, member, category, f) / f"{split}.npz")) for f in folds]
     ids = np.concatenate([p["image_id"] for p in parts])
     arrays = {key: np.concatenate([p[key] for p in parts]) for key in keys + ["xy"]}
     return _align(ids, arrays, wanted, f"{split} of {member}/{category}")
@@ -118,13 +127,15 @@ def features(ens_xy: np.ndarray, members: Sequence[Dict], sizes: np.ndarray, cat
 
 
 def _fit_predict(x_fit, y_fit, x_apply, cfg: Config):
-    """Fit dx and dy regressors; return (corrections (N, 2) scaled by stack.shrink, gain importances (F,))."""
+    """Fit dx and dy regressors; return (corrections (N, 2) scaled by stack.shrink, gain importances (F,),
+    the two fitted boosters as LightGBM model text, or None when too few rows were fitted)."""
     import lightgbm as lgb
 
     out = np.zeros((len(x_apply), 2))
     importance = np.zeros(x_fit.shape[1])
     if len(x_fit) < 20:
-        return out, importance
+        return out, importance, None
+    texts = []
     for axis in range(2):
         model = lgb.LGBMRegressor(objective=cfg.stack.objective, n_estimators=cfg.stack.n_estimators,
                                   learning_rate=cfg.stack.learning_rate, num_leaves=cfg.stack.num_leaves,
@@ -135,19 +146,57 @@ def _fit_predict(x_fit, y_fit, x_apply, cfg: Config):
         if len(x_apply):
             out[:, axis] = cfg.stack.shrink * model.predict(x_apply)
         importance += model.booster_.feature_importance("gain")
-    return out, importance
+        texts.append(model.booster_.model_to_string())
+    return out, importance, texts
 
 
-def _keypoint_job(k, x_train, y_train, has_truth, folds, x_test, n_folds, cfg):
-    """Nested-CV OOF corrections and full-fit test corrections of one keypoint."""
+def _keypoint_job(k, x_train, y_train, has_truth, folds, n_folds, cfg):
+    """Nested-CV OOF corrections and the full-fit (test-time) boosters of one keypoint."""
     oof = np.zeros((len(x_train), 2))
     for f in range(n_folds):
         fit = (folds != f) & has_truth
         apply = folds == f
-        oof[apply], _ = _fit_predict(x_train[fit], y_train[fit], x_train[apply], cfg)
-    test, importance = _fit_predict(x_train[has_truth], y_train[has_truth],
-                                    x_test if x_test is not None else x_train[:0], cfg)
-    return k, oof, test, importance
+        oof[apply], _, _ = _fit_predict(x_train[fit], y_train[fit], x_train[apply], cfg)
+    _, importance, texts = _fit_predict(x_train[has_truth], y_train[has_truth], x_train[:0], cfg)
+    return k, oof, texts, importance
+
+
+def stacker_path(output, name: str, category: str) -> Path:
+    """The test-time stacker of one category: runs/<name>/<category>/stacker.json."""
+    return run_dir(output, name) / category / "stacker.json"
+
+
+def load_stacker(path) -> Dict:
+    """{"shrink": float, "keypoints": [None | [dx booster, dy booster]]} from a stacker.json
+    (boosters rebuilt from their LightGBM model text)."""
+    import lightgbm as lgb
+
+    saved = json.loads(Path(path).read_text())
+    return {"shrink": saved["shrink"],
+            "keypoints": [None if t is None else [lgb.Booster(model_str=s) for s in t] for t in saved["keypoints"]]}
+
+
+def apply_stacker(stacker: Dict, fold_members: Sequence[Sequence[Dict]], sizes: np.ndarray,
+                  category: str) -> np.ndarray:
+    """Stacked test keypoints (M, K, 2), original pixels, from single fold models' predictions.
+
+    fold_members[f][m]: member m's fold-f arrays (`xy`, VARIANTS, PEAK_FEATURES, each (M, K[, 2]))
+    for the M images of `category`, sizes (M, 2). Per fold the members' `xy` are averaged and
+    corrected from the features of those same single models (as the OOF rows the stacker was
+    fitted on); the corrected folds are averaged. The one test-time path of `make stack` and of
+    exported bundles (pipeline/bundle.py).
+    """
+    corrected = []
+    for members in fold_members:
+        f_xy = np.mean([a["xy"] for a in members], axis=0)
+        x_f, _, s_f = features(f_xy, members, sizes, category)
+        f_xy = f_xy.copy()
+        for j, boosters in enumerate(stacker["keypoints"]):
+            if boosters is not None and len(f_xy):
+                corr = np.stack([stacker["shrink"] * b.predict(x_f[j]) for b in boosters], 1)
+                f_xy[:, j] += corr * s_f[:, None]
+        corrected.append(f_xy)
+    return np.mean(corrected, axis=0)
 
 
 def stack_category(output, cfg: Config, name: str, members: Sequence[str], category: str, train, folds,
@@ -163,43 +212,32 @@ def stack_category(output, cfg: Config, name: str, members: Sequence[str], categ
     _, ens_xy, ens_score = read_category_csv(run_dir(output, name) / category / "oof.csv", category)
     oof_members = [member_arrays(output, m, category, k, "oof", ids) for m in members]
     x_train, col_names, s_hat = features(ens_xy, oof_members, sizes, category)
-    test_parts = None
-    if test is not None:
-        # per fold: the fold-f models' test predictions, averaged over members, are corrected from
-        # features of those same single models (as in OOF); the corrected folds are then averaged
-        t_mask = test.category == category
-        t_ids, t_xy, t_score = read_category_csv(run_dir(output, name) / category / "test.csv", category)
-        t_sizes = test.sizes[t_mask]
-        per_fold = []
-        for f in range(k):
-            t_members = [member_arrays(output, m, category, k, "test", t_ids, fold=f) for m in members]
-            f_xy = np.mean([a["xy"] for a in t_members], axis=0)
-            x_f, _, s_f = features(f_xy, t_members, t_sizes, category)
-            per_fold.append((f_xy, x_f, s_f))
-        test_parts = (t_ids, t_xy, t_score, per_fold)
     jobs = []
     for j in range(truth.shape[1]):
         has_truth = truth[:, j, 2] >= 0
         y = (truth[:, j, :2] - ens_xy[:, j]) / s_hat[:, None]
-        x_test = None if test_parts is None else np.concatenate([x_f[j] for _, x_f, _ in test_parts[3]])
-        jobs.append(delayed(_keypoint_job)(j, x_train[j], y, has_truth, fold_of, x_test, k, cfg))
+        jobs.append(delayed(_keypoint_job)(j, x_train[j], y, has_truth, fold_of, k, cfg))
     results = Parallel(n_jobs=cfg.stack.jobs)(jobs)
     oof_xy = ens_xy.copy()
     importance = np.zeros(len(col_names))
-    if test_parts is not None:
-        n_test = len(test_parts[0])
-        t_fold_xy = np.stack([f_xy for f_xy, _, _ in test_parts[3]])          # (k, M, K, 2)
-        t_fold_s = np.stack([s_f for _, _, s_f in test_parts[3]])             # (k, M)
-    for j, oof_corr, test_corr, imp in results:
+    boosters = [None] * truth.shape[1]
+    for j, oof_corr, texts, imp in results:
         oof_xy[:, j] += oof_corr * s_hat[:, None]
-        if test_parts is not None:
-            t_fold_xy[:, :, j] += test_corr.reshape(k, n_test, 2) * t_fold_s[..., None]
+        boosters[j] = texts
         importance += imp / max(imp.sum(), 1e-12)
-    t_xy_new = None if test_parts is None else t_fold_xy.mean(0)
+    write_text_atomic(stacker_path(output, name, category),
+                      json.dumps({"shrink": cfg.stack.shrink, "keypoints": boosters}))
     write_category_csv(run_dir(output, name) / category / "oof_stack.csv", ids, category, oof_xy, ens_score)
-    if test_parts is not None:
-        write_category_csv(run_dir(output, name) / category / "test_stack.csv", test_parts[0], category,
-                           t_xy_new, test_parts[2])
+    if test is not None:
+        # per fold: the fold-f models' test predictions, averaged over members, are corrected from
+        # features of those same single models (as in OOF); the corrected folds are then averaged
+        t_mask = test.category == category
+        t_ids, _, t_score = read_category_csv(run_dir(output, name) / category / "test.csv", category)
+        fold_members = [[member_arrays(output, m, category, k, "test", t_ids, fold=f) for m in members]
+                        for f in range(k)]
+        t_xy = apply_stacker(load_stacker(stacker_path(output, name, category)), fold_members,
+                             test.sizes[t_mask], category)
+        write_category_csv(run_dir(output, name) / category / "test_stack.csv", t_ids, category, t_xy, t_score)
     return {"importance": pd.Series(importance, index=col_names)}
 
 
@@ -230,7 +268,8 @@ def run_stack(output, cfg: Config, name: str, members: Sequence[str]) -> Dict:
 
     record = run_dir(output, name) / "stack.json"
     inputs = stack_inputs(output, cfg, name)
-    if is_current(record, inputs):
+    stackers = [stacker_path(output, name, c) for c in ensemble_categories(output, name)]
+    if is_current(record, inputs, stackers):
         result = json.loads(record.read_text())
         print(f"stack {name}: up to date")
         return result

@@ -300,10 +300,12 @@ def plan_submission(output, name: str, categories: Sequence[str], fallback: str,
     return plan
 
 
-def submit_run(output, name: str, categories: Sequence[str], fallback: str) -> Dict:
+def submit_run(output, name: str, categories: Sequence[str], fallback: str, max_models: int = 0) -> Dict:
     """Write runs/<name>/submission.csv (validated) unless submit.json records the same inputs.
 
-    Returns the submit record (inputs, plan: run → categories, n_rows).
+    ValueError (nothing written) when its plan needs more than `max_models` (> 0) trained
+    networks (pipeline/networks.py). Returns the submit record (inputs, plan: run → categories,
+    n_rows, models).
     """
     from .artifacts import file_id, is_current, write_record
     from .predictions import run_dir
@@ -314,12 +316,16 @@ def submit_run(output, name: str, categories: Sequence[str], fallback: str) -> D
     if test is None:
         raise FileNotFoundError(f"no test set in {prep.ds_dir} (INPUT has no test/test.csv)")
     plan = plan_submission(output, name, categories, fallback, test.category)
+    from .networks import check_limit, submission_networks
+
+    n_models = submission_networks(output, plan)
+    check_limit(n_models, max_models, f"submission of run {name!r}")
     inputs = {"plan": plan, "runs": {run: _run_inputs(output, run) for run in plan},
               "test_csv": file_id(prep.test_csv)}
     path = run_dir(output, name) / "submission.csv"
     record = run_dir(output, name) / "submit.json"
     if is_current(record, inputs, [path]):
-        return json.loads(record.read_text())
+        return dict(json.loads(record.read_text()), models=n_models)
     xy = np.full((len(test.image_id), NUM_KEYPOINTS, 2), np.nan)
     for run, cats in plan.items():
         if cats:
@@ -327,7 +333,7 @@ def submit_run(output, name: str, categories: Sequence[str], fallback: str) -> D
             rows = np.isin(test.category, cats)
             xy[rows] = part[rows]
     write_submission(path, prep.test_csv, test.image_id, test.category, xy, test.sizes)
-    return write_record(record, inputs, plan=plan, n_rows=int(len(test.image_id)))
+    return dict(write_record(record, inputs, plan=plan, n_rows=int(len(test.image_id))), models=n_models)
 
 
 def publish(source: Path, target: Path) -> bool:
@@ -367,7 +373,7 @@ def main(argv=None) -> int:
     name, _ = cfg.ensemble_target(args.run or cfg.name)
     fallback = cfg.submit.fallback or baseline_name(cfg)
     try:
-        record = submit_run(args.output, name, cfg.data.categories, fallback)
+        record = submit_run(args.output, name, cfg.data.categories, fallback, cfg.submit.max_models)
     except (ValueError, FileNotFoundError) as err:
         print(f"submit: error: {err}", file=sys.stderr)
         return 1
@@ -377,7 +383,8 @@ def main(argv=None) -> int:
     plan = record["plan"]
     parts = [f"{run}{' + stacker' if record['inputs']['runs'][run]['use_stack'] else ''}: {', '.join(cats)}"
              for run, cats in plan.items() if cats]
-    print(f"submit: {out} = {source} ({record['n_rows']} rows, validated); predictions of " + "; ".join(parts))
+    print(f"submit: {out} = {source} ({record['n_rows']} rows, validated, {record['models']} trained "
+          f"network(s)); predictions of " + "; ".join(parts))
     if len(plan) > 1:
         print(f"submit: run {name!r} covers only {', '.join(plan[name])}; the other categories come from "
               f"the fallback run {list(plan)[1]!r} (recorded in {run_dir(args.output, name) / 'submit.json'})")

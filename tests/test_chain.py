@@ -113,6 +113,24 @@ def test_predict_ensemble_submit_score(chain):
     assert "tiny" in set(board["name"])
 
 
+def test_models_column_and_limit(chain):
+    """The leaderboard row counts the run's networks (5 categories × 2 folds); submit.max_models
+    under that count refuses the submission, naming it, and writes nothing."""
+    from pipeline.ensemble import run_ensemble
+    from pipeline.predict import run_predict
+    from pipeline.score import score_and_report
+    from pipeline.submit import submit_run
+
+    out, cfg = chain["out"], chain["cfg"]
+    run_predict(out, cfg, "tiny")
+    run_ensemble(out, "tiny", ["tiny"], cfg.data.categories)
+    assert score_and_report(out, "tiny", CATEGORIES, cfg.digest())["models"] == 10
+    with pytest.raises(ValueError, match="needs 10 trained networks, over submit.max_models=9"):
+        submit_run(out, "tiny", CATEGORIES, "meanshape_k2_seed42", max_models=9)
+    assert not (out / "runs/tiny/submission.csv").exists()
+    assert submit_run(out, "tiny", CATEGORIES, "meanshape_k2_seed42", max_models=10)["models"] == 10
+
+
 def test_missing_member_is_an_error(chain):
     from pipeline.ensemble import run_ensemble
 

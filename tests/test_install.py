@@ -20,7 +20,10 @@ if [ "$1 $2" = "-m pip" ]; then
   case "$3" in
     show) grep -qx "$5" "$here/installed"; exit $?;;
     uninstall) for a in "${@:4}"; do case $a in -*) ;; *) sed -i "/^$a\$/d" "$here/installed";; esac; done;;
-    install) for a in "${@:4}"; do case $a in tensorflow*) echo "${a%%[>\[=<]*}" >> "$here/installed";; esac; done;;
+    install) prev=; for a in "${@:4}"; do
+        case $a in tensorflow*) echo "${a%%[>\[=<]*}" >> "$here/installed";; esac
+        case "$prev $a" in "-r "*.lock) grep -o '^tensorflow[a-z-]*' "$a" >> "$here/installed";; esac
+        prev=$a; done;;
   esac
 fi
 """
@@ -53,8 +56,8 @@ def test_gpu_switch_installs_one_variant_and_reinstalls_on_change(venv):
     assert installed(venv) == ["tensorflow-cpu"]
     assert "Nothing to be done" in make(venv, "install", "GPU=0")
     plan = make(venv, "-n", "install", "GPU=1")  # after a CPU install the GPU switch plans a reinstall
-    assert "'tensorflow[and-cuda]>=2.16'" in plan and "pip uninstall" in plan
-    assert (venv / ".tf-variant").read_text().strip() == "tensorflow-cpu>=2.16"  # -n wrote nothing
+    assert "-r requirements-gpu.lock" in plan and "pip uninstall" in plan
+    assert (venv / ".tf-variant").read_text().strip() == "tensorflow-cpu>=2.16 requirements.lock"  # -n wrote nothing
     assert "Nothing to be done" in make(venv, "-n", "install", "GPU=0")
     out = make(venv, "install", "GPU=1")
     assert "removing tensorflow-cpu" in out
@@ -62,6 +65,20 @@ def test_gpu_switch_installs_one_variant_and_reinstalls_on_change(venv):
     assert "Nothing to be done" in make(venv, "install", "GPU=1")
     make(venv, "install", "GPU=0")
     assert installed(venv) == ["tensorflow-cpu"]
+
+
+def test_install_uses_the_lock_of_the_build_unless_told_otherwise(venv):
+    """By default the CPU or GPU lock is installed with hashes; LOCK= or an own TF_PACKAGE: the ranges."""
+    calls = lambda: (venv / "calls").read_text().splitlines()
+    make(venv, "install", "GPU=0")
+    assert any("--require-hashes -r requirements.lock" in c for c in calls())
+    make(venv, "install", "GPU=1")
+    assert "--require-hashes -r requirements-gpu.lock" in calls()[-1] and installed(venv) == ["tensorflow"]
+    make(venv, "install", "GPU=0", "LOCK=")
+    assert "-r requirements.txt tensorflow-cpu>=2.16" in calls()[-1] and "--require-hashes" not in calls()[-1]
+    assert (venv / ".tf-variant").read_text().strip() == "tensorflow-cpu>=2.16"
+    make(venv, "install", "TF_PACKAGE=tensorflow-cpu==2.21.0")
+    assert "tensorflow-cpu==2.21.0" in calls()[-1] and "requirements.lock" not in calls()[-1]
 
 
 def test_tf_package_names_the_requirement(venv):
@@ -85,4 +102,4 @@ def test_make_jobs_reach_the_pipeline(venv):
     for args, expected in ((("-j2",), "2"), ((), "1"), (("-j3",), "3")):
         (venv / "jobs").unlink()
         make(venv, *args, "doctor")
-        assert (venv / "jobs").read_text().split() == [expected], args
+        assert set((venv / "jobs").read_text().split()) == {expected}, args  # hardware + lock check

@@ -307,8 +307,44 @@ def worker_input(config: str, targets: str, seconds: float) -> Dict:
     return input_throughput(load_config(config, [f"train.targets={targets}"]), seconds=seconds)
 
 
+def worker_runtime(work: str, run: str, config: str, category: str, reps: int) -> Dict:
+    """Keras against TFLite and ONNX (pipeline/runtimes.py) through predict's own path (flip TTA,
+    decoding) on the test cache: img/s of each and the largest differences (a fresh demo model)."""
+    from .. import hardware
+    from ..config import load_config
+    from ..models import build_model
+    from ..predict import predict_images
+    from ..preprocess import run_data
+    from ..runtimes import OnnxModel, TFLiteModel, convert, convert_onnx
+
+    cfg = load_config(config)
+    hardware.setup_inference(cfg)
+    cfg = cfg.for_category(category)
+    prep = run_data(work, run, cfg)
+    index = prep.test_index()
+    cache = prep.cache("test")
+    images = np.stack([cache[r] for r in index.cache_row])
+    flip_index = category_flip_index(category)
+    keras_model = build_model(cfg, len(category_indices(category)))
+    threads = cfg.train.threads or hardware.available_cores()
+    runtimes = {"keras": keras_model, "tflite": TFLiteModel(convert(keras_model), threads=threads),
+                "onnx": OnnxModel(convert_onnx(keras_model), threads=threads)}
+    outs = {name: predict_images(m, images, index.params, cfg, flip_index, return_heatmaps=True)
+            for name, m in runtimes.items()}  # also the warm-up
+    times: Dict[str, List[float]] = {}
+    for rep in range(reps):
+        for name, m in runtimes.items():
+            t0 = time.perf_counter()
+            predict_images(m, images, index.params, cfg, flip_index)
+            times.setdefault(name, []).append(time.perf_counter() - t0)
+        print(f"runtime: rep {rep}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+    diff = {k: float(np.abs(outs["keras"]["heatmaps"] - outs[k]["heatmaps"]).max()) for k in ("tflite", "onnx")}
+    px = {k: float(np.abs(outs["keras"]["xy"] - outs[k]["xy"]).max()) for k in ("tflite", "onnx")}
+    return {"n_images": len(images), "seconds": times, "max_heatmap_diff": diff, "max_keypoint_diff_px": px}
+
+
 WORKERS = {"throughput": worker_throughput, "tta": worker_tta, "eval": worker_eval,
-           "preprocess_time": worker_preprocess_time, "input": worker_input}
+           "preprocess_time": worker_preprocess_time, "input": worker_input, "runtime": worker_runtime}
 
 
 # --------------------------------------------------------------------------- steps (bench process)
@@ -486,6 +522,21 @@ def step_tta(bench) -> None:
                  cpu_time_ratio=paired_ratio(cpu["tta"], cpu["plain"]), dtype=r["policy"])
     bench.record("inference_img_per_s_plain", n / min(t["plain"]), n_images=n)
     bench.record("inference_img_per_s_tta", n / min(t["tta"]), n_images=n)
+
+
+def step_runtime(bench) -> None:
+    """Inference img/s of the demo model in Keras, TFLite and ONNX, the same predict path (flip TTA)."""
+    bench.need_data()
+    r = bench.run_worker("runtime", timeout=900, work=str(bench.work), run=DEMO_RUN, config=str(DEMO_CONFIG),
+                         category=THROUGHPUT_CATEGORY, reps=bench.mode.reps)
+    t, n = r["seconds"], r["n_images"]
+    detail = dict(n_images=n, seconds=t, max_heatmap_diff=r["max_heatmap_diff"],
+                  max_keypoint_diff_px=r["max_keypoint_diff_px"])
+    bench.record("keras_img_per_s", n / min(t["keras"]), **detail)
+    bench.record("tflite_img_per_s", n / min(t["tflite"]), **detail)
+    bench.record("onnx_img_per_s", n / min(t["onnx"]), **detail)
+    bench.record("tflite_vs_keras_img_per_s", paired_ratio(t["keras"], t["tflite"]), **detail)
+    bench.record("onnx_vs_keras_img_per_s", paired_ratio(t["keras"], t["onnx"]), **detail)
 
 
 def evaluate(bench, config: Path, run: str, categories: Sequence[str], overrides: Sequence[str] = (),
@@ -677,6 +728,8 @@ STEPS = (
     ("input", step_input, ("input_img_per_s_per_core", "input_img_per_s_all_cores",
                             "input_img_per_s_per_core_host_targets", "input_img_per_s_all_cores_host_targets")),
     ("tta", step_tta, ("tta_time_ratio", "inference_img_per_s_plain", "inference_img_per_s_tta")),
+    ("runtime", step_runtime, ("keras_img_per_s", "tflite_img_per_s", "onnx_img_per_s",
+                               "tflite_vs_keras_img_per_s", "onnx_vs_keras_img_per_s")),
     ("ne", step_ne, ("test_ne_demo", "test_ne_seed_cpm", "test_ne_meanshape", "ne_ratio_vs_meanshape",
                      "ne_ratio_vs_seed")),
     ("heads", step_heads, ("heads_measured",)),

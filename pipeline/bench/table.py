@@ -25,7 +25,8 @@ INFO_KEYS = (
     "train_img_per_s", "bf16_vs_fp32_img_per_s", "model_gflops_per_image", "matmul_gflops_fp32",
     "matmul_gflops_bf16", "inference_img_per_s_plain", "inference_img_per_s_tta", "decode_floor_ne_argmax",
     "input_img_per_s_per_core", "input_img_per_s_all_cores", "input_img_per_s_per_core_host_targets",
-    "input_img_per_s_all_cores_host_targets",
+    "input_img_per_s_all_cores_host_targets", "keras_img_per_s", "tflite_img_per_s", "onnx_img_per_s",
+    "tflite_vs_keras_img_per_s", "onnx_vs_keras_img_per_s",
 )
 
 
