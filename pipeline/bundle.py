@@ -84,7 +84,8 @@ class Ensemble:
                     raise FileNotFoundError(f"{path} missing: run `make ensemble` for run {member!r} first")
                 mcfg = load_config(path)
             models = {}
-            for model in _model_names(mcfg, categories):
+            # train.joint cannot differ per category (config check): the run-level names hold
+            for model in (m for m in joint.model_names(mcfg) if m == joint.JOINT or m in categories):
                 models[model] = [fold_dir(output, member, model, f) / "model.keras" for f in range(mcfg.data.folds)]
             out.append(Member(member, mcfg, models))
         stack = read_record(run_dir(output, name) / "stack.json") or {}
@@ -266,7 +267,6 @@ def export_run(output, name: str, other_runtimes: bool = True, progress: bool = 
     for category, path in live.stackers.items():
         shutil.copyfile(path, tmp / "stacker" / f"{category}.json")
         stackers[category] = f"stacker/{category}.json"
-    cfg0 = live.members[0].cfg
     meta = {
         "version": BUNDLE_VERSION, "name": name, "categories": live.categories, "members": members_meta,
         "stackers": stackers, "models": len(run_networks(output, name, live.categories)),
@@ -329,8 +329,8 @@ def model_card(meta: Dict, live: Ensemble) -> str:
                      f"{' joint' if t.joint else ''} | {m.cfg.model.input_size}"
                      f"{' + crop' if m.cfg.crop.enabled else ''} | {budget} | {trained} | {m.cfg.data.folds} |")
     lines += ["", "## Run it", "", "```",
-              f"python -m pipeline.predict_image --bundle <this directory> --category dress IMAGE.jpg",
-              f"make predict-dir BUNDLE=<this directory> IMAGES=<dir with <category>/*.jpg> [CATEGORY=dress]",
+              "python -m pipeline.predict_image --bundle <this directory> --category dress IMAGE.jpg",
+              "make predict-dir BUNDLE=<this directory> IMAGES=<dir with <category>/*.jpg> [CATEGORY=dress]",
               "```", "",
               f"Made with {', '.join(f'{k} {v}' for k, v in meta['versions'].items())} on {meta['created']}.",
               "Versions: `requirements.lock` of the repository that exported it.", ""]

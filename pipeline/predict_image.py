@@ -20,11 +20,6 @@ from .keypoints import CATEGORIES
 from .images import ImageError  # stored frame: EXIF orientation ignored
 
 
-def predict_one(image_path, category: str, output, cfg, run: str) -> dict:
-    """{keypoint name: [x, y, score]} in original pixels, from the run directories of OUTPUT."""
-    return Ensemble.from_output(output, run, cfg).predict_image(image_path, category)
-
-
 def main(argv=None) -> int:
     parser = stage_parser("Predict the keypoints of one image.")
     parser.add_argument("image")

@@ -190,7 +190,6 @@ def apply_stacker(stacker: Dict, fold_members: Sequence[Sequence[Dict]], sizes: 
     for members in fold_members:
         f_xy = np.mean([a["xy"] for a in members], axis=0)
         x_f, _, s_f = features(f_xy, members, sizes, category)
-        f_xy = f_xy.copy()
         for j, boosters in enumerate(stacker["keypoints"]):
             if boosters is not None and len(f_xy):
                 corr = np.stack([stacker["shrink"] * b.predict(x_f[j]) for b in boosters], 1)
