@@ -136,8 +136,8 @@ install: $(STAMP)
 _tf-variant-changed:
 
 doctor: $(STAMP)
-	@$(PY) -m pipeline.hardware $(CFG_ARGS)
-	@$(if $(LOCK),$(PY) -m pipeline.lockfile check $(LOCK) || true,echo "lock: none (installed from requirements.txt's ranges)")
+	@$(PY) -m pipeline.stages.doctor $(CFG_ARGS)
+	@$(if $(LOCK),$(PY) -m pipeline.tools.lockfile check $(LOCK) || true,echo "lock: none (installed from requirements.txt's ranges)")
 
 # ------------------------------------------------------------------ data
 data: $(STAMP)
@@ -146,10 +146,10 @@ data: $(STAMP)
 
 data-preview: $(STAMP)
 	@if ! ls $(INPUT)/*/Annotations/*.csv >/dev/null 2>&1; then $(MAKE) --no-print-directory data; fi
-	$(PY) -m pipeline.synth.preview --input $(INPUT) --out $(OUTPUT)/data_preview.png$(if $(REAL_ANN), --real-ann $(REAL_ANN))
+	$(PY) -m pipeline.tools.synth.preview --input $(INPUT) --out $(OUTPUT)/data_preview.png$(if $(REAL_ANN), --real-ann $(REAL_ANN))
 
 # ------------------------------------------------------------------ stages
-# Every stage is a file target. While make reads this file, `pipeline.artifacts stamps` writes
+# Every stage is a file target. While make reads this file, `pipeline.stages.stamps stamps` writes
 # runs/<run>/.stamps/<stage>.json — the resolved settings each stage depends on (the prep stamp
 # also the input fingerprint) — rewriting a stamp only when its content changes, so an edit of
 # the config, of a file it inherits from, or of SET= reaches exactly the stages it concerns,
@@ -161,7 +161,7 @@ PREP_REF := $(RUNDIR)/prep.json
 STAGE_GOALS := _preprocess _baseline _train-all _predict _ensemble _stack _submit _publish _score _report _train
 ifneq ($(filter $(STAGE_GOALS),$(MAKECMDGOALS)),)
 ifneq ($(wildcard $(PY)),)
-STAMP_ERR := $(shell $(PY) -m pipeline.artifacts stamps --output $(OUTPUT) --input $(INPUT) --run $(RUN) \
+STAMP_ERR := $(shell $(PY) -m pipeline.stages.stamps stamps --output $(OUTPUT) --input $(INPUT) --run $(RUN) \
                  $(CFG_ARGS) 2>&1 >/dev/null)
 ifneq ($(STAMP_ERR),)
 $(error $(STAMP_ERR))
@@ -190,38 +190,38 @@ FALLBACK_DEP := $(if $(PARTIAL),$(if $(filter $(FALLBACK),$(BASE_RUN)),$(BASEDIR
 PUBLISHED := $(shell cmp -s $(ENSDIR)/submission.csv $(OUTPUT)/submission.csv 2>/dev/null && echo yes)
 
 $(PREP_REF): $(STAMPS)/prep.json
-	$(PY) -m pipeline.preprocess --input $(INPUT) --output $(OUTPUT) --run $(RUN) $(CFG_ARGS)
+	$(PY) -m pipeline.stages.preprocess --input $(INPUT) --output $(OUTPUT) --run $(RUN) $(CFG_ARGS)
 
 $(BASEDIR)/scores.json: $(PREP_REF)
-	$(PY) -m pipeline.baseline --output $(OUTPUT) --run $(RUN) $(CFG_ARGS)
+	$(PY) -m pipeline.stages.baseline --output $(OUTPUT) --run $(RUN) $(CFG_ARGS)
 
 # one model; the model directory is locked while it trains (a second trainer stops at once).
 # One rule per category (or the joint model): its models depend on its own train stamp
 # (config `categories:` overrides)
 define TRAIN_RULE
 $(RUNDIR)/$(1)/%/metrics.json: $(PREP_REF) $(STAMPS)/train-$(1).json
-	$$(PY) -m pipeline.train --output $$(OUTPUT) $$(CFG_ARGS) --run $$(RUN) \
+	$$(PY) -m pipeline.stages.train --output $$(OUTPUT) $$(CFG_ARGS) --run $$(RUN) \
 		--category $(1) --fold $$(patsubst fold%,%,$$*)
 endef
 $(foreach c,$(MODEL_NAMES),$(eval $(call TRAIN_RULE,$(c))))
 
 $(PREDS): $(MODELS) $(STAMPS)/predict.json
-	$(PY) -m pipeline.predict --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
+	$(PY) -m pipeline.stages.predict --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
 $(ENSDIR)/ensemble.json: $(PREDS) $(OTHER_PREDS) $(STAMPS)/ensemble.json
-	$(PY) -m pipeline.ensemble --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
+	$(PY) -m pipeline.stages.ensemble --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
 $(ENSDIR)/stack.json: $(ENSDIR)/ensemble.json $(STAMPS)/stack.json
-	$(PY) -m pipeline.stack --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
+	$(PY) -m pipeline.stages.stack --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
 $(ENSDIR)/submit.json: $(ENSDIR)/stack.json $(FALLBACK_DEP) $(STAMPS)/submit.json
 	$(PY) -m pipeline.submit --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
 $(ENSDIR)/scores.json: $(ENSDIR)/submit.json $(STAMPS)/score.json
-	$(PY) -m pipeline.score --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
+	$(PY) -m pipeline.stages.score --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
 $(ENSDIR)/report/index.html: $(ENSDIR)/scores.json
-	$(PY) -m pipeline.report --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
+	$(PY) -m pipeline.stages.report --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
 _preprocess: $(PREP_REF)
 _baseline: $(BASEDIR)/scores.json
@@ -238,21 +238,21 @@ _publish: $(ENSDIR)/submit.json
 		$(OUTPUT)/.submission.csv.tmp && mv $(OUTPUT)/.submission.csv.tmp $(OUTPUT)/submission.csv && \
 		echo "submit: $(OUTPUT)/submission.csv = $(ENSDIR)/submission.csv"; }
 _train: $(PREP_REF)
-	$(PY) -m pipeline.train --output $(OUTPUT) $(CFG_ARGS) --run $(RUN) --category $(CAT) --fold $(FOLD)
+	$(PY) -m pipeline.stages.train --output $(OUTPUT) $(CFG_ARGS) --run $(RUN) --category $(CAT) --fold $(FOLD)
 endif
 
 leaderboard: $(STAMP)
-	@$(PY) -m pipeline.score --output $(OUTPUT) --show
+	@$(PY) -m pipeline.stages.score --output $(OUTPUT) --show
 
 compare: $(STAMP)
 	@if [ -z "$(A)" ] || [ -z "$(B)" ]; then echo "compare: give two scored runs: make compare A=run1 B=run2" >&2; exit 2; fi
-	@$(PY) -m pipeline.compare --output $(OUTPUT) $(A) $(B)
+	@$(PY) -m pipeline.stages.compare --output $(OUTPUT) $(A) $(B)
 
 # a row for any submission file (a competitor's, an old one): test NE, interval, per category; read as
 # the platform read files (any order, no header, other categories' cells ignored). TRUTH: the answers.
 score-file: $(STAMP)
 	@if [ -z "$(PRED)" ] || [ -z "$(NAME)" ]; then echo "score-file: give a file and a label: make score-file PRED=file.csv NAME=label [TRUTH=answers.csv]" >&2; exit 2; fi
-	@$(PY) -m pipeline.score --output $(OUTPUT) --file '$(PRED)' --name '$(NAME)' --truth '$(or $(TRUTH),$(INPUT)/test/answers.csv)'
+	@$(PY) -m pipeline.stages.score --output $(OUTPUT) --file '$(PRED)' --name '$(NAME)' --truth '$(or $(TRUTH),$(INPUT)/test/answers.csv)'
 
 # ------------------------------------------------------------------ whole chain
 demo: $(STAMP)
@@ -260,7 +260,7 @@ demo: $(STAMP)
 	@$(MAKE) --no-print-directory _baseline
 	@$(MAKE) --no-print-directory -j$(DEMO_JOBS) _train-all
 	@$(MAKE) --no-print-directory _submit _score _report
-	@$(PY) -m pipeline.score --output $(OUTPUT) --show
+	@$(PY) -m pipeline.stages.score --output $(OUTPUT) --show
 	@echo "demo done: submission $(OUTPUT)/submission.csv, leaderboard $(OUTPUT)/leaderboard.csv," \
 		"report $(OUTPUT)/runs/$(RUN)/report/index.html"
 
@@ -273,28 +273,28 @@ IMAGES ?= $(INPUT)/test/Images
 CATEGORY ?=
 PRED_CSV ?= $(OUTPUT)/predict_dir/$(notdir $(BUNDLE)).csv
 export: $(STAMP)
-	$(PY) -m pipeline.bundle --output $(OUTPUT) --run $(RUN) $(if $(filter 0,$(RUNTIMES)),--keras-only)
+	$(PY) -m pipeline.stages.export --output $(OUTPUT) --run $(RUN) $(if $(filter 0,$(RUNTIMES)),--keras-only)
 
 # predict a folder of images (<category>/*.jpg, or CATEGORY= for all) from a bundle alone -> PRED_CSV
 predict-dir: $(STAMP)
-	$(PY) -m pipeline.bundle --bundle $(BUNDLE) --images $(IMAGES) $(if $(CATEGORY),--category $(CATEGORY)) --out $(PRED_CSV)
+	$(PY) -m pipeline.stages.export --bundle $(BUNDLE) --images $(IMAGES) $(if $(CATEGORY),--category $(CATEGORY)) --out $(PRED_CSV)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) -m pipeline.bench --output $(OUTPUT) --mode $(BENCH_MODE) $(if $(REAL),--real $(REAL))
+	$(PY) -m pipeline.tools.bench --output $(OUTPUT) --mode $(BENCH_MODE) $(if $(REAL),--real $(REAL))
 
 # input-pipeline img/s at the config's input size, one core and all cores (JSON on stdout)
 bench-input: $(STAMP)
-	@$(PY) -m pipeline.throughput $(CFG_ARGS)
+	@$(PY) -m pipeline.tools.throughput $(CFG_ARGS)
 
 test-multiworker: $(STAMP)
 	$(PY) -m pytest -q -m multiworker tests/test_multiworker.py
 
 # scale rehearsal: a synthetic set of the real size x SCALE (1: 31,631 + 12,534 + 10,000 images)
 rehearse: $(STAMP)
-	$(PY) -m pipeline.rehearse --output $(OUTPUT) --scale $(SCALE)
+	$(PY) -m pipeline.tools.rehearse --output $(OUTPUT) --scale $(SCALE)
 
 clean:
 	rm -rf $(OUTPUT)/prep $(OUTPUT)/runs $(OUTPUT)/report $(OUTPUT)/submission.csv $(OUTPUT)/leaderboard.csv

@@ -24,8 +24,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import yaml
 
-from .fsutil import write_text_atomic
-from .keypoints import CATEGORIES
+from pipeline.fsutil import write_text_atomic
+from pipeline.keypoints import CATEGORIES
 
 
 @dataclasses.dataclass(frozen=True)

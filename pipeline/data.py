@@ -17,8 +17,9 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import augment, codec, zoom
-from .config import Config
+from pipeline import augment
+from pipeline.config import Config
+from pipeline.heatmap import codec, zoom
 
 
 @dataclasses.dataclass
@@ -119,7 +120,7 @@ def train_dataset(samples: SampleSet, cfg: Config, flip_index: Sequence[int], st
     """
     import tensorflow as tf
 
-    from .distributed import shard_slice
+    from pipeline.distributed import shard_slice
 
     bs = batch_size or cfg.train.batch_size
     global_size = global_size or bs

@@ -36,7 +36,6 @@ def write_text_atomic(path: PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-
 @contextlib.contextmanager
 def file_lock(path: PathLike, *, wait: bool = True, message: str = "") -> Iterator[None]:
     """Hold an exclusive fcntl lock on `path` (created). Another holder: with `wait`, print

@@ -191,26 +191,3 @@ def doctor(cfg) -> dict:
         "distribute": f"{cfg.train.distribute} -> {auto_strategy_name(cfg.train.distribute, len(gpus))}",
         "tf_config": os.environ.get("TF_CONFIG") or None,
     }
-
-
-def main(argv=None) -> int:
-    """`make doctor`: print what TensorFlow sees and the precision/strategy a config gets."""
-    from .config import add_config_args, config_from_args
-
-    import argparse
-
-    parser = argparse.ArgumentParser(description="What TensorFlow sees: devices, precision, threads, strategy.")
-    add_config_args(parser)
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"doctor: error: {err}")
-        return 1
-    for key, value in doctor(cfg).items():
-        print(f"{key:24s} {value}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

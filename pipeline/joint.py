@@ -1,14 +1,13 @@
-"""One model for every category (`train.joint: true`), beside the per-category models.
+"""Mean-shape baseline: per category, the mean relative keypoint positions.
 
-A joint model predicts all 24 keypoint channels (CSV order). Its training images are
-every image of `data.categories`; an image's loss counts only its own category's points,
-because the other categories' points are absent (v = -1, weight 0) in every annotation
-row. The model lives in OUTPUT/runs/<run>/joint/fold<k>/ (one per fold); `predict` runs it
-on each category's images and keeps that category's channels, so the prediction files,
-ensembling, stacking and scoring downstream are those of a per-category run.
+For every (category, fold) the mean of x / width and y / height over the
+training folds' annotated points predicts the held-out fold (OOF) and the
+test set. It writes the same files as a trained model (fold<k>/oof.npz,
+test.npz, metrics.json) under OUTPUT/runs/meanshape_k<k>_seed<s>/ (one per
+fold split), so ensemble, submit and score treat it like any other run; its NE
+is the yardstick, and it is the default fallback of category-subset runs.
 
-Names used below: a *model name* is a category (per-category runs) or JOINT; its
-*channels* are the KEYPOINTS indices its output maps stand for, in order.
+CLI: python -m pipeline.stages.baseline --output DIR [--config C] [--run RUN]   (RUN: whose prep binding to use)
 """
 from __future__ import annotations
 
@@ -16,8 +15,21 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from .keypoints import (CATEGORY_KEYPOINTS, FLIP_INDEX, KEYPOINT_INDEX, NUM_KEYPOINTS,
-                        category_flip_index, category_indices)
+from pipeline.keypoints import (
+    CATEGORY_KEYPOINTS,
+    FLIP_INDEX,
+    KEYPOINT_INDEX,
+    NUM_KEYPOINTS,
+    category_flip_index,
+    category_indices,
+)
+
+RUN = "meanshape"
+
+
+def baseline_name(cfg) -> str:
+    """Run name of the mean-shape baseline for a config's folds (its OOF needs the same split)."""
+    return f"{RUN}_k{cfg.data.folds}_seed{cfg.data.fold_seed}"
 
 JOINT = "joint"
 

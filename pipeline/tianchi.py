@@ -16,8 +16,14 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from .fsutil import atomic_path
-from .keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS, NUM_KEYPOINTS
+from pipeline.fsutil import atomic_path
+from pipeline.keypoints import (
+    CATEGORIES,
+    CATEGORY_KEYPOINTS,
+    KEYPOINT_INDEX,
+    KEYPOINTS,
+    NUM_KEYPOINTS,
+)
 
 HEADER: Tuple[str, ...] = ("image_id", "image_category") + KEYPOINTS
 TEST_HEADER: Tuple[str, ...] = ("image_id", "image_category")

@@ -22,7 +22,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, NUM_KEYPOINTS
+from pipeline.keypoints import (
+    CATEGORIES,
+    CATEGORY_KEYPOINTS,
+    KEYPOINT_INDEX,
+    NUM_KEYPOINTS,
+)
 from pipeline.tianchi import ABSENT_CELL, HEADER, TEST_HEADER, format_cell
 
 REPO = Path(__file__).resolve().parents[1]

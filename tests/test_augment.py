@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import augment, codec
+from pipeline import augment
+from pipeline.heatmap import codec
 from pipeline.keypoints import CATEGORY_KEYPOINTS, category_flip_index
 
 S = 64

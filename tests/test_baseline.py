@@ -6,12 +6,19 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import good_dataset
-from pipeline.baseline import mean_shape, place, predict_mean_shape, run_baseline
+
+from pipeline.combine.mean_shape import (
+    mean_shape,
+    place,
+    predict_mean_shape,
+    run_baseline,
+)
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, category_indices
-from pipeline.predictions import fold_dir, load_npz
-from pipeline.preprocess import preprocess, run_data
+from pipeline.prep.preprocess import preprocess
+from pipeline.store.layout import fold_dir
+from pipeline.store.predictions import load_npz
+from pipeline.store.rundata import run_data
 
 RUN = "meanshape_test"
 

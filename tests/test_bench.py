@@ -7,9 +7,10 @@ import math
 import cv2
 import numpy as np
 
-from pipeline import bench, codec
 from pipeline.config import load_config
+from pipeline.heatmap import codec
 from pipeline.keypoints import CATEGORIES, NUM_KEYPOINTS, category_indices
+from pipeline.tools import bench
 
 
 def test_goals_and_formatting():
@@ -48,13 +49,13 @@ def _results():
             "matmul_gflops_bf16": bench.make_entry("matmul_gflops_bf16", 228.5)}
     meta = {"cpu": "Test CPU", "cores": 2, "tf_version": "2.x", "python": "3.11", "dtype": "mixed_bfloat16",
             "mode": "quick", "budget_s_per_model": 15.0, "date": "2026-01-01 00:00 UTC",
-            "command": "python -m pipeline.bench --output o --mode quick", "runtime_s": 90.0}
+            "command": "python -m pipeline.tools.bench --output o --mode quick", "runtime_s": 90.0}
     return {"meta": meta, "keys": keys}
 
 
 def test_render_table():
     table = bench.render_table(_results())
-    assert "Test CPU, 2 core(s)" in table and "mixed_bfloat16" in table and "`python -m pipeline.bench" in table
+    assert "Test CPU, 2 core(s)" in table and "mixed_bfloat16" in table and "`python -m pipeline.tools.bench" in table
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| `")}
     assert "pass" in rows["`decode_floor_ne`"] and "FAIL" in rows["`input_overhead`"]
     assert "ERROR" in rows["`preprocess_speedup`"] and "a/b" in rows["`preprocess_speedup`"]
@@ -97,7 +98,7 @@ def test_image_files_plain_loop_and_rss(tmp_path):
         path = tmp_path / split / "Images" / "blouse" / "a.jpg"
         path.parent.mkdir(parents=True)
         cv2.imwrite(str(path), np.full((40, 30, 3), 128, np.uint8))
-    from pipeline.rehearse import image_files, plain_loop_fresh
+    from pipeline.tools.rehearse import image_files, plain_loop_fresh
 
     files = image_files(tmp_path)
     assert [f.parts[-4] for f in files] == ["test", "train"]
@@ -123,7 +124,7 @@ def test_near_heatmap_border():
 
 
 def test_failing_step_records_errors_and_saves(tmp_path):
-    b = bench.Bench(tmp_path, "quick", "python -m pipeline.bench --output x --mode quick")
+    b = bench.Bench(tmp_path, "quick", "python -m pipeline.tools.bench --output x --mode quick")
 
     def broken():
         b.record("tta_time_ratio", 1.5)
@@ -180,7 +181,7 @@ def test_model_flops_counts_conv_transpose_and_dense():
 def test_every_registered_head_gets_a_row(monkeypatch, tmp_path):
     """The heads step iterates over the registry: a head added later appears without editing the bench."""
     from pipeline import models
-    from pipeline.bench import measures
+    from pipeline.tools.bench import measures
 
     monkeypatch.setitem(models.MODELS, "fake_head", models.MODELS["cpm"])
     b = bench.Bench(tmp_path, "quick", "cmd")
@@ -198,17 +199,17 @@ def test_every_registered_head_gets_a_row(monkeypatch, tmp_path):
 
 def test_input_step_records_full_config_throughput(tmp_path):
     """The input step measures the full config's input pipeline (host and device targets) through
-    pipeline.throughput, and records per-core and all-core img/s."""
+    pipeline.tools.throughput, and records per-core and all-core img/s."""
     b = bench.Bench(tmp_path, "quick", "test")
     calls = []
 
     def fake_worker(name, timeout, tag="", **kwargs):
         calls.append((name, tag, kwargs["targets"]))
-        from pipeline.bench.measures import worker_input
+        from pipeline.tools.bench.measures import worker_input
         return worker_input(kwargs["config"], kwargs["targets"], seconds=0.2)
 
     b.run_worker = fake_worker
-    from pipeline.bench import measures
+    from pipeline.tools.bench import measures
     measures.step_input(b)
     assert [c[1] for c in calls] == ["device", "host"]
     entries = b.results["keys"]
@@ -221,7 +222,7 @@ def test_real_photo_step_runs_only_with_real_data_and_trains_the_real_config(mon
     """Without REAL= the step records nothing; with it every head trains configs/real_cpu.yaml's
     models (one joint model) on that directory and gets a row of the real-photo table."""
     from pipeline import models
-    from pipeline.bench import measures
+    from pipeline.tools.bench import measures
 
     b = bench.Bench(tmp_path, "quick", "cmd")
     measures.step_real_heads(b)

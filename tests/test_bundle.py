@@ -1,4 +1,4 @@
-"""pipeline.bundle: `make export` bundles that predict without OUTPUT, as the run itself predicted.
+"""pipeline.stages.export: `make export` bundles that predict without OUTPUT, as the run itself predicted.
 
 One tiny joint run with the crop pass and the stacker forced on (the hardest path: two
 passes, channel selection, per-fold stacking) is trained, exported, copied elsewhere, and
@@ -12,12 +12,12 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from pipeline import joint, synth
+from pipeline import joint
 from pipeline.config import load_config, save_config
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX
+from pipeline.tools import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["data.folds=2", "model.input_size=64", "model.width=16", "model.stages=2", "train.batch_size=4",
@@ -28,14 +28,15 @@ SETTINGS = ["data.folds=2", "model.input_size=64", "model.width=16", "model.stag
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from pipeline.bundle import export_run
-    from pipeline.ensemble import run_ensemble
-    from pipeline.predict import run_predict
-    from pipeline.preprocess import preprocess, run_data
-    from pipeline.score import score_and_report
-    from pipeline.stack import run_stack
-    from pipeline.submit import gather_test_predictions
-    from pipeline.train import train
+    from pipeline.combine.average import run_ensemble
+    from pipeline.combine.stacker import run_stack
+    from pipeline.fit.trainer import train
+    from pipeline.heatmap.oof import run_predict
+    from pipeline.prep.preprocess import preprocess
+    from pipeline.release.bundle import export_run
+    from pipeline.scoring.leaderboard import score_and_report
+    from pipeline.scoring.submission import gather_test_predictions
+    from pipeline.store.rundata import run_data
 
     root = tmp_path_factory.mktemp("bundle")
     data, out = root / "input", root / "output"
@@ -82,7 +83,7 @@ def test_predict_image_from_the_bundle_alone_gives_the_runs_test_predictions(exp
     test, expected = exported["test"], exported["expected"]
     for i in [0, len(test.image_id) // 2, len(test.image_id) - 1]:
         cat = test.category[i]
-        res = subprocess.run([sys.executable, "-m", "pipeline.predict_image", "--bundle", str(exported["bundle"]),
+        res = subprocess.run([sys.executable, "-m", "pipeline.stages.predict_image", "--bundle", str(exported["bundle"]),
                               "--category", cat, str(exported["data"] / "test" / test.image_id[i])],
                              check=True, cwd=ROOT, capture_output=True, text=True)
         got = json.loads(res.stdout)["keypoints"]
@@ -95,8 +96,8 @@ def test_predict_image_from_the_bundle_alone_gives_the_runs_test_predictions(exp
 
 
 def test_predict_dir_writes_the_submission_rows(exported, tmp_path):
-    from pipeline.bundle import Ensemble, predict_folder
-    from pipeline.submit import finalize
+    from pipeline.release.bundle import Ensemble, predict_folder
+    from pipeline.scoring.submission import finalize
     from pipeline.tianchi import read_annotations
 
     out_csv = tmp_path / "pred.csv"
@@ -114,7 +115,7 @@ def test_predict_dir_writes_the_submission_rows(exported, tmp_path):
 
 
 def test_bad_bundle_and_folder_errors_name_them(exported, tmp_path):
-    from pipeline.bundle import Ensemble, list_images
+    from pipeline.release.bundle import Ensemble, list_images
 
     with pytest.raises(FileNotFoundError, match="not a bundle"):
         Ensemble.load(tmp_path)
@@ -129,10 +130,10 @@ def test_bad_bundle_and_folder_errors_name_them(exported, tmp_path):
 def test_other_runtimes_match_keras_on_heatmaps_and_ne(exported, runtime):
     """The bundle's TFLite / ONNX file of fold 0 against its Keras file, through the same prediction path:
     the largest heatmap difference under 1e-4, the NE difference under 1e-3 (measured: ~1e-6 and 0)."""
-    from pipeline.images import load_letterboxed
-    from pipeline.metrics import category_ne
-    from pipeline.predict import load_model, predict_category
-    from pipeline.runtimes import OnnxModel, TFLiteModel
+    from pipeline.heatmap.inference import load_model, predict_category
+    from pipeline.prep.images import load_letterboxed
+    from pipeline.release.runtimes import OnnxModel, TFLiteModel
+    from pipeline.scoring.metrics import category_ne
     from pipeline.tianchi import read_annotations
 
     cfg = load_config(exported["bundle"] / "members/b/config.yaml")

@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import REPO
-from pipeline.artifacts import write_stamps
+
 from pipeline.config import config_from_dict, load_config, save_config
+from pipeline.store.stamps import write_stamps
 
 BASE = REPO / "configs" / "base.yaml"
 
@@ -86,7 +86,8 @@ def test_an_override_change_restamps_only_its_category(tmp_path):
 
 def test_train_and_predict_use_the_category_config(tmp_path, monkeypatch):
     """The stage entry points resolve the category's config before anything else."""
-    from pipeline import predict, train
+    from pipeline.fit import trainer as train
+    from pipeline.heatmap import oof as predict
 
     seen = {}
 

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import synth
 from pipeline.config import load_config
 from pipeline.keypoints import CATEGORIES
+from pipeline.tools import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.folds=2", "model.input_size=64", "model.width=16", "model.stages=2", "train.batch_size=4",
@@ -32,9 +32,11 @@ def tiny_config(*extra):
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """Tiny dataset, preprocessed and trained once for the module."""
-    from pipeline.baseline import baseline_name, run_baseline
-    from pipeline.preprocess import preprocess, run_data
-    from pipeline.train import train
+    from pipeline.combine.mean_shape import run_baseline
+    from pipeline.fit.trainer import train
+    from pipeline.joint import baseline_name
+    from pipeline.prep.preprocess import preprocess
+    from pipeline.store.rundata import run_data
 
     root = tmp_path_factory.mktemp("chain")
     data, out = root / "input", root / "output"
@@ -63,7 +65,7 @@ def test_training_artifacts(chain):
 
 def test_resume_continues_history(chain):
     """A finished run asked for more epochs resumes from its saved state and appends."""
-    from pipeline.train import train
+    from pipeline.fit.trainer import train
 
     cfg = tiny_config("train.epochs=3")
     before = pd.read_csv(chain["out"] / "runs/tiny/skirt/fold0/history.csv")
@@ -78,13 +80,17 @@ def test_resume_continues_history(chain):
 
 
 def test_predict_ensemble_submit_score(chain):
-    from pipeline.ensemble import run_ensemble
-    from pipeline.metrics import score_files
-    from pipeline.predict import run_predict
-    from pipeline.preprocess import run_data
-    from pipeline.score import score_run, update_leaderboard
-    from pipeline.stack import run_stack
-    from pipeline.submit import gather_test_predictions, validate, write_submission
+    from pipeline.combine.average import run_ensemble
+    from pipeline.combine.stacker import run_stack
+    from pipeline.heatmap.oof import run_predict
+    from pipeline.scoring.leaderboard import score_run, update_leaderboard
+    from pipeline.scoring.metrics import score_files
+    from pipeline.scoring.submission import (
+        gather_test_predictions,
+        validate,
+        write_submission,
+    )
+    from pipeline.store.rundata import run_data
 
     out, cfg = chain["out"], chain["cfg"]
     table = run_predict(out, cfg, "tiny")
@@ -116,10 +122,10 @@ def test_predict_ensemble_submit_score(chain):
 def test_models_column_and_limit(chain):
     """The leaderboard row counts the run's networks (5 categories × 2 folds); submit.max_models
     under that count refuses the submission, naming it, and writes nothing."""
-    from pipeline.ensemble import run_ensemble
-    from pipeline.predict import run_predict
-    from pipeline.score import score_and_report
-    from pipeline.submit import submit_run
+    from pipeline.combine.average import run_ensemble
+    from pipeline.heatmap.oof import run_predict
+    from pipeline.scoring.leaderboard import score_and_report
+    from pipeline.scoring.submission import submit_run
 
     out, cfg = chain["out"], chain["cfg"]
     run_predict(out, cfg, "tiny")
@@ -132,7 +138,7 @@ def test_models_column_and_limit(chain):
 
 
 def test_missing_member_is_an_error(chain):
-    from pipeline.ensemble import run_ensemble
+    from pipeline.combine.average import run_ensemble
 
     with pytest.raises(FileNotFoundError, match="no_such_run"):
         run_ensemble(chain["out"], "bad", ["tiny", "no_such_run"], ["skirt"])
@@ -142,17 +148,17 @@ def test_cli_chain_and_report(chain):
     """The make-facing CLIs: score, report, predict_image."""
     env_out = str(chain["out"])
     args = ["--config", str(ROOT / "configs/demo.yaml")] + sum((["--set", s] for s in TINY), [])
-    res = subprocess.run([sys.executable, "-m", "pipeline.baseline", "--output", env_out, "--run", "tiny"] + args,
+    res = subprocess.run([sys.executable, "-m", "pipeline.stages.baseline", "--output", env_out, "--run", "tiny"] + args,
                          check=True, cwd=ROOT, capture_output=True, text=True)
-    res = subprocess.run([sys.executable, "-m", "pipeline.score", "--output", env_out, "--show"],
+    res = subprocess.run([sys.executable, "-m", "pipeline.stages.score", "--output", env_out, "--show"],
                          check=True, cwd=ROOT, capture_output=True, text=True)
     assert "meanshape_k2_seed42" in res.stdout and "cv_ne" in res.stdout
-    subprocess.run([sys.executable, "-m", "pipeline.report", "--output", env_out, "--run", "tiny"] + args,
+    subprocess.run([sys.executable, "-m", "pipeline.stages.report", "--output", env_out, "--run", "tiny"] + args,
                    check=True, cwd=ROOT)
     html = (chain["out"] / "runs" / "tiny" / "report" / "index.html").read_text()
     assert "examples_dress.png" in html and "learning_curves_skirt.png" in html
     image = next((chain["data"] / "test" / "Images" / "skirt").glob("*.jpg"))
-    res = subprocess.run([sys.executable, "-m", "pipeline.predict_image", str(image), "--category", "skirt",
+    res = subprocess.run([sys.executable, "-m", "pipeline.stages.predict_image", str(image), "--category", "skirt",
                           "--output", env_out, "--run", "tiny"] + args,
                          check=True, cwd=ROOT, capture_output=True, text=True)
     result = json.loads(res.stdout)
@@ -161,8 +167,8 @@ def test_cli_chain_and_report(chain):
 
 def test_nan_loss_stops_and_keeps_best_checkpoint(chain, monkeypatch):
     """NaN targets → NaN loss: the run stops with a message; the best model.keras is untouched."""
-    from pipeline import codec
-    from pipeline.train import train
+    from pipeline.fit.trainer import train
+    from pipeline.heatmap import codec
 
     fold = chain["out"] / "runs/tiny/trousers/fold1"
     best = (fold / "model.keras").read_bytes()
@@ -190,7 +196,7 @@ print("RESULT" + json.dumps(m))
 
 def test_mirrored_strategy_over_two_cpu_replicas(chain):
     """tf.distribute by configuration: MirroredStrategy over two logical CPU devices trains."""
-    from pipeline.preprocess import bind_run, run_data
+    from pipeline.store.rundata import bind_run, run_data
 
     bind_run(chain["out"], "mirror", run_data(chain["out"], "tiny"))
     res = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(chain["out"]),
@@ -206,8 +212,9 @@ def test_mirrored_strategy_over_two_cpu_replicas(chain):
 def test_changed_config_starts_over_instead_of_resuming(chain, tmp_path):
     import shutil
 
-    from pipeline.preprocess import bind_run, run_data
-    from pipeline.train import resume_key, train
+    from pipeline.fit.resume import resume_key
+    from pipeline.fit.trainer import train
+    from pipeline.store.rundata import bind_run, run_data
 
     assert resume_key(tiny_config("train.epochs=9", "train.threads=1")) == resume_key(tiny_config())
     assert resume_key(tiny_config("augment.rotation=5")) != resume_key(tiny_config())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import codec
+from pipeline.heatmap import codec
 
 H, W = 24, 32  # non-square heatmaps: encode takes shape (H, W)
 

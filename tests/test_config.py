@@ -5,9 +5,15 @@ import dataclasses
 
 import pytest
 import yaml
-
 from conftest import REPO, run_module
-from pipeline.config import Config, config_from_dict, load_config, parse_overrides, save_config
+
+from pipeline.config import (
+    Config,
+    config_from_dict,
+    load_config,
+    parse_overrides,
+    save_config,
+)
 from pipeline.keypoints import CATEGORIES
 
 DEMO = REPO / "configs" / "demo.yaml"

@@ -11,12 +11,21 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import Dataset, cells, garment_image, random_keypoints, run_module
-from pipeline import codec
-from pipeline.images import PHASH_MAX_DISTANCE, ImageError, decode, image_size, load_letterboxed, phash
+
+from pipeline.heatmap import codec
 from pipeline.keypoints import CATEGORIES, KEYPOINT_INDEX, KEYPOINTS
-from pipeline.preprocess import folds_path, load_cache, load_index, make_folds, preprocess
+from pipeline.prep.images import (
+    PHASH_MAX_DISTANCE,
+    ImageError,
+    decode,
+    image_size,
+    load_letterboxed,
+    phash,
+)
+from pipeline.prep.preprocess import make_folds, preprocess
+from pipeline.store.layout import folds_path
+from pipeline.store.rundata import load_cache, load_index
 from pipeline.tianchi import HEADER, read_annotations, read_test_list
 
 SIZE, K = 64, 3
@@ -233,7 +242,7 @@ def test_exif_rotated_image_stays_in_its_stored_frame(crawled):
     test = load_index(crawled["prep"], "test", SIZE)
     assert tuple(test.sizes[list(test.image_id).index("Images/blouse/rotated.jpg")]) == (300, 200)
     # the submission validator bounds-checks in the same frame (x up to 299, y up to 199)
-    from pipeline.submit import image_sizes_for
+    from pipeline.scoring.submission import image_sizes_for
 
     sizes = image_sizes_for(crawled["root"] / "input" / "test" / "test.csv", ["Images/blouse/rotated.jpg"])
     assert sizes["Images/blouse/rotated.jpg"] == (300, 200)
@@ -297,7 +306,7 @@ def test_bom_crlf_csvs_read_like_plain_ones(tmp_path):
 
 
 def test_submission_with_bom_validates(tmp_path):
-    from pipeline.submit import validate
+    from pipeline.scoring.submission import validate
 
     ds = Dataset(tmp_path, seed=2)
     ds.add_test("skirt", (300, 200))
@@ -384,7 +393,7 @@ def test_unreadable_test_image_kept_at_its_header_size(crawled):
 
 
 def test_near_pairs_match_a_brute_force_search():
-    from pipeline.duplicates import near_pairs, union_groups
+    from pipeline.prep.duplicates import near_pairs, union_groups
 
     rng = np.random.default_rng(1)
     h = rng.integers(0, 2**63, 600, dtype=np.int64).astype(np.uint64)
@@ -403,7 +412,7 @@ def test_near_pairs_match_a_brute_force_search():
 
 
 def test_malformed_answer_cell_fails_run_scoring_naming_it(tmp_path):
-    from pipeline.score import test_answers
+    from pipeline.scoring.leaderboard import test_answers
 
     ds = Dataset(tmp_path, seed=5)
     ds.add_test("dress", (300, 200))
@@ -424,8 +433,9 @@ def test_malformed_answer_cell_fails_run_scoring_naming_it(tmp_path):
 
 def test_infeasible_near_groups_fall_back_to_identical_copies(tmp_path, capsys):
     from conftest import good_dataset
-    from pipeline.duplicates import COLUMNS, training_groups
-    from pipeline.preprocess import ensure_folds
+
+    from pipeline.prep.duplicates import COLUMNS, training_groups
+    from pipeline.prep.preprocess import ensure_folds
 
     good_dataset(tmp_path / "input", per_cat=3, warm_per_cat=1, n_test_per_cat=0)
     prep = Path(preprocess(tmp_path / "input", tmp_path / "output", size=32, k=K, seed=0, jobs=1)["dataset_dir"])

@@ -169,8 +169,8 @@ def test_mixed_float16_trains_with_loss_scaling():
     """train.py's compile under mixed_float16 gets a dynamic LossScaleOptimizer (keras wraps it)."""
     import keras
 
+    from pipeline.fit.trainer import make_trainer
     from pipeline.models import build_model
-    from pipeline.train import make_trainer
 
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_float16")
@@ -222,7 +222,7 @@ def test_doctor_reports_devices_precision_strategy(capsys):
 
 
 def test_input_throughput_reports_rates():
-    from pipeline.throughput import input_throughput
+    from pipeline.tools.throughput import input_throughput
 
     cfg = tiny("train.batch_size=4")
     r = input_throughput(cfg, seconds=0.2, n_images=8)
@@ -237,7 +237,7 @@ def test_input_throughput_reports_rates():
 def test_device_encoding_equals_host_encoding():
     from keras import ops
 
-    from pipeline import codec
+    from pipeline.heatmap import codec
 
     rng = np.random.default_rng(3)
     uv = rng.uniform(-2, 18, (3, 5, 2))
@@ -250,8 +250,8 @@ def test_device_encoding_equals_host_encoding():
 
 def test_device_targets_ship_keypoints_and_give_the_same_loss():
     """train.targets=device: batches carry (B, K, 2) keypoints; the trainer's loss equals the host-heatmap loss."""
+    from pipeline.fit.trainer import make_trainer
     from pipeline.models import build_model
-    from pipeline.train import make_trainer
 
     host_cfg, dev_cfg = tiny("augment.enabled=false"), tiny("augment.enabled=false", "train.targets=device")
     rng = np.random.default_rng(0)
@@ -269,7 +269,7 @@ def test_device_targets_ship_keypoints_and_give_the_same_loss():
 
 
 def test_model_flops_grow_with_the_input_area():
-    from pipeline.throughput import config_flops
+    from pipeline.tools.throughput import config_flops
 
     small, large = config_flops(tiny()), config_flops(tiny("model.input_size=64"))
     assert small["forward_gflops"] > 0 and small["train_gflops"] == pytest.approx(3 * small["forward_gflops"])

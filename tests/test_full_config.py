@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
-from pipeline import synth
 from pipeline.config import load_config
+from pipeline.tools import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model.input_size=64", "model.weights=null", "data.categories=[skirt]", "data.folds=2",
@@ -23,12 +22,13 @@ SMALL = ["model.input_size=64", "model.weights=null", "data.categories=[skirt]",
 def test_full_config_trains_reloads_predicts_and_submits(tmp_path):
     import keras
 
-    from pipeline import baseline
-    from pipeline.ensemble import run_ensemble
-    from pipeline.predict import run_predict
-    from pipeline.preprocess import preprocess, run_data
-    from pipeline.submit import submit_run, validate
-    from pipeline.train import train
+    from pipeline.combine import mean_shape as baseline
+    from pipeline.combine.average import run_ensemble
+    from pipeline.fit.trainer import train
+    from pipeline.heatmap.oof import run_predict
+    from pipeline.prep.preprocess import preprocess
+    from pipeline.scoring.submission import submit_run, validate
+    from pipeline.store.rundata import run_data
 
     cfg = load_config(ROOT / "configs" / "full.yaml", SMALL)
     full = load_config(ROOT / "configs" / "full.yaml")

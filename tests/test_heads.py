@@ -1,8 +1,8 @@
 """Every head of the registry: shapes, dtypes, softmax maps, save/load, flip TTA (tiny sizes, CPU)."""
 import numpy as np
 import pytest
-
 from conftest import build_model_under
+
 from pipeline.config import _CHOICES, load_config
 from pipeline.keypoints import category_flip_index
 from pipeline.models import MODELS, build_model
@@ -87,7 +87,7 @@ def test_head_round_trips_through_save_and_load(name, small_models, tmp_path):
 def test_flip_tta_makes_the_head_flip_equivariant(name, small_models):
     """predict_images with flip TTA: the mirrored image's merged maps are the mirrored (and left/right
     swapped) merged maps of the original, and its keypoints the mirrored keypoints."""
-    from pipeline.predict import predict_images
+    from pipeline.heatmap.inference import predict_images
 
     cat = "trousers"
     flip = category_flip_index(cat)
@@ -113,8 +113,8 @@ def test_head_learns_two_images(name):
     predicted peaks move to the targets."""
     import keras
 
-    from pipeline import codec
-    from pipeline.train import make_trainer
+    from pipeline.fit.trainer import make_trainer
+    from pipeline.heatmap import codec
 
     keras.utils.set_random_seed(0)
     cfg = load_config("configs/demo.yaml", ["model.input_size=32", "model.width=16", "model.deep_stride=8",

@@ -13,9 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import joint, synth
+from pipeline import joint
 from pipeline.config import load_config
-from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, FLIP_INDEX, KEYPOINTS, NUM_KEYPOINTS
+from pipeline.keypoints import (
+    CATEGORIES,
+    CATEGORY_KEYPOINTS,
+    FLIP_INDEX,
+    KEYPOINTS,
+    NUM_KEYPOINTS,
+)
+from pipeline.tools import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.folds=2", "model.input_size=64", "model.width=16", "model.stages=2", "train.batch_size=4",
@@ -80,8 +87,8 @@ def test_joint_cannot_be_set_per_category(tmp_path):
 
 @pytest.fixture(scope="module")
 def joint_run(tmp_path_factory):
-    from pipeline.preprocess import preprocess
-    from pipeline.train import train
+    from pipeline.fit.trainer import train
+    from pipeline.prep.preprocess import preprocess
 
     root = tmp_path_factory.mktemp("joint")
     data, out = root / "input", root / "output"
@@ -94,7 +101,7 @@ def joint_run(tmp_path_factory):
 
 
 def test_joint_model_trains_on_every_category(joint_run):
-    from pipeline.preprocess import run_data
+    from pipeline.store.rundata import run_data
 
     index = run_data(joint_run["out"], "j").train_index()
     for f, m in enumerate(joint_run["metrics"]):
@@ -106,10 +113,10 @@ def test_joint_model_trains_on_every_category(joint_run):
 
 
 def test_joint_predictions_are_per_category_and_score(joint_run):
-    from pipeline.artifacts import file_id
-    from pipeline.ensemble import run_ensemble
-    from pipeline.predict import run_predict
-    from pipeline.predictions import load_npz
+    from pipeline.combine.average import run_ensemble
+    from pipeline.heatmap.oof import run_predict
+    from pipeline.store.predictions import load_npz
+    from pipeline.store.records import file_id
 
     out, cfg = joint_run["out"], joint_run["cfg"]
     table = run_predict(out, cfg, "j")
@@ -136,7 +143,7 @@ def test_make_plans_one_model_per_fold(joint_run, tmp_path):
     assert "MODEL_NAMES := joint" in vars_mk
     assert (out / "runs" / "j" / ".stamps" / "train-joint.json").exists()
     assert "--category dress" not in plan.stdout
-    wrong = subprocess.run([sys.executable, "-m", "pipeline.train", "--output", str(out), "--run", "j",
+    wrong = subprocess.run([sys.executable, "-m", "pipeline.stages.train", "--output", str(out), "--run", "j",
                             "--category", "dress", "--fold", "0"] + [a for s in TINY for a in ("--set", s)],
                            cwd=ROOT, capture_output=True, text=True)
     assert wrong.returncode != 0 and "joint" in wrong.stderr
@@ -152,8 +159,8 @@ def test_keys_added_later_leave_old_records_current():
 
 
 def test_val_images_monitors_an_even_subset_of_the_fold(joint_run):
-    from pipeline.fold_data import FoldData
-    from pipeline.preprocess import run_data
+    from pipeline.fit.fold_data import FoldData
+    from pipeline.store.rundata import run_data
 
     prep = run_data(joint_run["out"], "j")
     full = FoldData(prep, joint_run["cfg"], joint.JOINT, 0)

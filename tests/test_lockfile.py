@@ -1,11 +1,17 @@
-"""pipeline.lockfile and the lock files: exact pins covering every import, compared with the environment."""
+"""pipeline.tools.lockfile and the lock files: exact pins covering every import, compared with the environment."""
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from pipeline.lockfile import (canonical_name, installed_versions, lock_differences, read_lock, third_party,
-                               top_level_imports)
+from pipeline.tools.lockfile import (
+    canonical_name,
+    installed_versions,
+    lock_differences,
+    read_lock,
+    third_party,
+    top_level_imports,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCKS = [ROOT / "requirements.lock", ROOT / "requirements-gpu.lock"]

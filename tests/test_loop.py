@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO
-from pipeline import synth
+
 from pipeline.config import load_config
+from pipeline.tools import synth
 
 DEMO_MARGIN = load_config(REPO / "configs" / "demo.yaml").model.margin  # the caches' names carry it
 
@@ -84,7 +84,7 @@ def test_second_config_leaves_the_first_intact(loop):
     # A again: its submission is byte-identical and published again; nothing of A retrained or rewritten
     assert (out / "runs/a/submission.csv").read_bytes() == loop["a_submission"]
     assert (out / "submission.csv").read_bytes() == loop["a_submission"]
-    assert "pipeline.train" not in loop["a_again_log"] and "pipeline.predict" not in loop["a_again_log"]
+    assert "pipeline.stages.train" not in loop["a_again_log"] and "pipeline.stages.predict" not in loop["a_again_log"]
     assert snapshot(out / "runs" / "a") == loop["a_files"]
     board = pd.read_csv(out / "leaderboard.csv").set_index("name")
     assert board.loc["a", "test_ne"] == loop["a_board"]["test_ne"] and board.loc["a", "cv_ne"] == loop["a_board"]["cv_ne"]
@@ -122,10 +122,10 @@ def test_decoding_edit_repredicts_without_retraining(loop):
     out = loop["output"]
     models = {p: p.stat().st_mtime_ns for p in (out / "runs/a").glob("*/fold*/model.keras")}
     plan = make(loop, "a", "_score", extra=["-n", "SET=codec.refine=none"])
-    assert "pipeline.predict" in plan and "pipeline.train" not in plan and "pipeline.score" in plan
+    assert "pipeline.stages.predict" in plan and "pipeline.stages.train" not in plan and "pipeline.stages.score" in plan
     before = pd.read_csv(out / "runs/a/dress/oof.csv")
     log = make(loop, "a", "_submit", "_score", extra=["SET=codec.refine=none"])
-    assert "pipeline.train" not in log
+    assert "pipeline.stages.train" not in log
     assert {p: p.stat().st_mtime_ns for p in models} == models
     after = pd.read_csv(out / "runs/a/dress/oof.csv")
     assert not np.allclose(before.filter(like="_x").to_numpy(), after.filter(like="_x").to_numpy())
@@ -152,7 +152,7 @@ def test_ensemble_across_input_sizes(loop):
     got = np.stack([blend[[c for c in blend.columns if c.endswith(s)]].to_numpy() for s in ("_x", "_y")], -1)
     np.testing.assert_allclose(got, expected, atol=2e-3)  # CSVs hold 3 decimals
     # members with other fold assignments are refused, naming both
-    from pipeline.ensemble import run_ensemble
+    from pipeline.combine.average import run_ensemble
 
     with pytest.raises(ValueError, match="folds k=3.*folds k=2|folds k=2.*folds k=3"):
         run_ensemble(out, "mixed", ["a", "b"], ["skirt"])
@@ -174,7 +174,7 @@ def _kill_when(cmd, env, ready, timeout=120):
 
 
 def test_killed_preprocess_reruns_to_identical_outputs(loop, tmp_path):
-    args = [sys.executable, "-m", "pipeline.preprocess", "--input", str(loop["input"]), "--config",
+    args = [sys.executable, "-m", "pipeline.stages.preprocess", "--input", str(loop["input"]), "--config",
             str(loop["configs"]["a"]), "--set", "data.jobs=1", "--run", "a"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     subprocess.run(args + ["--output", str(tmp_path / "calm")], cwd=REPO, env=env, check=True, capture_output=True)
@@ -193,8 +193,8 @@ def test_category_override_plans_only_that_categorys_models(loop):
     """A `categories:` override (here from SET=) reaches only its category's trainings. Last in this
     file: the -n plan rewrites the run's stamps, which later tests of config a would see."""
     plan = make(loop, "a", "_submit", extra=["-n", "SET=categories.dress.predict.merge=coords"])
-    assert "pipeline.predict" in plan and "pipeline.train" not in plan
+    assert "pipeline.stages.predict" in plan and "pipeline.stages.train" not in plan
     plan = make(loop, "a", "_submit", extra=["-n", "SET=categories.skirt.train.lr=0.001"])
-    trains = [line for line in plan.splitlines() if "pipeline.train" in line]
+    trains = [line for line in plan.splitlines() if "pipeline.stages.train" in line]
     assert len(trains) == 2 and all("--category skirt" in t for t in trains), plan
-    assert "pipeline.predict" in plan  # new skirt models, new predictions
+    assert "pipeline.stages.predict" in plan  # new skirt models, new predictions

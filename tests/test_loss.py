@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.train import heatmap_loss
+from pipeline.heatmap.losses import heatmap_loss
 
 
 def tiny_batch():

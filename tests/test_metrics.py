@@ -6,10 +6,21 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import cells, random_keypoints, run_module, write_csv
-from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS, NORMALIZER
-from pipeline.metrics import image_normalizers, normalized_error, point_errors, score_files
+
+from pipeline.keypoints import (
+    CATEGORIES,
+    CATEGORY_KEYPOINTS,
+    KEYPOINT_INDEX,
+    KEYPOINTS,
+    NORMALIZER,
+)
+from pipeline.scoring.metrics import (
+    image_normalizers,
+    normalized_error,
+    point_errors,
+    score_files,
+)
 from pipeline.tianchi import ABSENT_CELL, HEADER
 
 I = KEYPOINT_INDEX
@@ -370,8 +381,13 @@ def test_cli_json_is_strict_json_when_nothing_can_be_scored(tmp_path):
 
 # --------------------------------------------------------------------------- bootstrap intervals
 
-from pipeline.metrics import (bootstrap_ne, image_sums, paired_bootstrap_diff, resample_weights,  # noqa: E402
-                              resampled_ne)
+from pipeline.scoring.metrics import (
+    bootstrap_ne,
+    image_sums,
+    paired_bootstrap_diff,
+    resample_weights,
+    resampled_ne,
+)
 
 
 def test_image_sums_pool_points_not_images():
@@ -445,7 +461,7 @@ def test_paired_difference_needs_aligned_arrays():
 
 
 def test_resamples_drawn_in_blocks_still_draw_n_images_each():
-    from pipeline.metrics import _weight_blocks
+    from pipeline.scoring.metrics import _weight_blocks
 
     one = np.concatenate(list(_weight_blocks(9, 40, seed=5)))
     blocks = np.concatenate(list(_weight_blocks(9, 40, seed=5, max_cells=9 * 7)))

@@ -1,8 +1,8 @@
 """Model registry and CPM shapes (tiny sizes, CPU)."""
 import numpy as np
 import pytest
-
 from conftest import build_model_under
+
 from pipeline.config import load_config
 from pipeline.models import MODELS, build_model
 

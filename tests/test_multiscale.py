@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from pipeline import codec
 from pipeline.config import load_config
+from pipeline.heatmap import codec
+from pipeline.heatmap.inference import predict_images
 from pipeline.keypoints import category_flip_index
-from pipeline.predict import predict_images
 
 S, STRIDE = 64, 4
 

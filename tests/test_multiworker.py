@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import REPO
-from pipeline import synth
+
+from pipeline.tools import synth
 
 pytestmark = pytest.mark.multiworker
 
@@ -40,14 +40,14 @@ def free_ports(n: int):
 
 
 def start_workers(out: Path, epochs: int, logs: Path):
-    """Two worker processes of `python -m pipeline.train` with TF_CONFIG on free local ports."""
+    """Two worker processes of `python -m pipeline.stages.train` with TF_CONFIG on free local ports."""
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for index in range(2):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO),
                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        args = [sys.executable, "-m", "pipeline.train", "--output", str(out), "--run", "mw",
+        args = [sys.executable, "-m", "pipeline.stages.train", "--output", str(out), "--run", "mw",
                 "--config", str(REPO / "configs/demo.yaml"), "--category", "skirt", "--fold", "0"]
         for s in TINY + [f"train.epochs={epochs}"]:
             args += ["--set", s]
@@ -75,7 +75,7 @@ def scratch_dirs():
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from pipeline.preprocess import preprocess
+    from pipeline.prep.preprocess import preprocess
 
     root = tmp_path_factory.mktemp("mw")
     synth.generate(root / "input", train_per_cat=8, test_per_cat=1, seed=3, jobs=1, progress=False)

@@ -1,10 +1,10 @@
 """pipeline.networks: the count of trained networks a run or submission needs (the model limit)."""
 import pytest
 
-from pipeline.artifacts import write_record
 from pipeline.keypoints import CATEGORIES
-from pipeline.networks import check_limit, run_networks, submission_networks
-from pipeline.predictions import fold_dir, run_dir
+from pipeline.store.layout import fold_dir, run_dir
+from pipeline.store.networks import check_limit, run_networks, submission_networks
+from pipeline.store.records import write_record
 
 
 def fake_run(out, run, model_of, folds=2):

@@ -7,12 +7,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import (
+    REPO,
+    Dataset,
+    cells,
+    good_dataset,
+    random_keypoints,
+    write_csv,
+    write_image,
+)
 
-from conftest import REPO, Dataset, cells, good_dataset, random_keypoints, write_csv, write_image
-from pipeline import codec
+from pipeline.heatmap import codec
 from pipeline.keypoints import CATEGORIES, KEYPOINT_INDEX
-from pipeline.preprocess import (ImageError, cache_path, folds_path, load_cache, load_index, load_letterboxed,
-                                 preprocess)
+from pipeline.prep.preprocess import ImageError, load_letterboxed, preprocess
+from pipeline.store.layout import cache_path, folds_path
+from pipeline.store.rundata import load_cache, load_index
 from pipeline.tianchi import ABSENT_CELL
 
 SIZE, K = 64, 3
@@ -237,7 +246,7 @@ def test_other_settings_get_their_own_artifacts(tmp_path, capsys):
     np.testing.assert_allclose(index.params[0], codec.letterbox_params(*index.sizes[0], 48, 2))
     # each run is bound to its own settings, and a mismatched config is refused naming both
     from pipeline.config import load_config
-    from pipeline.preprocess import PrepMismatch, run_data
+    from pipeline.store.rundata import PrepMismatch, run_data
 
     assert run_data(tmp_path / "output", "a").size == 32 and run_data(tmp_path / "output", "b").k == 3
     cfg = load_config(REPO / "configs" / "demo.yaml", ["model.input_size=48", "model.margin=2", "data.folds=3",
@@ -349,7 +358,8 @@ def test_a_second_preprocess_waits_instead_of_removing_live_temporaries(tmp_path
     import time
 
     from pipeline.fsutil import file_lock
-    from pipeline.preprocess import cache_dir, dataset_key, input_fingerprint
+    from pipeline.store.layout import cache_dir, dataset_key
+    from pipeline.store.records import input_fingerprint
 
     good_dataset(tmp_path / "input", per_cat=3, n_test_per_cat=1)
     first = preprocess(tmp_path / "input", tmp_path / "output", size=32, k=2, seed=0, jobs=1, run="a")

@@ -2,13 +2,12 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.config import load_config
 from pipeline.keypoints import category_indices
 from pipeline.models import build_model
-import pytest
-
-from pipeline.runtimes import OnnxModel, TFLiteModel, convert, convert_onnx
+from pipeline.release.runtimes import OnnxModel, TFLiteModel, convert, convert_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import synth
-from pipeline.train import resume_key, run_progress, scheduled_lr
+from pipeline.fit.resume import resume_key
+from pipeline.fit.schedule import run_progress, scheduled_lr
+from pipeline.tools import synth
 from tests.test_chain import tiny_config
 
 
@@ -57,7 +58,7 @@ def test_bad_schedule_settings_are_refused():
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A tiny preprocessed dataset bound to run "cos" (no model trained)."""
-    from pipeline.preprocess import preprocess
+    from pipeline.prep.preprocess import preprocess
 
     root = tmp_path_factory.mktemp("schedule")
     data, out = root / "input", root / "output"
@@ -71,7 +72,7 @@ def prepared(tmp_path_factory):
 def test_training_sets_the_scheduled_lr_before_every_step(prepared):
     """2 epochs × 3 steps, no time budget: the LR logged after epoch e is the one the
     schedule gives at the epoch's last step (step 2 and 5 of 6)."""
-    from pipeline.train import train
+    from pipeline.fit.trainer import train
 
     cfg = tiny_config("train.schedule=cosine", "train.lr=0.004", "train.min_lr=0.0001", "train.time_budget_s=0")
     m = train(prepared, cfg, "cos", "trousers", 1)
@@ -87,8 +88,8 @@ def test_sparse_checkpoints_still_save_the_best_epoch(prepared, monkeypatch):
     and the resume state the finished run."""
     import json
 
-    import pipeline.train as train_module
-    from pipeline.predict import load_model
+    from pipeline.fit import trainer as train_module
+    from pipeline.heatmap.inference import load_model
 
     scripted, seen = iter([0.5, 0.3, 0.4, 0.6]), []
 
@@ -110,8 +111,8 @@ def test_sparse_checkpoints_still_save_the_best_epoch(prepared, monkeypatch):
 
 def test_a_model_being_trained_refuses_a_second_trainer(tmp_path):
     """The fold's lock: a second trainer stops at once naming the directory; free again after."""
+    from pipeline.fit.resume import model_lock
     from pipeline.fsutil import file_lock
-    from pipeline.train import model_lock
 
     with model_lock(tmp_path):
         with pytest.raises(RuntimeError, match=f"{tmp_path} is being trained by another process"):

@@ -4,9 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.predictions import save_npz
-from pipeline.score import (LEADERBOARD_COLUMNS, errors_path, format_board, load_errors, update_leaderboard,
-                            with_paired_differences)
+from pipeline.scoring.leaderboard import (
+    LEADERBOARD_COLUMNS,
+    format_board,
+    load_errors,
+    update_leaderboard,
+    with_paired_differences,
+)
+from pipeline.store.layout import errors_path
+from pipeline.store.predictions import save_npz
 
 
 def _errors(rng, n, scale, ids=None):
@@ -71,7 +77,7 @@ def test_update_leaderboard_keeps_intervals(tmp_path):
 
 
 def test_compare_runs_per_category_and_keypoint(tmp_path, capsys):
-    from pipeline import compare
+    from pipeline.scoring import compare
 
     rng = np.random.default_rng(2)
     a = _errors(rng, 50, 0.05)
@@ -94,7 +100,7 @@ def test_compare_runs_per_category_and_keypoint(tmp_path, capsys):
 
 
 def test_compare_other_images_is_not_paired(tmp_path):
-    from pipeline import compare
+    from pipeline.scoring import compare
 
     rng = np.random.default_rng(3)
     a = _errors(rng, 20, 0.05)

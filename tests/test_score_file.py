@@ -7,11 +7,17 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import cells, run_module, write_csv
+
 from pipeline.keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS
-from pipeline.metrics import bootstrap_ne, image_sums
-from pipeline.score import LEADERBOARD_COLUMNS, errors_path, load_errors, read_board, score_external
+from pipeline.scoring.leaderboard import (
+    LEADERBOARD_COLUMNS,
+    load_errors,
+    read_board,
+    score_external,
+)
+from pipeline.scoring.metrics import bootstrap_ne, image_sums
+from pipeline.store.layout import errors_path
 
 I = KEYPOINT_INDEX
 
@@ -93,7 +99,7 @@ def test_rescoring_the_same_file_rewrites_nothing_and_a_changed_file_is_rescored
 
 
 def test_missing_rows_are_left_out_counted_and_compare_pairs_the_common_images(tmp_path, capsys):
-    from pipeline import compare
+    from pipeline.scoring import compare
 
     answers, full, ids = _files(tmp_path, name="full.csv")
     _, partial, _ = _files(tmp_path, drop=(2,), shift=[0] * 6, name="partial.csv")
@@ -116,14 +122,14 @@ def test_missing_rows_are_left_out_counted_and_compare_pairs_the_common_images(t
 def test_cli_and_refusals(tmp_path):
     answers, pred, _ = _files(tmp_path)
     out = tmp_path / "out"
-    proc = run_module("pipeline.score", "--output", str(out), "--file", str(pred), "--name", "rival",
+    proc = run_module("pipeline.stages.score", "--output", str(out), "--file", str(pred), "--name", "rival",
                       "--truth", str(answers))
     assert proc.returncode == 0, proc.stderr
     assert "rival" in proc.stdout and "test NE" in proc.stdout and "no header" in proc.stderr
     board = pd.read_csv(out / "leaderboard.csv")
     assert list(board["name"]) == ["rival"]
 
-    no_truth = run_module("pipeline.score", "--output", str(out), "--file", str(pred), "--name", "x",
+    no_truth = run_module("pipeline.stages.score", "--output", str(out), "--file", str(pred), "--name", "x",
                           "--truth", str(tmp_path / "none.csv"))
     assert no_truth.returncode != 0 and "TRUTH" in no_truth.stderr
     (out / "runs" / "myrun").mkdir(parents=True)

@@ -1,13 +1,18 @@
 """Submission writer and validator (pipeline/submit.py)."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-
 from conftest import run_module, write_csv, write_image
+
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS
-from pipeline.submit import SHOW_FIRST, check_submission, finalize, validate, write_submission
+from pipeline.scoring.submission import (
+    SHOW_FIRST,
+    check_submission,
+    finalize,
+    validate,
+    write_submission,
+)
 from pipeline.tianchi import ABSENT_CELL, HEADER, TEST_HEADER, read_annotations
 
 TEST_ROWS = [("Images/skirt/a.jpg", "skirt", (300, 200)), ("Images/blouse/b.jpg", "blouse", (512, 512)),

@@ -13,12 +13,24 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import synth
-from pipeline.keypoints import (CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS,
-                                NORMALIZER, category_indices)
-from pipeline.synth import figure, geometry, render
-from pipeline.synth.preview import contact_sheet, keypoint_colours
-from pipeline.tianchi import HEADER, TEST_HEADER, parse_cell, read_annotations, read_test_list
+from pipeline.keypoints import (
+    CATEGORIES,
+    CATEGORY_KEYPOINTS,
+    KEYPOINT_INDEX,
+    KEYPOINTS,
+    NORMALIZER,
+    category_indices,
+)
+from pipeline.tianchi import (
+    HEADER,
+    TEST_HEADER,
+    parse_cell,
+    read_annotations,
+    read_test_list,
+)
+from pipeline.tools import synth
+from pipeline.tools.synth import figure, geometry, render
+from pipeline.tools.synth.preview import contact_sheet, keypoint_colours
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(train_per_cat=12, test_per_cat=6, warm_per_cat=3, seed=0)
@@ -461,7 +473,7 @@ def test_contact_sheet_draws_the_labels(small, tmp_path):
 
 
 def test_contact_sheet_cli_error_is_one_line(tmp_path, capsys):
-    from pipeline.synth.preview import main
+    from pipeline.tools.synth.preview import main
 
     assert main(["--input", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err

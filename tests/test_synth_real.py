@@ -14,11 +14,15 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline import synth
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINTS
-from pipeline.synth import fit_real, real_model, render
-from pipeline.synth.preview import comparison_panel, contact_sheet, real_comparison
 from pipeline.tianchi import HEADER, read_annotations
+from pipeline.tools import synth
+from pipeline.tools.synth import fit_real, real_model, render
+from pipeline.tools.synth.preview import (
+    comparison_panel,
+    contact_sheet,
+    real_comparison,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = real_model.load()

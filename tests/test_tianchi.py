@@ -5,12 +5,22 @@ import csv
 
 import numpy as np
 import pytest
-
 from conftest import cells, random_keypoints, write_csv
+
 from pipeline.keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX, KEYPOINTS
-from pipeline.tianchi import (ABSENT_CELL, HEADER, TEST_HEADER, Problem, discover_train_sources, format_cell,
-                              parse_cell, read_annotations, read_test_list, write_annotations,
-                              write_test_list)
+from pipeline.tianchi import (
+    ABSENT_CELL,
+    HEADER,
+    TEST_HEADER,
+    Problem,
+    discover_train_sources,
+    format_cell,
+    parse_cell,
+    read_annotations,
+    read_test_list,
+    write_annotations,
+    write_test_list,
+)
 
 
 @pytest.mark.parametrize("cell,expected", [("241_135_1", (241, 135, 1)), ("206_243_0", (206, 243, 0)),

@@ -8,7 +8,7 @@ import pytest
 def _loss(*args, **kw):
     from keras import ops
 
-    from pipeline.train import heatmap_loss
+    from pipeline.heatmap.losses import heatmap_loss
 
     return float(ops.convert_to_numpy(heatmap_loss(*args, **kw)))
 

@@ -1,9 +1,9 @@
 """Flip TTA: mirrored predictions, flipped back, land on the original's frame and channels."""
 import numpy as np
 
-from pipeline import codec, tta
+from pipeline.heatmap import codec, tta
+from pipeline.heatmap.inference import peak_features
 from pipeline.keypoints import CATEGORY_KEYPOINTS, category_flip_index
-from pipeline.predict import peak_features
 
 H, W, SIGMA = 24, 32, 1.5
 

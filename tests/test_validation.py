@@ -1,10 +1,10 @@
-"""Validation forward pass of pipeline.train: the traced forward gives the eager call's maps."""
+"""Validation forward pass of pipeline.stages.train: the traced forward gives the eager call's maps."""
 import numpy as np
 import pytest
 
 from pipeline.config import load_config
+from pipeline.heatmap.inference import compiled_forward, even_batches, predict_heatmaps
 from pipeline.models import build_model
-from pipeline.fold_data import compiled_forward, even_batches, predict_heatmaps
 
 
 @pytest.mark.parametrize("n, batch_size, expected", [(54, 32, 27), (64, 32, 32), (5, 32, 5), (33, 32, 17), (1, 1, 1)])

@@ -5,9 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import codec, joint, synth, zoom
+from pipeline import joint
 from pipeline.config import load_config
+from pipeline.heatmap import codec, zoom
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS
+from pipeline.tools import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,10 +107,10 @@ def test_crop_settings_key_the_cache_and_refuse_a_small_source():
 
 
 def test_tiny_joint_run_with_crops_trains_and_predicts(tmp_path):
-    from pipeline.predict import run_predict
-    from pipeline.predictions import load_npz
-    from pipeline.preprocess import preprocess
-    from pipeline.train import train
+    from pipeline.fit.trainer import train
+    from pipeline.heatmap.oof import run_predict
+    from pipeline.prep.preprocess import preprocess
+    from pipeline.store.predictions import load_npz
 
     data, out = tmp_path / "input", tmp_path / "output"
     synth.generate(data, train_per_cat=4, test_per_cat=1, seed=2, jobs=1, progress=False)

@@ -6,10 +6,10 @@ prediction. Add a head by writing a builder and listing it here.
 """
 from __future__ import annotations
 
-from .cpm import build_cpm
-from .cpn import build_cpn
-from .hourglass import build_hourglass
-from .simplebaseline import build_simplebaseline
+from pipeline.models.cpm import build_cpm
+from pipeline.models.cpn import build_cpn
+from pipeline.models.hourglass import build_hourglass
+from pipeline.models.simplebaseline import build_simplebaseline
 
 MODELS = {
     "cpm": build_cpm,                        # Convolutional Pose Machines: T = model.stages
@@ -27,7 +27,7 @@ def build_model(cfg, num_keypoints: int):
         raise ValueError(f"unknown model.name {cfg.model.name!r}; known: {sorted(MODELS)}") from None
     model = builder(cfg, num_keypoints)
     if getattr(cfg.model, "sync_bn", False):
-        from .layers import synchronize_batchnorm
+        from pipeline.models.layers import synchronize_batchnorm
 
         model = synchronize_batchnorm(model)
     return model

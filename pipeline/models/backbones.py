@@ -15,7 +15,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from .layers import conv_bn
+from pipeline.models.layers import conv_bn
 
 BACKBONES = {
     # name: (keras.applications constructor name, layer whose output is at stride 4, 8, 16, 32)

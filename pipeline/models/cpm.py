@@ -15,8 +15,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .backbones import scale_input, stem_features
-from .layers import conv_bn, heatmap_out, stack_stages
+from pipeline.models.backbones import scale_input, stem_features
+from pipeline.models.layers import conv_bn, heatmap_out, stack_stages
 
 
 def stage(x, width: int, kernel: int, num_keypoints: int, dilations, name: str, softmax: bool,

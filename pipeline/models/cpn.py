@@ -13,9 +13,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .backbones import feature_pyramid, pyramid_strides, scale_input
-from .hourglass import residual
-from .layers import conv_bn, heatmap_out, stack_stages
+from pipeline.models.backbones import feature_pyramid, pyramid_strides, scale_input
+from pipeline.models.hourglass import residual
+from pipeline.models.layers import conv_bn, heatmap_out, stack_stages
 
 
 def upsample_to(x, factor: int, name: str):

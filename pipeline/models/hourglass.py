@@ -12,8 +12,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .backbones import pyramid_strides, scale_input, stem_features
-from .layers import conv_bn, heatmap_out, stack_stages
+from pipeline.models.backbones import pyramid_strides, scale_input, stem_features
+from pipeline.models.layers import conv_bn, heatmap_out, stack_stages
 
 
 def residual(x, filters: int, name: str, bn_momentum: float = 0.9):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .backbones import feature_pyramid, pyramid_strides, scale_input
-from .layers import heatmap_out, stack_stages
+from pipeline.models.backbones import feature_pyramid, pyramid_strides, scale_input
+from pipeline.models.layers import heatmap_out, stack_stages
 
 
 def deconv_bn(x, filters: int, name: str, bn_momentum: float = 0.9):

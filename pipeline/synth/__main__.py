@@ -1,6 +1,5 @@
-"""`python -m pipeline.synth ...`: see pipeline.synth.cli."""
 import sys
 
-from .cli import main
+from pipeline.tools.synth.cli import main
 
 sys.exit(main())

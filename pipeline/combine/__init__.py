@@ -1,0 +1,1 @@
+"""Combining predictions: the mean-shape baseline, fold/run averaging, the LightGBM stacker."""

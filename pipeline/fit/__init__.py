@@ -1,0 +1,1 @@
+"""Training: the trainer, schedule, resume, fold data."""

@@ -1,0 +1,336 @@
+"""Train one CPM for one (category, fold): `make train CAT=dress FOLD=0`.
+
+Trains on the other folds of folds.csv and validates on fold k. After every
+epoch the validation NE (original pixels, no TTA, the project's own metric)
+drives checkpointing (`model.keras`), the learning-rate schedule and early
+stopping; the forward pass it uses is traced once per training (`compiled_forward`).
+The whole training state — weights, optimizer, epoch, schedule counters, elapsed
+time — is saved with `model.keras` at most every `train.checkpoint_s` seconds and
+at the end, so a run killed at any moment (even SIGKILL) resumes from its last
+saved epoch and appends to `history.csv`. A NaN loss stops the run with a message;
+the best checkpoint is kept.
+
+Artifacts in OUTPUT/runs/<run>/<cat>/fold<k>/: config.yaml, model.keras,
+history.csv, metrics.json, tensorboard/, resume/.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+from pipeline import distributed, hardware
+from pipeline.config import Config, save_config
+from pipeline.data import train_dataset
+from pipeline.fit.fold_data import FoldData, validation_ne
+from pipeline.fit.resume import (
+    _append_history,
+    _truncate_history,
+    model_lock,
+    resume_key,
+)
+from pipeline.fit.schedule import RunState, run_progress, scheduled_lr
+from pipeline.fsutil import atomic_path, write_text_atomic
+from pipeline.heatmap import codec
+from pipeline.heatmap.inference import compiled_forward
+from pipeline.heatmap.losses import heatmap_loss
+from pipeline.store.layout import fold_dir
+from pipeline.store.rundata import run_data
+
+
+def make_trainer(base, kind: str = "mse", sigma: float = 0.0, target_scale: float = 1.0, ohkm_topk: int = 0):
+    """Wrap a heatmap model in a keras.Model whose loss is `heatmap_loss` (kind, top-k mining).
+
+    Targets are heatmaps (B, h, w, K), or keypoints (B, K, 2) in heatmap cells
+    (`train.targets: device`), encoded here with Gaussian `sigma` on the device.
+    `target_scale` is the peak height of the MSE targets.
+    """
+    import keras
+    from keras.src.losses import loss as loss_module
+
+    class HeatmapTrainer(keras.Model):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def call(self, x, training=False):
+            return self.net(x, training=training)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            heatmaps, weights = y
+            if len(heatmaps.shape) == 3:  # keypoints: encode on the device
+                if sigma <= 0:
+                    raise ValueError("keypoint targets (train.targets: device) need make_trainer(sigma=codec.sigma)")
+                heatmaps = codec.encode_tensor(heatmaps, weights, tuple(y_pred.shape[2:4]), sigma)
+            loss = heatmap_loss(heatmaps, weights, y_pred, kind, ohkm_topk, target_scale)
+            return loss_module.scale_loss_for_distribution(loss)
+
+        def get_metrics_result(self):
+            # Keras reduces the step's logs over the workers of a MultiWorkerMirroredStrategy with
+            # reduce(MEAN, axis=0), which rejects scalars: hand it (1,) tensors there
+            result = super().get_metrics_result()
+            import tensorflow as tf
+
+            if not tf.distribute.in_cross_replica_context() and \
+                    distributed.is_multiworker(tf.distribute.get_strategy()):
+                result = {k: tf.reshape(v, (1,)) for k, v in result.items()}
+            return result
+
+        def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+            # train() builds the model and optimizer before fit. Keras' version would take a
+            # batch off the training stream and reduce it over the replicas, which fails under
+            # MultiWorkerMirroredStrategy (nested uint8 batches): skip it once everything is built.
+            if self.built and self.optimizer is not None and self.optimizer.built:
+                return None
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    return HeatmapTrainer(base)
+
+
+def build_trainer(cfg: Config, num_keypoints: int, strategy=None, lr: Optional[float] = None):
+    """Model of cfg.model wrapped with the config's loss, compiled (Adam at `lr`, default
+    train.lr) and built.
+
+    Under `strategy`'s scope when given (the caller sets the precision policy first).
+    Under mixed_float16, compile wraps Adam in a LossScaleOptimizer (Keras does it for that policy).
+    Returns the trainer; `trainer.net` is the heatmap model.
+    """
+    import keras
+
+    from pipeline.models import build_model
+
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        trainer = make_trainer(build_model(cfg, num_keypoints), cfg.train.loss, cfg.codec.sigma,
+                               cfg.train.target_scale, cfg.train.ohkm_topk)
+        trainer.compile(optimizer=keras.optimizers.Adam(cfg.train.lr if lr is None else lr),
+                        jit_compile=False)
+        trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
+        trainer.optimizer.build(trainer.trainable_variables)
+    return trainer
+
+
+def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: Dict, run_state: RunState,
+                 started: float, strategy=None, peak_lr: Optional[float] = None):
+    """Keras callback: val NE, best checkpoint, LR schedule, early stop, time budget, resume state.
+
+    Writing the model and the resume state costs about as much as validating, so on
+    CPU-sized epochs they are written together at most every `train.checkpoint_s`
+    seconds and at the end: the best weights wait in memory, and `model.keras` and the
+    resume state always describe the same epoch (a kill loses at most that interval).
+
+    `train.schedule` plateau halves the LR after `lr_patience` epochs without a val NE
+    gain; cosine / linear set it before every step from `run_progress` (`scheduled_lr`,
+    from `peak_lr` down to `train.min_lr`).
+    Under a multi-worker strategy every decision (NaN, val NE, time budget, the clock the
+    schedule reads) is taken on values all workers agree on (`distributed.agree`) at the
+    end of an epoch, so they all stop at the same step with the same LR.
+    """
+    import keras
+
+    multiworker = cfg.train.distribute == "multiworker"
+    decaying = cfg.train.schedule != "plateau"
+    peak_lr = cfg.train.lr if peak_lr is None else peak_lr
+    total_steps = cfg.train.epochs * state["steps"]
+
+    def agree(*values):
+        return distributed.agree(strategy, values) if strategy is not None else list(values)
+
+    class Monitor(keras.callbacks.Callback):
+        nan_epoch = None
+        agreed_seconds = state["seconds_before"]  # the schedule's clock under multiworker
+        best_weights = None  # the best epoch's weights until the next checkpoint writes model.keras
+        saved_at = 0.0       # agreed seconds of this session at the last checkpoint
+
+        def __init__(self):
+            super().__init__()
+            self.forward = compiled_forward(base)  # traced at the first validation, then reused
+
+        def save_best(self):
+            """Writes the best weights held in memory to model.keras (the model keeps its own)."""
+            if self.best_weights is None:
+                return
+            current = base.get_weights()
+            base.set_weights(self.best_weights)
+            with atomic_path(out / "model.keras") as tmp:  # tmp name ends in .keras too
+                base.save(tmp)
+            base.set_weights(current)
+            self.best_weights = None
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if not decaying:
+                return
+            seconds = (self.agreed_seconds if multiworker
+                       else time.time() - started + state["seconds_before"])
+            progress = run_progress(state["epoch"] * state["steps"] + batch, total_steps, seconds,
+                                    cfg.train.time_budget_s)
+            trainer.optimizer.learning_rate.assign(
+                scheduled_lr(progress, peak_lr, cfg.train.min_lr, cfg.train.schedule, cfg.train.warmup))
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.nan_epoch = state["epoch"]
+                if not multiworker:  # other workers would wait for this one: stop at the epoch's end
+                    trainer.stop_training = True
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if multiworker:
+                (nan,) = agree(float(self.nan_epoch is not None))
+                if nan > 0:
+                    self.nan_epoch = state["epoch"]
+                    trainer.stop_training = True
+            if self.nan_epoch is not None:
+                self.save_best()  # the best weights seen before the NaN
+                return
+            logs = logs if logs is not None else {}
+            seconds = time.time() - self.t0
+            val_ne, elapsed = agree(validation_ne(base, data, cfg, self.forward), time.time() - started)
+            self.agreed_seconds = elapsed + state["seconds_before"]
+            logs["val_ne"] = val_ne
+            lr = float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))
+            state["epoch"] = epoch + 1
+            state["seconds"] += time.time() - self.t0
+            state["train_seconds"] += seconds
+            state["images"] += state["steps"] * state["global_batch"]
+            if val_ne < state["best_ne"]:
+                state.update(best_ne=val_ne, best_epoch=epoch + 1, wait=0, lr_wait=0)
+                self.best_weights = base.get_weights()
+            else:
+                state["wait"] += 1
+                state["lr_wait"] += 1
+                if not decaying and state["lr_wait"] >= cfg.train.lr_patience and lr > cfg.train.min_lr:
+                    lr = max(cfg.train.min_lr, lr * 0.5)
+                    trainer.optimizer.learning_rate.assign(lr)
+                    state["lr_wait"] = 0
+            state["lr"] = lr
+            row = {"epoch": epoch, "loss": float(logs.get("loss", float("nan"))), "val_ne": val_ne, "lr": lr,
+                   "seconds": seconds, "img_per_s": state["steps"] * state["global_batch"] / max(seconds, 1e-9)}
+            _append_history(out / "history.csv", row)
+            budget = cfg.train.time_budget_s
+            reason = None
+            if state["wait"] >= cfg.train.patience:
+                reason = "early_stop"
+            elif budget and elapsed + state["seconds_before"] >= budget:
+                reason = "budget"
+            elif epoch + 1 >= cfg.train.epochs:
+                reason = "epochs"
+            stop = reason in ("early_stop", "budget")
+            state["finished"] = reason is not None
+            state["stop_reason"] = reason
+            if reason is not None or elapsed - self.saved_at >= cfg.train.checkpoint_s:
+                self.save_best()
+                run_state.save(trainer, state)
+                self.saved_at = elapsed
+            if stop:
+                trainer.stop_training = True
+
+    return Monitor()
+
+
+def train(output, cfg: Config, run: str, category: str, fold: int, force: bool = False,
+          devices=None) -> Dict:
+    """Train (or resume) one model; returns metrics.json's content.
+
+    `cfg` is the run's config; the model is trained with `cfg.for_category(category)`
+    (its `categories:` overrides), which is also what config.yaml and the resume key record.
+    """
+    cfg = cfg.for_category(category)
+    out = fold_dir(output, run, category, fold)
+    # multiworker: the chief writes `out`, the other workers a scratch copy (distributed.worker_dir)
+    with distributed.worker_dir(out, cfg.train.distribute) as write_dir, model_lock(write_dir):
+        return _train_locked(output, cfg, run, category, fold, write_dir, force, devices)
+
+
+def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: Path, force: bool,
+                  devices) -> Dict:
+    prep = run_data(output, run, cfg)
+    key = resume_key(cfg, prep.identity())
+    metrics_path = out / "metrics.json"
+    run_state = RunState(out)
+    state = run_state.load()
+    if state and state.get("config") != key:
+        print(f"train: {out}: the config changed since this model was trained; starting over")
+        force = True
+    if force and out.exists():
+        import shutil
+
+        for child in out.iterdir():  # keep the lock file we hold
+            if child.name != ".lock":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        state = None
+    more_epochs = state is not None and state["epoch"] < cfg.train.epochs and (
+        state.get("stop_reason") == "epochs"
+        or (state.get("stop_reason") == "budget" and cfg.train.time_budget_s > state["seconds"]))
+    if state and state.get("finished") and metrics_path.exists() and not more_epochs:
+        print(f"train: {out} already finished (val NE {state['best_ne']:.4f}); use --force to retrain")
+        os.utime(metrics_path)  # current: let make's file times agree
+        return json.loads(metrics_path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    threads = hardware.configure_threads(cfg.train.threads)
+    import keras
+    import tensorflow as tf
+
+    policy = hardware.set_precision(cfg.train.precision)
+    keras.utils.set_random_seed(cfg.train.seed + 1000 * fold)
+    save_config(cfg, out / "config.yaml")
+    data = FoldData(prep, cfg, category, fold)
+    strategy = hardware.make_strategy(cfg.train.distribute, devices)
+    replicas = strategy.num_replicas_in_sync
+    batch = distributed.global_batch(cfg.train.batch_size, replicas)  # train.batch_size is per replica
+    lr = distributed.scaled_lr(cfg.train.lr, replicas, cfg.train.lr_scaling)
+    trainer = build_trainer(cfg, data.num_keypoints, strategy, lr)
+    base = trainer.net
+    steps = cfg.train.steps_per_epoch or max(1, math.ceil(len(data.train) / batch))
+    fresh = {"epoch": 0, "best_ne": float("inf"), "best_epoch": 0, "wait": 0, "lr_wait": 0,
+             "lr": lr, "seconds": 0.0, "train_seconds": 0.0, "images": 0, "steps": steps,
+             "finished": False, "config": key}
+    if state:
+        trainer.load_weights(run_state.dir / state["weights"])
+        trainer.optimizer.learning_rate.assign(state["lr"])
+        print(f"train: resuming {out} after epoch {state['epoch']} (best val NE {state['best_ne']:.4f})")
+    else:
+        state = fresh
+        for stale in ("history.csv", "model.keras", "metrics.json"):
+            (out / stale).unlink(missing_ok=True)
+    state["steps"] = steps
+    state["global_batch"] = batch
+    state["seconds_before"] = state["seconds"]
+    _truncate_history(out / "history.csv", state["epoch"])
+    start = state["epoch"] * steps * batch
+    dataset = distributed.distribute_input(strategy, lambda pipeline, pipelines: train_dataset(
+        data.train, cfg, data.flip_index, start, cfg.train.batch_size, batch, pipeline, pipelines))
+    started = time.time()
+    monitor = make_monitor(trainer, base, data, cfg, out, state, run_state, started, strategy, peak_lr=lr)
+    callbacks = [monitor, keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False,
+                                                      profile_batch=0)]
+    print(f"train: {category} fold {fold}: {len(data.train)} train / {len(data.val)} val images, "
+          f"{steps} steps/epoch, policy {policy}, {threads} thread(s), "
+          f"{replicas} replica(s) × batch {cfg.train.batch_size}, lr {lr:g} → {out}")
+    if state["epoch"] < cfg.train.epochs:
+        trainer.fit(dataset, epochs=cfg.train.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps,
+                    callbacks=callbacks, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    if monitor.nan_epoch is not None:
+        msg = (f"train: NaN loss in epoch {monitor.nan_epoch} of {category} fold {fold}; stopped. "
+               f"Best checkpoint kept: {out / 'model.keras'} (val NE {state['best_ne']:.4f}). "
+               "Lower train.lr or use train.precision=float32.")
+        raise FloatingPointError(msg)
+    metrics = {
+        "val_ne": state["best_ne"], "best_epoch": state["best_epoch"], "epochs": state["epoch"],
+        "seconds": state["seconds"], "train_img_per_s": state["images"] / max(state["train_seconds"], 1e-9),
+        "category": category, "fold": fold, "run": run, "n_train": len(data.train), "n_val": len(data.val),
+        "precision": policy, "threads": threads, "replicas": replicas, "global_batch": batch, "lr": lr,
+        "params": int(base.count_params()), "stop_reason": state.get("stop_reason"),
+        "tf_version": tf.__version__, "prep": prep.identity(),
+    }
+    write_text_atomic(metrics_path, json.dumps(metrics, indent=2))
+    print(f"train: {category} fold {fold}: best val NE {metrics['val_ne']:.4f} at epoch {metrics['best_epoch']}"
+          f" ({metrics['epochs']} epochs, {metrics['seconds']:.0f} s, {metrics['train_img_per_s']:.1f} img/s)")
+    return metrics

@@ -1,0 +1,1 @@
+"""Heatmaps: the codec, losses, one inference path (validation, OOF, test), flip TTA, the crop zoom."""

@@ -1,0 +1,1 @@
+"""Preprocessing: dataset parsing and validation, image decoding, duplicates, folds, image caches, prep report."""

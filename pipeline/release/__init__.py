@@ -1,0 +1,1 @@
+"""Releases: exported bundles and their runtimes (Keras, SavedModel, TFLite, ONNX)."""

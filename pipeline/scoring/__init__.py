@@ -1,0 +1,1 @@
+"""Scoring: the NE metric and intervals, leaderboard, compare, submission writer and validator, plots."""

@@ -1,0 +1,1 @@
+"""Tools beside the pipeline (bench, synthetic data, rehearse, throughput, lock files); they call the pipeline's own functions."""
