@@ -16,20 +16,62 @@ train and predict sections.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
+import os
+import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    ClassVar,
+    Dict,
+    FrozenSet,
+    Iterator,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
 
 import yaml
 
 from pipeline.fsutil import write_text_atomic
 from pipeline.keypoints import CATEGORIES
 
+#: the settings read while a stage runs ({(section, key)}; None: not recording), see `recording`
+_READS: contextvars.ContextVar = contextvars.ContextVar("pipeline_config_reads", default=None)
+
+
+class _Section:
+    """Base of the config sections: every setting read inside `recording(stage)` is noted."""
+
+    SECTION: ClassVar[str] = ""
+
+    def __getattribute__(self, name: str):
+        if name[0] != "_":
+            reads = _READS.get()
+            if reads is not None and name in object.__getattribute__(self, "__dataclass_fields__"):
+                reads.add((object.__getattribute__(self, "SECTION"), name))
+        return object.__getattribute__(self, name)
+
+
+@contextlib.contextmanager
+def _unrecorded() -> Iterator[None]:
+    """Reads inside are bookkeeping (to_dict, digests, stamps), not a stage depending on a setting."""
+    token = _READS.set(None)
+    try:
+        yield
+    finally:
+        _READS.reset(token)
+
+
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Section):
+    SECTION: ClassVar[str] = "data"
     folds: int = 3                 # k of the stratified k-fold split
     fold_seed: int = 42            # seed of the split (folds are made once and stored)
     categories: Tuple[str, ...] = CATEGORIES
@@ -37,7 +79,8 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
+    SECTION: ClassVar[str] = "model"
     name: str = "cpm"              # key of pipeline.models.MODELS
     input_size: int = 128          # square input side in pixels (also the image cache side)
     stride: int = 4                # input pixels per heatmap cell
@@ -53,13 +96,15 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class CodecConfig:
+class CodecConfig(_Section):
+    SECTION: ClassVar[str] = "codec"
     sigma: float = 1.5             # Gaussian sigma in heatmap cells
     refine: str = "dark"           # none | quarter | dark : sub-pixel decoding
 
 
 @dataclasses.dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(_Section):
+    SECTION: ClassVar[str] = "augment"
     enabled: bool = True
     rotation: float = 25.0         # max degrees
     scale_min: float = 0.8
@@ -70,7 +115,8 @@ class AugmentConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
+    SECTION: ClassVar[str] = "train"
     epochs: int = 30
     batch_size: int = 16           # images per replica (one GPU / the CPU); a step takes batch_size × replicas
     lr: float = 2e-3               # learning rate of one replica (scaled by lr_scaling)
@@ -97,7 +143,8 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class CropConfig:
+class CropConfig(_Section):
+    SECTION: ClassVar[str] = "crop"
     enabled: bool = False          # second pass of the model on the garment's box (pipeline/zoom.py)
     source_size: int = 256         # side of the image cache crops are cut from (>= model.input_size)
     margin: float = 0.15           # the square box around the keypoints grows by this × its side, each side
@@ -106,7 +153,8 @@ class CropConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(_Section):
+    SECTION: ClassVar[str] = "predict"
     flip_tta: bool = True
     merge: str = "heatmap"         # heatmap | coords : how the flip (and scale) passes are combined
     scales: Tuple[float, ...] = (1.0,)  # multi-scale TTA: input rescaled about its centre by each factor
@@ -114,13 +162,15 @@ class PredictConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class EnsembleConfig:
+class EnsembleConfig(_Section):
+    SECTION: ClassVar[str] = "ensemble"
     name: str = ""                 # ensemble name ("" : the run name)
     members: Tuple[str, ...] = ()  # runs averaged ((): just this run)
 
 
 @dataclasses.dataclass(frozen=True)
-class StackConfig:
+class StackConfig(_Section):
+    SECTION: ClassVar[str] = "stack"
     mode: str = "auto"             # auto | on | off
     min_gain: float = 0.0          # relative CV NE gain needed for `auto` to use the stacker
     n_estimators: int = 100
@@ -134,7 +184,8 @@ class StackConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class SubmitConfig:
+class SubmitConfig(_Section):
+    SECTION: ClassVar[str] = "submit"
     fallback: str = ""             # run whose predictions fill categories this run lacks ("": the mean-shape baseline)
     max_models: int = 0            # refuse a submission needing more trained networks (0: no limit; pipeline/networks.py)
 
@@ -156,7 +207,8 @@ class Config:
     categories: Dict[str, Any] = dataclasses.field(default_factory=dict, hash=False, compare=True)
 
     def to_dict(self) -> Dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        with _unrecorded():
+            return _plain(dataclasses.asdict(self))
 
     def for_category(self, category: str) -> "Config":
         """The resolved config of one category: this config with `categories[category]` merged in.
@@ -193,22 +245,19 @@ class Config:
         Outputs record these; a stage redoes its work exactly when they (or its upstream
         artifacts) change, so e.g. `predict.batch_size` or `train.threads` never invalidate anything.
         """
-        full = self.to_dict()
-        out: Dict[str, Any] = {}
-        for section, keys in STAGE_SETTINGS[stage].items():
-            values = full[section]
-            if keys == "*":
-                chosen = dict(values)
-            elif isinstance(keys, tuple) and keys[:1] == ("-",):
-                chosen = {k: v for k, v in values.items() if k not in keys[1:]}
-            else:
-                chosen = {k: values[k] for k in keys}
-            out[section] = {k: v for k, v in chosen.items() if NEUTRAL.get((section, k), _UNSET) != v}
-        if stage == "train" and self.train.joint:  # a joint model trains on every run category's images
-            out["data"]["categories"] = full["data"]["categories"]
-        if stage in ("prep", "train", "predict") and self.crop.enabled:  # (absent when off: nothing redone)
-            out["crop"] = dict(full["crop"]) if stage != "prep" else {"source_size": self.crop.source_size}
-        return out
+        with _unrecorded():
+            full = self.to_dict()
+            out: Dict[str, Any] = {}
+            for section, keys in STAGE_SETTINGS[stage].items():
+                values = full[section]
+                skip = set(UNRECORDED.get(stage, {}).get(section, ()))
+                chosen = {k: v for k, v in values.items() if (k in keys or keys == "*") and k not in skip}
+                out[section] = {k: v for k, v in chosen.items() if NEUTRAL.get((section, k), _UNSET) != v}
+            if stage == "train" and self.train.joint:  # a joint model trains on every run category's images
+                out["data"]["categories"] = full["data"]["categories"]
+            if stage in ("prep", "train", "predict") and self.crop.enabled:  # (absent when off: nothing redone)
+                out["crop"] = dict(full["crop"]) if stage != "prep" else {"source_size": self.crop.source_size}
+            return out
 
 
 _UNSET = object()
@@ -217,19 +266,88 @@ _UNSET = object()
 NEUTRAL: Dict[Tuple[str, str], Any] = {("train", "joint"): False, ("train", "val_images"): 0,
                                        ("submit", "max_models"): 0}
 
-#: What each stage's outputs depend on: section → key list, "*" (all), or ("-", excluded keys...).
-#: Settings that only change speed or placement (threads, batch size of inference, jobs,
-#: distribution, precision) are left out on purpose.
+#: What each stage's outputs depend on: section → key list or "*" (all, less UNRECORDED), as
+#: recorded in its stamps and records. Kept exact by `recording`: a stage that reads a setting
+#: this table, UNRECORDED and its upstream stages do not cover fails the tests (tests/unit/test_settings.py).
 STAGE_SETTINGS: Dict[str, Dict[str, Any]] = {
     "prep": {"data": ("folds", "fold_seed"), "model": ("input_size", "margin")},
-    "train": {"data": ("folds", "fold_seed"), "model": "*", "codec": ("sigma",), "augment": "*",
-              "train": ("-", "threads", "distribute", "precision", "targets", "checkpoint_s")},
-    "predict": {"model": ("input_size", "stride", "margin"), "codec": "*", "predict": ("-", "batch_size")},
+    "train": {"data": ("folds", "fold_seed"), "model": "*", "codec": ("sigma",), "augment": "*", "train": "*"},
+    "predict": {"model": ("input_size", "stride", "margin"), "codec": "*", "predict": "*"},
     "ensemble": {"data": ("folds", "fold_seed", "categories"), "ensemble": "*"},
-    "stack": {"stack": ("-", "jobs"), "train": ("seed",)},
+    "stack": {"stack": "*", "train": ("seed",)},
     "submit": {"data": ("categories",), "submit": "*"},
     "score": {"data": ("categories",)},
 }
+
+#: Settings a stage may read that only change speed or placement (threads, batch size of
+#: inference, jobs, distribution, precision, checkpoint spacing): never recorded, never redo work.
+UNRECORDED: Dict[str, Dict[str, Tuple[str, ...]]] = {
+    "prep": {"data": ("jobs",)},
+    "train": {"train": ("threads", "distribute", "precision", "targets", "checkpoint_s"), "predict": ("batch_size",)},
+    "predict": {"predict": ("batch_size",), "train": ("precision",)},
+    "stack": {"stack": ("jobs",)},
+}
+
+#: Settings also covered for a stage: those of the stages whose artifacts it reads (their records'
+#: identities are among its inputs) and those that decide on a crop (recorded with `crop` when on).
+UPSTREAM: Dict[str, Tuple[str, ...]] = {
+    "prep": (), "train": ("prep",), "predict": ("prep", "train"), "ensemble": ("prep", "predict"),
+    "stack": ("prep", "ensemble"), "submit": ("prep", "ensemble", "stack"), "score": ("prep", "ensemble", "stack"),
+}
+CROP_STAGES = ("prep", "train", "predict")
+
+
+def covered_settings(stage: str) -> FrozenSet[Tuple[str, str]]:
+    """{(section, key)} a stage may read: its own recorded settings, its UNRECORDED ones and, through
+    the identities of the artifacts it consumes, everything its upstream stages cover."""
+    out: Set[Tuple[str, str]] = set()
+    fields = {f.name: f.type for f in dataclasses.fields(Config)}
+    for section, keys in STAGE_SETTINGS[stage].items():
+        names = [f.name for f in dataclasses.fields(getattr(Config(), section))] if keys == "*" else keys
+        out.update((section, k) for k in names)
+    for section, keys in UNRECORDED.get(stage, {}).items():
+        out.update((section, k) for k in keys)
+    if stage == "train":
+        out.add(("data", "categories"))  # recorded when train.joint (a joint model's images)
+    if stage in CROP_STAGES:
+        out.update(("crop", f.name) for f in dataclasses.fields(CropConfig))
+    for up in UPSTREAM[stage]:
+        out |= covered_settings(up)
+    del fields
+    return frozenset(out)
+
+
+class UncoveredSetting(RuntimeError):
+    """A stage read a setting its stamps and records do not cover (its outputs could go stale)."""
+
+
+@contextlib.contextmanager
+def recording(stage: str, strict: Optional[bool] = None) -> Iterator[Set[Tuple[str, str]]]:
+    """Note every setting read inside (any Config); on leaving, check them against `covered_settings`.
+
+    Yields the live set of (section, key). A read the stage's stamps do not cover means an
+    artifact that would not be redone when that setting changes: with `strict` (default: the
+    environment variable PIPELINE_STRICT_SETTINGS=1, which the tests set) it raises
+    UncoveredSetting, otherwise it prints one warning line. With PIPELINE_SETTINGS_TRACE=FILE
+    each stage appends {"stage", "reads"} to FILE (a JSON line).
+    """
+    reads: Set[Tuple[str, str]] = set()
+    token = _READS.set(reads)
+    try:
+        yield reads
+    finally:
+        _READS.reset(token)
+    trace = os.environ.get("PIPELINE_SETTINGS_TRACE")
+    if trace:
+        with open(trace, "a") as f:
+            f.write(json.dumps({"stage": stage, "reads": sorted(f"{s}.{k}" for s, k in reads)}) + "\n")
+    missing = sorted(f"{s}.{k}" for s, k in reads - covered_settings(stage))
+    if missing:
+        text = (f"stage {stage} read {', '.join(missing)}, which its stamps do not cover: add each to "
+                f"STAGE_SETTINGS['{stage}'] (or UNRECORDED when it only changes speed) in pipeline/config.py")
+        if strict if strict is not None else os.environ.get("PIPELINE_STRICT_SETTINGS") == "1":
+            raise UncoveredSetting(text)
+        print(f"warning: {text}", file=sys.stderr)
 
 
 _CHOICES = {

@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from pipeline import augment
+from pipeline import augment, frames
 from pipeline.config import Config
 from pipeline.heatmap import codec, zoom
 
@@ -88,7 +88,7 @@ def make_batch(samples: SampleSet, counters: np.ndarray, cfg: Config, flip_index
                 rng, samples.orig_xy[index], vis >= 0, samples.full_params[index], samples.sizes[index],
                 cfg.crop, size)
             base = zoom.frame_matrix(samples.cache_params[index], view)
-            xy = codec.orig_to_input(samples.orig_xy[index], view)
+            xy = frames.orig_to_input(samples.orig_xy[index], view)
         if training and aug.enabled:
             matrix, flip = augment.random_affine(rng, size, aug.rotation, aug.scale_min, aug.scale_max,
                                                  aug.translate, 0.5 if aug.flip else 0.0)
@@ -156,5 +156,5 @@ def train_dataset(samples: SampleSet, cfg: Config, flip_index: Sequence[int], st
 
 def to_input_frame(keypoints: np.ndarray, params: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Original-pixel keypoints (N, K, 3) → input-pixel xy (N, K, 2) and visibility (N, K)."""
-    xy = codec.orig_to_input(keypoints[..., :2].astype(np.float64), params[:, None, :])
+    xy = frames.orig_to_input(keypoints[..., :2].astype(np.float64), params[:, None, :])
     return xy, keypoints[..., 2].astype(np.int64)

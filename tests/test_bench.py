@@ -7,8 +7,8 @@ import math
 import cv2
 import numpy as np
 
+from pipeline import frames
 from pipeline.config import load_config
-from pipeline.heatmap import codec
 from pipeline.keypoints import CATEGORIES, NUM_KEYPOINTS, category_indices
 from pipeline.tools import bench
 
@@ -84,7 +84,7 @@ def test_decode_floor_is_small_for_interior_points():
     n = 20
     categories = np.array([CATEGORIES[i % len(CATEGORIES)] for i in range(n)], dtype=object)
     keypoints = np.full((n, NUM_KEYPOINTS, 3), -1, np.int64)
-    params = np.stack([codec.letterbox_params(512, 400, cfg.model.input_size)] * n)
+    params = np.stack([frames.letterbox_params(512, 400, cfg.model.input_size)] * n)
     for i, cat in enumerate(categories):
         for k in category_indices(cat):
             keypoints[i, k] = (rng.integers(60, 450), rng.integers(60, 340), 1)
@@ -114,7 +114,7 @@ def test_image_files_plain_loop_and_rss(tmp_path):
 def test_near_heatmap_border():
     cfg = load_config(bench.DEMO_CONFIG)
     size = cfg.model.input_size
-    params = codec.letterbox_params(size, size, size)[None]  # identity: original = input pixels
+    params = frames.letterbox_params(size, size, size)[None]  # identity: original = input pixels
     kps = np.full((1, NUM_KEYPOINTS, 3), -1, np.int64)
     kps[0, 0] = (0, size // 2, 1)            # at the left edge
     kps[0, 1] = (size // 2, size // 2, 1)    # centre

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline import frames
 from pipeline.heatmap import codec
 
 H, W = 24, 32  # non-square heatmaps: encode takes shape (H, W)
@@ -16,9 +17,9 @@ H, W = 24, 32  # non-square heatmaps: encode takes shape (H, W)
     (300, 200, 64, (64 / 300, 43 / 200, 0, 10)),
 ])
 def test_letterbox_params_hand_computed(width, height, size, expected):
-    p = codec.letterbox_params(width, height, size)
+    p = frames.letterbox_params(width, height, size)
     np.testing.assert_allclose(p, expected)
-    new_w, new_h = codec.resized_shape(p, width, height)
+    new_w, new_h = frames.resized_shape(p, width, height)
     assert max(new_w, new_h) == size
     assert p[2] + new_w <= size and p[3] + new_h <= size
 
@@ -26,17 +27,17 @@ def test_letterbox_params_hand_computed(width, height, size, expected):
 @pytest.mark.parametrize("width,height", [(340, 512), (512, 300), (400, 400), (1024, 700)])
 def test_orig_input_round_trip_and_edges(width, height):
     size = 128
-    p = codec.letterbox_params(width, height, size)
+    p = frames.letterbox_params(width, height, size)
     rng = np.random.default_rng(0)
     xy = rng.uniform(-0.5, [width - 0.5, height - 0.5], size=(50, 2))
-    back = codec.input_to_orig(codec.orig_to_input(xy, p), p)
+    back = frames.input_to_orig(frames.orig_to_input(xy, p), p)
     np.testing.assert_allclose(back, xy, atol=1e-9)
     # the image's outer edges land on the letterbox's pixel edges
-    new_w, new_h = codec.resized_shape(p, width, height)
-    corners = codec.orig_to_input(np.array([[-0.5, -0.5], [width - 0.5, height - 0.5]]), p)
+    new_w, new_h = frames.resized_shape(p, width, height)
+    corners = frames.orig_to_input(np.array([[-0.5, -0.5], [width - 0.5, height - 0.5]]), p)
     np.testing.assert_allclose(corners, [[p[2] - 0.5, p[3] - 0.5], [p[2] + new_w - 0.5, p[3] + new_h - 0.5]])
     # the pixel-centre convention: original centre maps to the letterbox content's centre
-    centre = codec.orig_to_input(np.array([(width - 1) / 2, (height - 1) / 2]), p)
+    centre = frames.orig_to_input(np.array([(width - 1) / 2, (height - 1) / 2]), p)
     np.testing.assert_allclose(centre, [p[2] + (new_w - 1) / 2, p[3] + (new_h - 1) / 2])
 
 
@@ -119,10 +120,10 @@ def test_decode_unknown_refine():
 @pytest.mark.parametrize("width,height", [(340, 512), (512, 300)])
 def test_decode_to_original_inverts_the_full_chain(width, height):
     size, stride, sigma = 128, 4, 1.5
-    p = codec.letterbox_params(width, height, size)
+    p = frames.letterbox_params(width, height, size)
     rng = np.random.default_rng(6)
     xy = rng.uniform([0.15 * width, 0.15 * height], [0.85 * width, 0.85 * height], size=(40, 2))
-    uv = codec.input_to_cell(codec.orig_to_input(xy, p), stride)
+    uv = codec.input_to_cell(frames.orig_to_input(xy, p), stride)
     hs = size // stride
     hm = codec.encode(uv, np.ones(len(uv)), (hs, hs), sigma)[None]
     back, score = codec.decode_to_original(hm, p[None], stride, "dark", sigma)

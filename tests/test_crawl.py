@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from conftest import Dataset, cells, garment_image, random_keypoints, run_module
 
-from pipeline.heatmap import codec
+from pipeline import frames
 from pipeline.keypoints import CATEGORIES, KEYPOINT_INDEX, KEYPOINTS
 from pipeline.prep.images import (
     PHASH_MAX_DISTANCE,
@@ -232,7 +232,7 @@ def test_exif_rotated_image_stays_in_its_stored_frame(crawled):
     pos = list(index.image_id).index(crawled["rotated"])
     assert tuple(index.sizes[pos]) == (300, 200)  # not the 200x300 a viewer shows
     img = np.asarray(load_cache(crawled["prep"], "train", SIZE, 0)[index.cache_row[pos]], np.float64)
-    x, y = codec.orig_to_input(np.array(crawled["rotated_dot"], np.float64), index.params[pos])
+    x, y = frames.orig_to_input(np.array(crawled["rotated_dot"], np.float64), index.params[pos])
     assert img[int(round(y)), int(round(x))].min() > 150  # the dot is where the annotation says
     # the single-image reader (predict_image) and the test index agree
     path = crawled["root"] / "input" / crawled["rotated"]

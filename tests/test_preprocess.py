@@ -17,7 +17,7 @@ from conftest import (
     write_image,
 )
 
-from pipeline.heatmap import codec
+from pipeline import frames
 from pipeline.keypoints import CATEGORIES, KEYPOINT_INDEX
 from pipeline.prep.preprocess import ImageError, load_letterboxed, preprocess
 from pipeline.store.layout import cache_path, folds_path
@@ -170,11 +170,11 @@ def test_cache_holds_the_letterboxed_images(prepped, name, size, dot, radius):
     pos = list(index.image_id).index(f"train/Images/blouse/{name}.jpg")
     img = np.asarray(cache[index.cache_row[pos]], np.float64)
     params = index.params[pos]
-    np.testing.assert_allclose(params, codec.letterbox_params(*size, SIZE))
+    np.testing.assert_allclose(params, frames.letterbox_params(*size, SIZE))
     # the annotated dot, moved by the stored transform, is where the bright dot is in the cache
     kp = index.keypoints[pos, KEYPOINT_INDEX["neckline_left"], :2]
     assert tuple(kp) == dot
-    x, y = codec.orig_to_input(kp.astype(np.float64), params)
+    x, y = frames.orig_to_input(kp.astype(np.float64), params)
     assert img[int(round(y)), int(round(x))].min() > 150
     lum = img.min(-1)
     bright = lum > 90
@@ -184,7 +184,7 @@ def test_cache_holds_the_letterboxed_images(prepped, name, size, dot, radius):
     np.testing.assert_allclose(centroid, (x, y), atol=0.2)  # a half-pixel slip is ~0.4
     # letterbox bands are black, the picture is not
     ox, oy = int(params[2]), int(params[3])
-    new_w, new_h = codec.resized_shape(params, *size)
+    new_w, new_h = frames.resized_shape(params, *size)
     assert img[:oy].max(initial=0) == 0 and img[oy + new_h:].max(initial=0) == 0
     assert img[:, :ox].max(initial=0) == 0 and img[:, ox + new_w:].max(initial=0) == 0
     assert img[oy:oy + new_h, ox:ox + new_w].min(-1).mean() > 5
@@ -209,7 +209,7 @@ def test_test_index_in_test_csv_order(prepped):
     assert list(test.category) == [c for _, c in ds.test_rows]
     assert test.keypoints is None
     assert test.sizes.tolist() == [[340, 512]] * 5 + [[512, 300]]
-    np.testing.assert_allclose(test.params[-1], codec.letterbox_params(512, 300, SIZE))
+    np.testing.assert_allclose(test.params[-1], frames.letterbox_params(512, 300, SIZE))
     cache = load_cache(prepped["prep"], "test", SIZE, 0)
     assert cache.shape == (6, SIZE, SIZE, 3)
     assert prepped["manifest"]["n_test"] == 6
@@ -243,7 +243,7 @@ def test_other_settings_get_their_own_artifacts(tmp_path, capsys):
     index = load_index(ds, "train", 48, 2)
     row = index.cache_row[0]
     assert b[row].max() > 0 and a[row].max() > 0
-    np.testing.assert_allclose(index.params[0], codec.letterbox_params(*index.sizes[0], 48, 2))
+    np.testing.assert_allclose(index.params[0], frames.letterbox_params(*index.sizes[0], 48, 2))
     # each run is bound to its own settings, and a mismatched config is refused naming both
     from pipeline.config import load_config
     from pipeline.store.rundata import PrepMismatch, run_data
@@ -334,8 +334,8 @@ def test_load_letterboxed_maps_points_by_params(tmp_path, width, height, size):
     path = write_image(tmp_path / "a.jpg", width, height, dots=[dot], dot_radius=max(5, width // 60))
     img, w, h, params = load_letterboxed(path, size)
     assert img.shape == (size, size, 3) and img.dtype == np.uint8 and (w, h) == (width, height)
-    np.testing.assert_allclose(params, codec.letterbox_params(width, height, size))
-    expected = codec.orig_to_input(np.array(dot, np.float64), params)
+    np.testing.assert_allclose(params, frames.letterbox_params(width, height, size))
+    expected = frames.orig_to_input(np.array(dot, np.float64), params)
     np.testing.assert_allclose(_bright_centroid(img), expected, atol=0.2)
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import joint
+from pipeline import frames, joint
 from pipeline.config import load_config
-from pipeline.heatmap import codec, zoom
+from pipeline.heatmap import zoom
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS
 from pipeline.tools import synth
 
@@ -23,9 +23,9 @@ def test_box_params_map_the_box_onto_the_input():
     valid = np.array([[True, True, False]])
     p = zoom.box_params(xy, valid, 128, 0.1, np.array([10.0]), np.zeros((1, 4)))
     # the box is 200 px wide (x extent) × 1.2 = 240 px, centred on (200, 230)
-    corners = codec.orig_to_input(np.array([[80.0, 110.0], [320.0, 350.0]]), p[0])   # the box edges
+    corners = frames.orig_to_input(np.array([[80.0, 110.0], [320.0, 350.0]]), p[0])   # the box edges
     assert corners == pytest.approx(np.array([[-0.5, -0.5], [127.5, 127.5]]))
-    assert codec.orig_to_input(np.array([200.0, 230.0]), p[0]) == pytest.approx([63.5, 63.5])
+    assert frames.orig_to_input(np.array([200.0, 230.0]), p[0]) == pytest.approx([63.5, 63.5])
     # the invalid point does not enter; an image without valid points keeps the fallback
     fallback = np.array([[0.25, 0.25, 0.0, 0.0]])
     assert np.array_equal(zoom.box_params(xy, ~valid & False, 128, 0.1, np.array([10.0]), fallback), fallback)
@@ -40,9 +40,9 @@ def test_frame_matrix_moves_points_between_frames():
     dst = np.array([1.7, 1.7, -40.0, -25.0])
     pts = rng.uniform(0, 500, size=(6, 2))
     m = zoom.frame_matrix(src, dst)
-    moved = pts_src = codec.orig_to_input(pts, src)
+    moved = pts_src = frames.orig_to_input(pts, src)
     moved = pts_src @ m[:, :2].T + m[:, 2]
-    assert moved == pytest.approx(codec.orig_to_input(pts, dst))
+    assert moved == pytest.approx(frames.orig_to_input(pts, dst))
 
 
 def test_warp_cuts_the_box_out_of_the_cache():
@@ -65,7 +65,7 @@ def test_two_pass_feeds_pass_one_box_to_pass_two():
 
     def predict(inputs, params):
         seen.append(params.copy())
-        xy = codec.input_to_orig(np.tile([[10.0, 12.0]], (len(inputs), 3, 1)), params[:, None, :])
+        xy = frames.input_to_orig(np.tile([[10.0, 12.0]], (len(inputs), 3, 1)), params[:, None, :])
         return {"xy": xy}
 
     images = np.zeros((2, 64, 64, 3), np.uint8)
@@ -75,9 +75,9 @@ def test_two_pass_feeds_pass_one_box_to_pass_two():
     out = zoom.two_pass(predict, images, cache_params, full, sizes, Crop, 32)
     assert len(seen) == 2 and np.array_equal(seen[0], full)
     assert np.array_equal(out["crop_params"], seen[1])
-    expected1 = codec.input_to_orig(np.array([10.0, 12.0]), full[0])
+    expected1 = frames.input_to_orig(np.array([10.0, 12.0]), full[0])
     assert out["xy_pass1"][0, 0] == pytest.approx(expected1)
-    assert out["xy"][0, 0] == pytest.approx(codec.input_to_orig(np.array([10.0, 12.0]), seen[1][0]))
+    assert out["xy"][0, 0] == pytest.approx(frames.input_to_orig(np.array([10.0, 12.0]), seen[1][0]))
     # the box is min_side (0.05 × 256) around pass 1's single point
     assert seen[1][0, 0] == pytest.approx(32 / (0.05 * 256))
 
@@ -89,7 +89,7 @@ def test_training_view_is_the_gt_box_or_the_whole_image():
     views = [zoom.training_view(rng, xy, np.array([True, True]), full, np.array([512, 512]), Crop, 128)
              for _ in range(20)]
     for v in views:   # every view (train_fraction 1) holds both points inside the input
-        inside = codec.orig_to_input(xy, v)
+        inside = frames.orig_to_input(xy, v)
         assert (inside >= 0).all() and (inside <= 127).all() and v[0] > full[0]
 
     class Never(Crop):

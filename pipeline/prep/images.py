@@ -34,7 +34,7 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from pipeline.heatmap import codec
+from pipeline import frames
 
 #: near-duplicate threshold: Hamming distance of two 64-bit perceptual hashes (`phash`)
 PHASH_MAX_DISTANCE = 3
@@ -274,7 +274,7 @@ def load_letterboxed(path, size: int, margin: int = 0) -> Tuple[np.ndarray, int,
     """Read an image file and letterbox it into a size×size RGB uint8 array (stored frame).
 
     Returns (image (S, S, 3) uint8 RGB, width, height, params (4,) stored original → input
-    pixels, as codec.letterbox_params). Raises ImageError with the reason.
+    pixels, as frames.letterbox_params). Raises ImageError with the reason.
     """
     img, width, height, _ = decode(read_bytes(path), size - 2 * margin)
     try:
@@ -288,8 +288,8 @@ def letterbox(img: np.ndarray, width: int, height: int, size: int, margin: int =
 
     Returns (image (S, S, 3) uint8 RGB, width, height, params (4,)).
     """
-    params = codec.letterbox_params(width, height, size, margin)
-    new_w, new_h = codec.resized_shape(params, width, height)
+    params = frames.letterbox_params(width, height, size, margin)
+    new_w, new_h = frames.resized_shape(params, width, height)
     if img.shape[:2] != (new_h, new_w):
         # area averaging where the image shrinks a lot (anti-aliasing); bilinear for small changes,
         # e.g. the last step after a reduced JPEG decode (128 → 120 px): OpenCV's area path for

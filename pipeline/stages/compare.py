@@ -1,6 +1,6 @@
 """`compare` stage: command line → one library call.
 
-`make compare A=run1 B=run2` (`python -m pipeline.scoring.compare --output DIR A B`).
+`make compare A=run1 B=run2` (`python -m pipeline.stages.compare --output DIR A B`).
 """
 from __future__ import annotations
 

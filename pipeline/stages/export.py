@@ -1,7 +1,7 @@
 """`export` stage: command line → one library call.
 
-CLI: python -m pipeline.release.bundle --output DIR --run RUN          (make export RUN=<run>)
-     python -m pipeline.release.bundle --bundle DIR --images DIR [--category C] --out CSV   (make predict-dir)
+CLI: python -m pipeline.stages.export --output DIR --run RUN          (make export RUN=<run>)
+     python -m pipeline.stages.export --bundle DIR --images DIR [--category C] --out CSV   (make predict-dir)
 """
 from __future__ import annotations
 

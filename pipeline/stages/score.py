@@ -1,7 +1,7 @@
 """`score` stage: command line → one library call.
 
-CLI: python -m pipeline.scoring.leaderboard --output DIR [--config C] [--run NAME] [--stack]
-     python -m pipeline.scoring.leaderboard --output DIR --file PRED.csv --name LABEL --truth ANSWERS.csv
+CLI: python -m pipeline.stages.score --output DIR [--config C] [--run NAME] [--stack]
+     python -m pipeline.stages.score --output DIR --file PRED.csv --name LABEL --truth ANSWERS.csv
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import config_from_args, stage_parser
+from pipeline.config import config_from_args, recording, stage_parser
 from pipeline.scoring.leaderboard import (
     format_board,
     interval_text,
@@ -44,28 +44,29 @@ def main(argv=None) -> int:
         print(format_board(read_board(board_path)))
         return 0
     cfg = config_from_args(args)
-    name, _ = cfg.ensemble_target(args.run or cfg.name)
-    stack_json = run_dir(args.output, name) / "stack.json"
-    with_stack = args.stack or (stack_json.exists() and "cv_ne_stack" in json.loads(stack_json.read_text()))
-    try:
-        rows = [score_and_report(args.output, name, cfg.data.categories, cfg.digest(), False)] \
-            if not args.stack else []
-        if with_stack:
-            rows.append(score_and_report(args.output, name, cfg.data.categories, cfg.digest(), True))
-    except (FileNotFoundError, ValueError) as err:
-        print(f"score: error: {err}", file=sys.stderr)
-        return 1
-    for row in rows:
-        print(f"score: {row['name']} ({row['categories']}): CV NE {row['cv_ne']:.4f}" +
-              (f", test NE {row['test_ne']:.4f}" if row["test_ne"] is not None and np.isfinite(row["test_ne"])
-               else ""))
-    submitted = name
-    if with_stack and json.loads(stack_json.read_text()).get("use_stack"):
-        submitted = f"{name}+stack"
-    print(f"score: {run_dir(args.output, name) / 'submission.csv'} holds the predictions of row {submitted!r}")
-    print(f"leaderboard ({board_path}):")
-    print(format_board(read_board(board_path)))
-    return 0
+    with recording("score"):  # every setting read must be one its stamps cover
+        name, _ = cfg.ensemble_target(args.run or cfg.name)
+        stack_json = run_dir(args.output, name) / "stack.json"
+        with_stack = args.stack or (stack_json.exists() and "cv_ne_stack" in json.loads(stack_json.read_text()))
+        try:
+            rows = [score_and_report(args.output, name, cfg.data.categories, cfg.digest(), False)] \
+                if not args.stack else []
+            if with_stack:
+                rows.append(score_and_report(args.output, name, cfg.data.categories, cfg.digest(), True))
+        except (FileNotFoundError, ValueError) as err:
+            print(f"score: error: {err}", file=sys.stderr)
+            return 1
+        for row in rows:
+            print(f"score: {row['name']} ({row['categories']}): CV NE {row['cv_ne']:.4f}" +
+                  (f", test NE {row['test_ne']:.4f}" if row["test_ne"] is not None and np.isfinite(row["test_ne"])
+                   else ""))
+        submitted = name
+        if with_stack and json.loads(stack_json.read_text()).get("use_stack"):
+            submitted = f"{name}+stack"
+        print(f"score: {run_dir(args.output, name) / 'submission.csv'} holds the predictions of row {submitted!r}")
+        print(f"leaderboard ({board_path}):")
+        print(format_board(read_board(board_path)))
+        return 0
 
 
 def _main_external(args, board_path: Path) -> int:

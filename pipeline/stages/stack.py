@@ -1,13 +1,13 @@
 """`stack` stage: command line → one library call.
 
-CLI: python -m pipeline.combine.stacker --output DIR [--config C] [--run RUN]
+CLI: python -m pipeline.stages.stack --output DIR [--config C] [--run RUN]
 """
 from __future__ import annotations
 
 import sys
 
 from pipeline.combine.stacker import run_stack, stack_inputs
-from pipeline.config import config_from_args, stage_parser
+from pipeline.config import config_from_args, recording, stage_parser
 from pipeline.store.layout import run_dir
 from pipeline.store.records import is_current, write_record
 
@@ -16,23 +16,24 @@ def main(argv=None) -> int:
     parser = stage_parser("LightGBM level-2 stacker on OOF predictions.")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    name, members = cfg.ensemble_target(args.run or cfg.name)
-    try:
-        if cfg.stack.mode == "off":
-            record = run_dir(args.output, name) / "stack.json"
-            inputs = stack_inputs(args.output, cfg, name)
-            if not is_current(record, inputs):
-                write_record(record, inputs, mode="off", use_stack=False)
-            print("stack: off (stack.mode=off); the submission uses plain averaging")
-            return 0
-        r = run_stack(args.output, cfg, name, members)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"stack: error: {err}", file=sys.stderr)
-        return 1
-    print(f"stack: CV NE plain {r['cv_ne_plain']:.4f} → stacked {r['cv_ne_stack']:.4f} "
-          f"(relative gain {100 * r['relative_gain']:+.1f} %); submission uses "
-          f"{'the stacker' if r['use_stack'] else 'plain averaging'} (stack.mode={r['mode']})")
-    return 0
+    with recording("stack"):  # every setting read must be one its stamps cover
+        name, members = cfg.ensemble_target(args.run or cfg.name)
+        try:
+            if cfg.stack.mode == "off":
+                record = run_dir(args.output, name) / "stack.json"
+                inputs = stack_inputs(args.output, cfg, name)
+                if not is_current(record, inputs):
+                    write_record(record, inputs, mode="off", use_stack=False)
+                print("stack: off (stack.mode=off); the submission uses plain averaging")
+                return 0
+            r = run_stack(args.output, cfg, name, members)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"stack: error: {err}", file=sys.stderr)
+            return 1
+        print(f"stack: CV NE plain {r['cv_ne_plain']:.4f} → stacked {r['cv_ne_stack']:.4f} "
+              f"(relative gain {100 * r['relative_gain']:+.1f} %); submission uses "
+              f"{'the stacker' if r['use_stack'] else 'plain averaging'} (stack.mode={r['mode']})")
+        return 0
 
 
 if __name__ == "__main__":

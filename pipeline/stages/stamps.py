@@ -1,6 +1,6 @@
 """`stamps` stage: command line → one library call.
 
-The make side (`python -m pipeline.store.records stamps ...`, run while make reads
+The make side (`python -m pipeline.stages.stamps stamps ...`, run while make reads
 """
 from __future__ import annotations
 

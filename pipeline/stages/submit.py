@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.config import config_from_args, stage_parser
+from pipeline.config import config_from_args, recording, stage_parser
 from pipeline.scoring.submission import check_submission, publish, submit_run
 
 
@@ -36,25 +36,26 @@ def main(argv=None) -> int:
     from pipeline.store.layout import run_dir
 
     cfg = config_from_args(args)
-    name, _ = cfg.ensemble_target(args.run or cfg.name)
-    fallback = cfg.submit.fallback or baseline_name(cfg)
-    try:
-        record = submit_run(args.output, name, cfg.data.categories, fallback, cfg.submit.max_models)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"submit: error: {err}", file=sys.stderr)
-        return 1
-    source = run_dir(args.output, name) / "submission.csv"
-    out = Path(args.output) / "submission.csv"
-    publish(source, out)
-    plan = record["plan"]
-    parts = [f"{run}{' + stacker' if record['inputs']['runs'][run]['use_stack'] else ''}: {', '.join(cats)}"
-             for run, cats in plan.items() if cats]
-    print(f"submit: {out} = {source} ({record['n_rows']} rows, validated, {record['models']} trained "
-          f"network(s)); predictions of " + "; ".join(parts))
-    if len(plan) > 1:
-        print(f"submit: run {name!r} covers only {', '.join(plan[name])}; the other categories come from "
-              f"the fallback run {list(plan)[1]!r} (recorded in {run_dir(args.output, name) / 'submit.json'})")
-    return 0
+    with recording("submit"):  # every setting read must be one its stamps cover
+        name, _ = cfg.ensemble_target(args.run or cfg.name)
+        fallback = cfg.submit.fallback or baseline_name(cfg)
+        try:
+            record = submit_run(args.output, name, cfg.data.categories, fallback, cfg.submit.max_models)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"submit: error: {err}", file=sys.stderr)
+            return 1
+        source = run_dir(args.output, name) / "submission.csv"
+        out = Path(args.output) / "submission.csv"
+        publish(source, out)
+        plan = record["plan"]
+        parts = [f"{run}{' + stacker' if record['inputs']['runs'][run]['use_stack'] else ''}: {', '.join(cats)}"
+                 for run, cats in plan.items() if cats]
+        print(f"submit: {out} = {source} ({record['n_rows']} rows, validated, {record['models']} trained "
+              f"network(s)); predictions of " + "; ".join(parts))
+        if len(plan) > 1:
+            print(f"submit: run {name!r} covers only {', '.join(plan[name])}; the other categories come from "
+                  f"the fallback run {list(plan)[1]!r} (recorded in {run_dir(args.output, name) / 'submit.json'})")
+        return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from pipeline import distributed, hardware, joint
-from pipeline.config import config_from_args, stage_parser
+from pipeline.config import config_from_args, recording, stage_parser
 from pipeline.fit.trainer import train
 
 
@@ -16,24 +16,25 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="discard previous state and retrain")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    models = joint.model_names(cfg)
-    if args.category not in models:
-        hint = " (train.joint: one model for every category)" if cfg.train.joint else ""
-        parser.error(f"--category must be one of {', '.join(models)}{hint}")
-    if not 0 <= args.fold < cfg.data.folds:
-        parser.error(f"--fold must be in 0..{cfg.data.folds - 1}")
-    try:
-        gpu = distributed.claim_gpu(cfg.for_category(args.category).train.distribute, hardware.parallel_jobs())
-        if gpu is not None:
-            print(f"train: {args.category} fold {args.fold} on GPU {gpu} (CUDA_VISIBLE_DEVICES, make -j slot)")
-        train(args.output, cfg, args.run or cfg.name, args.category, args.fold, args.force)
-    except FloatingPointError as err:
-        print(err, file=sys.stderr)
-        return 3
-    except (RuntimeError, FileNotFoundError, ValueError) as err:
-        print(f"train: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    with recording("train"):  # every setting read must be one its stamps cover
+        models = joint.model_names(cfg)
+        if args.category not in models:
+            hint = " (train.joint: one model for every category)" if cfg.train.joint else ""
+            parser.error(f"--category must be one of {', '.join(models)}{hint}")
+        if not 0 <= args.fold < cfg.data.folds:
+            parser.error(f"--fold must be in 0..{cfg.data.folds - 1}")
+        try:
+            gpu = distributed.claim_gpu(cfg.for_category(args.category).train.distribute, hardware.parallel_jobs())
+            if gpu is not None:
+                print(f"train: {args.category} fold {args.fold} on GPU {gpu} (CUDA_VISIBLE_DEVICES, make -j slot)")
+            train(args.output, cfg, args.run or cfg.name, args.category, args.fold, args.force)
+        except FloatingPointError as err:
+            print(err, file=sys.stderr)
+            return 3
+        except (RuntimeError, FileNotFoundError, ValueError) as err:
+            print(f"train: error: {err}", file=sys.stderr)
+            return 1
+        return 0
 
 
 if __name__ == "__main__":

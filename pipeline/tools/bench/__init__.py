@@ -48,6 +48,7 @@ CLI: python -m pipeline.tools.bench --output DIR --mode quick|full [--steps a,b]
 """
 from __future__ import annotations
 
+from pipeline.tools.bench.cli import main
 from pipeline.tools.bench.harness import (
     DEMO_CONFIG,
     MODES,
@@ -61,7 +62,6 @@ from pipeline.tools.bench.harness import (
     run_logged,
     tree_rss,
 )
-from pipeline.tools.bench.cli import main
 from pipeline.tools.bench.measures import (
     STEPS,
     WORKERS,

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from pipeline import frames
 from pipeline.keypoints import (
     CATEGORIES,
     NUM_KEYPOINTS,
@@ -48,7 +49,7 @@ def near_heatmap_border(keypoints: np.ndarray, params: np.ndarray, cfg, margin: 
     """(N, 24) bool: keypoint (original pixels (N, 24, 3)) within `margin` cells of the heatmap's edge."""
     from pipeline.heatmap import codec
 
-    uv = codec.input_to_cell(codec.orig_to_input(keypoints[..., :2], params[:, None, :]), cfg.model.stride)
+    uv = codec.input_to_cell(frames.orig_to_input(keypoints[..., :2], params[:, None, :]), cfg.model.stride)
     hm = cfg.heatmap_size
     return (uv.min(-1) < margin - 0.5) | (uv.max(-1) > hm - 0.5 - margin)
 
