@@ -146,27 +146,26 @@ data: $(STAMP)
 
 data-preview: $(STAMP)
 	@if ! ls $(INPUT)/*/Annotations/*.csv >/dev/null 2>&1; then $(MAKE) --no-print-directory data; fi
-	$(PY) -m pipeline.tools.synth.preview --input $(INPUT) --out $(OUTPUT)/data_preview.png$(if $(REAL_ANN), --real-ann $(REAL_ANN))
+	$(PY) -m pipeline.tools.synth.preview --input $(INPUT) --output $(OUTPUT)$(if $(REAL_ANN), --real-ann $(REAL_ANN))
 
 # ------------------------------------------------------------------ stages
 # Every stage is a file target. While make reads this file, `pipeline.stages.stamps stamps` writes
 # runs/<run>/.stamps/<stage>.json — the resolved settings each stage depends on (the prep stamp
 # also the input fingerprint) — rewriting a stamp only when its content changes, so an edit of
 # the config, of a file it inherits from, or of SET= reaches exactly the stages it concerns,
-# and `make -n submit` shows what would run. Each stage also records its inputs beside its
-# outputs and redoes its work only when they changed (pipeline/artifacts.py).
-RUNDIR   := $(OUTPUT)/runs/$(RUN)
-STAMPS   := $(RUNDIR)/.stamps
-PREP_REF := $(RUNDIR)/prep.json
+# and `make -n submit` shows what would run. It also writes vars.mk, which holds the run's names
+# and every artifact path below (this file spells none: they come from pipeline/store/layout.py),
+# and prints its path. Each stage also records its inputs beside its outputs and redoes its work
+# only when they changed (pipeline/store/records.py).
 STAGE_GOALS := _preprocess _baseline _train-all _predict _ensemble _stack _submit _publish _score _report _train
 ifneq ($(filter $(STAGE_GOALS),$(MAKECMDGOALS)),)
 ifneq ($(wildcard $(PY)),)
-STAMP_ERR := $(shell $(PY) -m pipeline.stages.stamps stamps --output $(OUTPUT) --input $(INPUT) --run $(RUN) \
-                 $(CFG_ARGS) 2>&1 >/dev/null)
-ifneq ($(STAMP_ERR),)
-$(error $(STAMP_ERR))
+VARS_MK := $(shell $(PY) -m pipeline.stages.stamps stamps --output $(OUTPUT) --input $(INPUT) --run $(RUN) \
+                 $(CFG_ARGS) 2>&1)
+ifneq ($(.SHELLSTATUS),0)
+$(error $(VARS_MK))
 endif
-include $(STAMPS)/vars.mk
+include $(VARS_MK)
 endif
 endif
 
@@ -178,65 +177,57 @@ train: $(STAMP)
 	@$(MAKE) --no-print-directory _train
 
 ifneq ($(CATS),)
-ENSDIR   := $(OUTPUT)/runs/$(ENS)
-BASEDIR  := $(OUTPUT)/runs/$(BASE_RUN)
-# the models trained: one per category and fold, or one joint model per fold (train.joint)
-MODELS   := $(foreach c,$(MODEL_NAMES),$(foreach f,$(FOLD_IDS),$(RUNDIR)/$(c)/fold$(f)/metrics.json))
-PREDS    := $(RUNDIR)/predictions.json
 # members other than this run are made with their own config: a missing one is named by `ensemble`
-OTHER_PREDS := $(foreach m,$(filter-out $(RUN),$(MEMBERS)),$(wildcard $(OUTPUT)/runs/$(m)/predictions.json))
-FALLBACK_DEP := $(if $(PARTIAL),$(if $(filter $(FALLBACK),$(BASE_RUN)),$(BASEDIR)/scores.json,\
-                  $(wildcard $(OUTPUT)/runs/$(FALLBACK)/ensemble.json)))
-PUBLISHED := $(shell cmp -s $(ENSDIR)/submission.csv $(OUTPUT)/submission.csv 2>/dev/null && echo yes)
+OTHER_PREDS := $(wildcard $(MEMBER_PREDS))
+FALLBACK_DEP := $(if $(PARTIAL),$(if $(filter $(FALLBACK),$(BASE_RUN)),$(FALLBACK_REC),$(wildcard $(FALLBACK_REC))))
+PUBLISHED := $(shell cmp -s $(RUN_SUBMISSION) $(SUBMISSION) 2>/dev/null && echo yes)
 
-$(PREP_REF): $(STAMPS)/prep.json
+$(PREP_REF): $(STAMP_prep)
 	$(PY) -m pipeline.stages.preprocess --input $(INPUT) --output $(OUTPUT) --run $(RUN) $(CFG_ARGS)
 
-$(BASEDIR)/scores.json: $(PREP_REF)
+$(BASE_SCORES): $(PREP_REF)
 	$(PY) -m pipeline.stages.baseline --output $(OUTPUT) --run $(RUN) $(CFG_ARGS)
 
 # one model; the model directory is locked while it trains (a second trainer stops at once).
-# One rule per category (or the joint model): its models depend on its own train stamp
-# (config `categories:` overrides)
+# One static pattern rule per category (or the joint model), the stem `%` being the fold: its
+# models depend on its own train stamp (config `categories:` overrides)
 define TRAIN_RULE
-$(RUNDIR)/$(1)/%/metrics.json: $(PREP_REF) $(STAMPS)/train-$(1).json
-	$$(PY) -m pipeline.stages.train --output $$(OUTPUT) $$(CFG_ARGS) --run $$(RUN) \
-		--category $(1) --fold $$(patsubst fold%,%,$$*)
+$(MODELS_$(1)): $(MODEL_PATTERN_$(1)): $(PREP_REF) $(STAMP_train-$(1))
+	$$(PY) -m pipeline.stages.train --output $$(OUTPUT) $$(CFG_ARGS) --run $$(RUN) --category $(1) --fold $$*
 endef
 $(foreach c,$(MODEL_NAMES),$(eval $(call TRAIN_RULE,$(c))))
 
-$(PREDS): $(MODELS) $(STAMPS)/predict.json
+$(PREDS): $(MODELS) $(STAMP_predict)
 	$(PY) -m pipeline.stages.predict --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
-$(ENSDIR)/ensemble.json: $(PREDS) $(OTHER_PREDS) $(STAMPS)/ensemble.json
+$(ENSEMBLE_REC): $(PREDS) $(OTHER_PREDS) $(STAMP_ensemble)
 	$(PY) -m pipeline.stages.ensemble --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
-$(ENSDIR)/stack.json: $(ENSDIR)/ensemble.json $(STAMPS)/stack.json
+$(STACK_REC): $(ENSEMBLE_REC) $(STAMP_stack)
 	$(PY) -m pipeline.stages.stack --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
-$(ENSDIR)/submit.json: $(ENSDIR)/stack.json $(FALLBACK_DEP) $(STAMPS)/submit.json
-	$(PY) -m pipeline.submit --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
+$(SUBMIT_REC): $(STACK_REC) $(FALLBACK_DEP) $(STAMP_submit)
+	$(PY) -m pipeline.stages.submit --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
-$(ENSDIR)/scores.json: $(ENSDIR)/submit.json $(STAMPS)/score.json
+$(SCORES_REC): $(SUBMIT_REC) $(STAMP_score)
 	$(PY) -m pipeline.stages.score --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
-$(ENSDIR)/report/index.html: $(ENSDIR)/scores.json
+$(REPORT_HTML): $(SCORES_REC)
 	$(PY) -m pipeline.stages.report --output $(OUTPUT) $(CFG_ARGS) --run $(RUN)
 
 _preprocess: $(PREP_REF)
-_baseline: $(BASEDIR)/scores.json
+_baseline: $(BASE_SCORES)
 _train-all: $(MODELS)
 _predict: $(PREDS)
-_ensemble: $(ENSDIR)/ensemble.json
-_stack: $(ENSDIR)/stack.json
-_submit: $(ENSDIR)/submit.json $(if $(PUBLISHED),,_publish)
-_score: $(ENSDIR)/scores.json
-_report: $(ENSDIR)/report/index.html
-# OUTPUT/submission.csv is the last submitted run's file: copied when it differs
-_publish: $(ENSDIR)/submit.json
-	@cmp -s $(ENSDIR)/submission.csv $(OUTPUT)/submission.csv || { cp $(ENSDIR)/submission.csv \
-		$(OUTPUT)/.submission.csv.tmp && mv $(OUTPUT)/.submission.csv.tmp $(OUTPUT)/submission.csv && \
-		echo "submit: $(OUTPUT)/submission.csv = $(ENSDIR)/submission.csv"; }
+_ensemble: $(ENSEMBLE_REC)
+_stack: $(STACK_REC)
+_submit: $(SUBMIT_REC) $(if $(PUBLISHED),,_publish)
+_score: $(SCORES_REC)
+_report: $(REPORT_HTML)
+# SUBMISSION (OUTPUT/submission.csv) is the last submitted run's file: copied when it differs
+_publish: $(SUBMIT_REC)
+	@cmp -s $(RUN_SUBMISSION) $(SUBMISSION) || { cp $(RUN_SUBMISSION) $(SUBMISSION).tmp && \
+		mv $(SUBMISSION).tmp $(SUBMISSION) && echo "submit: $(SUBMISSION) = $(RUN_SUBMISSION)"; }
 _train: $(PREP_REF)
 	$(PY) -m pipeline.stages.train --output $(OUTPUT) $(CFG_ARGS) --run $(RUN) --category $(CAT) --fold $(FOLD)
 endif
@@ -261,23 +252,24 @@ demo: $(STAMP)
 	@$(MAKE) --no-print-directory -j$(DEMO_JOBS) _train-all
 	@$(MAKE) --no-print-directory _submit _score _report
 	@$(PY) -m pipeline.stages.score --output $(OUTPUT) --show
-	@echo "demo done: submission $(OUTPUT)/submission.csv, leaderboard $(OUTPUT)/leaderboard.csv," \
-		"report $(OUTPUT)/runs/$(RUN)/report/index.html"
+	@$(PY) -m pipeline.stages.stamps where --output $(OUTPUT) --run $(RUN) $(CFG_ARGS)
 
 DEMO_JOBS ?= 2
 
 # ------------------------------------------------------------------ releases
-# a self-contained bundle of the run's ensemble (OUTPUT/export/<run>/ and .tar.gz; pipeline/bundle.py)
-BUNDLE ?= $(OUTPUT)/export/$(RUN)
+# a self-contained bundle of the run's ensemble (OUTPUT/export/<run>/ and .tar.gz; pipeline/release/bundle.py)
+# predict-dir: BUNDLE defaults to RUN's export, PRED_CSV to OUTPUT/predict_dir/<bundle>.csv
+BUNDLE ?=
 IMAGES ?= $(INPUT)/test/Images
 CATEGORY ?=
-PRED_CSV ?= $(OUTPUT)/predict_dir/$(notdir $(BUNDLE)).csv
+PRED_CSV ?=
 export: $(STAMP)
 	$(PY) -m pipeline.stages.export --output $(OUTPUT) --run $(RUN) $(if $(filter 0,$(RUNTIMES)),--keras-only)
 
 # predict a folder of images (<category>/*.jpg, or CATEGORY= for all) from a bundle alone -> PRED_CSV
 predict-dir: $(STAMP)
-	$(PY) -m pipeline.stages.export --bundle $(BUNDLE) --images $(IMAGES) $(if $(CATEGORY),--category $(CATEGORY)) --out $(PRED_CSV)
+	$(PY) -m pipeline.stages.export --output $(OUTPUT) --run $(RUN) --images $(IMAGES) $(if $(BUNDLE),--bundle $(BUNDLE)) \
+		$(if $(CATEGORY),--category $(CATEGORY)) $(if $(PRED_CSV),--out $(PRED_CSV))
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -296,5 +288,5 @@ test-multiworker: $(STAMP)
 rehearse: $(STAMP)
 	$(PY) -m pipeline.tools.rehearse --output $(OUTPUT) --scale $(SCALE)
 
-clean:
-	rm -rf $(OUTPUT)/prep $(OUTPUT)/runs $(OUTPUT)/report $(OUTPUT)/submission.csv $(OUTPUT)/leaderboard.csv
+clean: $(STAMP)
+	$(PY) -m pipeline.stages.stamps clean --output $(OUTPUT)

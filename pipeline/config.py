@@ -17,7 +17,6 @@ train and predict sections.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import dataclasses
 import hashlib
 import json
@@ -41,8 +40,15 @@ import yaml
 from pipeline.fsutil import write_text_atomic
 from pipeline.keypoints import CATEGORIES
 
-#: the settings read while a stage runs ({(section, key)}; None: not recording), see `recording`
-_READS: contextvars.ContextVar = contextvars.ContextVar("pipeline_config_reads", default=None)
+
+class _Reads:
+    """The settings read while a stage runs: {(section, key)}, or None when not recording. One per
+    process, shared by every thread (tf.data and Keras read settings from their own threads)."""
+
+    current: Optional[Set[Tuple[str, str]]] = None
+
+
+_READS = _Reads()
 
 
 class _Section:
@@ -52,7 +58,7 @@ class _Section:
 
     def __getattribute__(self, name: str):
         if name[0] != "_":
-            reads = _READS.get()
+            reads = _READS.current
             if reads is not None and name in object.__getattribute__(self, "__dataclass_fields__"):
                 reads.add((object.__getattribute__(self, "SECTION"), name))
         return object.__getattribute__(self, name)
@@ -61,11 +67,11 @@ class _Section:
 @contextlib.contextmanager
 def _unrecorded() -> Iterator[None]:
     """Reads inside are bookkeeping (to_dict, digests, stamps), not a stage depending on a setting."""
-    token = _READS.set(None)
+    before, _READS.current = _READS.current, None
     try:
         yield
     finally:
-        _READS.reset(token)
+        _READS.current = before
 
 
 
@@ -252,7 +258,8 @@ class Config:
                 values = full[section]
                 skip = set(UNRECORDED.get(stage, {}).get(section, ()))
                 chosen = {k: v for k, v in values.items() if (k in keys or keys == "*") and k not in skip}
-                out[section] = {k: v for k, v in chosen.items() if NEUTRAL.get((section, k), _UNSET) != v}
+                neutral = {**NEUTRAL, **STAGE_NEUTRAL.get(stage, {})}
+                out[section] = {k: v for k, v in chosen.items() if neutral.get((section, k), _UNSET) != v}
             if stage == "train" and self.train.joint:  # a joint model trains on every run category's images
                 out["data"]["categories"] = full["data"]["categories"]
             if stage in ("prep", "train", "predict") and self.crop.enabled:  # (absent when off: nothing redone)
@@ -265,13 +272,16 @@ _UNSET = object()
 #: the code did before they existed): records made before them stay current, nothing retrains.
 NEUTRAL: Dict[Tuple[str, str], Any] = {("train", "joint"): False, ("train", "val_images"): 0,
                                        ("submit", "max_models"): 0}
+#: The same, for one stage only: train decodes validation heatmaps with codec.refine (val NE picks the
+#: best epoch) but recorded it only from when it was found read (the settings recording of 2026-12).
+STAGE_NEUTRAL: Dict[str, Dict[Tuple[str, str], Any]] = {"train": {("codec", "refine"): "dark"}}
 
 #: What each stage's outputs depend on: section → key list or "*" (all, less UNRECORDED), as
 #: recorded in its stamps and records. Kept exact by `recording`: a stage that reads a setting
 #: this table, UNRECORDED and its upstream stages do not cover fails the tests (tests/unit/test_settings.py).
 STAGE_SETTINGS: Dict[str, Dict[str, Any]] = {
     "prep": {"data": ("folds", "fold_seed"), "model": ("input_size", "margin")},
-    "train": {"data": ("folds", "fold_seed"), "model": "*", "codec": ("sigma",), "augment": "*", "train": "*"},
+    "train": {"data": ("folds", "fold_seed"), "model": "*", "codec": ("sigma", "refine"), "augment": "*", "train": "*"},
     "predict": {"model": ("input_size", "stride", "margin"), "codec": "*", "predict": "*"},
     "ensemble": {"data": ("folds", "fold_seed", "categories"), "ensemble": "*"},
     "stack": {"stack": "*", "train": ("seed",)},
@@ -282,9 +292,11 @@ STAGE_SETTINGS: Dict[str, Dict[str, Any]] = {
 #: Settings a stage may read that only change speed or placement (threads, batch size of
 #: inference, jobs, distribution, precision, checkpoint spacing): never recorded, never redo work.
 UNRECORDED: Dict[str, Dict[str, Tuple[str, ...]]] = {
-    "prep": {"data": ("jobs",)},
-    "train": {"train": ("threads", "distribute", "precision", "targets", "checkpoint_s"), "predict": ("batch_size",)},
-    "predict": {"predict": ("batch_size",), "train": ("precision",)},
+    "prep": {"data": ("jobs",
+                      "categories")},  # only checked: each asked-for category has images (the dataset holds all)
+    "train": {"train": ("threads", "distribute", "precision", "targets", "checkpoint_s"),
+              "predict": ("batch_size",)},  # validation batches
+    "predict": {"predict": ("batch_size",), "train": ("precision", "threads")},  # inference setup
     "stack": {"stack": ("jobs",)},
 }
 
@@ -293,6 +305,8 @@ UNRECORDED: Dict[str, Dict[str, Tuple[str, ...]]] = {
 UPSTREAM: Dict[str, Tuple[str, ...]] = {
     "prep": (), "train": ("prep",), "predict": ("prep", "train"), "ensemble": ("prep", "predict"),
     "stack": ("prep", "ensemble"), "submit": ("prep", "ensemble", "stack"), "score": ("prep", "ensemble", "stack"),
+    # stages with no settings of their own: what they read comes with their inputs
+    "baseline": ("prep",), "report": ("prep", "train", "score"),
 }
 CROP_STAGES = ("prep", "train", "predict")
 
@@ -301,8 +315,7 @@ def covered_settings(stage: str) -> FrozenSet[Tuple[str, str]]:
     """{(section, key)} a stage may read: its own recorded settings, its UNRECORDED ones and, through
     the identities of the artifacts it consumes, everything its upstream stages cover."""
     out: Set[Tuple[str, str]] = set()
-    fields = {f.name: f.type for f in dataclasses.fields(Config)}
-    for section, keys in STAGE_SETTINGS[stage].items():
+    for section, keys in STAGE_SETTINGS.get(stage, {}).items():
         names = [f.name for f in dataclasses.fields(getattr(Config(), section))] if keys == "*" else keys
         out.update((section, k) for k in names)
     for section, keys in UNRECORDED.get(stage, {}).items():
@@ -313,7 +326,6 @@ def covered_settings(stage: str) -> FrozenSet[Tuple[str, str]]:
         out.update(("crop", f.name) for f in dataclasses.fields(CropConfig))
     for up in UPSTREAM[stage]:
         out |= covered_settings(up)
-    del fields
     return frozenset(out)
 
 
@@ -332,11 +344,11 @@ def recording(stage: str, strict: Optional[bool] = None) -> Iterator[Set[Tuple[s
     each stage appends {"stage", "reads"} to FILE (a JSON line).
     """
     reads: Set[Tuple[str, str]] = set()
-    token = _READS.set(reads)
+    before, _READS.current = _READS.current, reads
     try:
         yield reads
     finally:
-        _READS.reset(token)
+        _READS.current = before
     trace = os.environ.get("PIPELINE_SETTINGS_TRACE")
     if trace:
         with open(trace, "a") as f:

@@ -19,7 +19,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from pipeline.store.layout import fold_dir, run_dir
+from pipeline.store.layout import category_csv, fold_dir, run_dir, run_file
 from pipeline.store.predictions import load_npz, write_category_csv
 from pipeline.store.records import files_id, is_current, write_record
 from pipeline.store.rundata import RunData, bind_run, run_data
@@ -111,7 +111,7 @@ def run_ensemble(output, name: str, members: Sequence[str], categories: Sequence
     files = member_files(output, members, categories, k, prep.has_test)
     inputs = {"settings": settings or {"members": list(members), "categories": list(categories)},
               "prep": prep.identity(with_cache=False), "files": files_id(files)}
-    record = run_dir(output, name) / "ensemble.json"
+    record = run_file(output, name, "ensemble")
     outputs = [run_dir(output, name) / c / f for c in categories
                for f in (("oof.csv", "test.csv") if prep.has_test else ("oof.csv",))]
     if is_current(record, inputs, outputs):
@@ -123,9 +123,9 @@ def run_ensemble(output, name: str, members: Sequence[str], categories: Sequence
         train_ids = train.image_id[train.category == cat]
         test_ids = None if test is None else test.image_id[test.category == cat]
         result = ensemble_category(output, members, cat, k, train_ids, test_ids)
-        write_category_csv(run_dir(output, name) / cat / "oof.csv", train_ids, cat, *result["oof"])
+        write_category_csv(category_csv(output, name, cat, "oof"), train_ids, cat, *result["oof"])
         if test is not None:
-            write_category_csv(run_dir(output, name) / cat / "test.csv", test_ids, cat, *result["test"])
+            write_category_csv(category_csv(output, name, cat, "test"), test_ids, cat, *result["test"])
     if name not in members:
         bind_run(output, name, prep)
     write_record(record, inputs, members=list(members), categories=list(categories))

@@ -45,7 +45,13 @@ from pipeline.keypoints import (
     category_indices,
     normalizer_local_indices,
 )
-from pipeline.store.layout import fold_dir, run_dir, stacker_path
+from pipeline.store.layout import (
+    category_csv,
+    fold_dir,
+    run_dir,
+    run_file,
+    stacker_path,
+)
 from pipeline.store.predictions import load_npz, read_category_csv, write_category_csv
 from pipeline.store.records import is_current, write_record
 from pipeline.store.rundata import run_data
@@ -207,7 +213,7 @@ def stack_category(output, cfg: Config, name: str, members: Sequence[str], categ
     sizes = train.sizes[mask]
     truth = train.keypoints[mask][:, category_indices(category)]
     fold_of = folds[mask]
-    _, ens_xy, ens_score = read_category_csv(run_dir(output, name) / category / "oof.csv", category)
+    _, ens_xy, ens_score = read_category_csv(category_csv(output, name, category, "oof"), category)
     oof_members = [member_arrays(output, m, category, k, "oof", ids) for m in members]
     x_train, col_names, s_hat = features(ens_xy, oof_members, sizes, category)
     jobs = []
@@ -230,12 +236,12 @@ def stack_category(output, cfg: Config, name: str, members: Sequence[str], categ
         # per fold: the fold-f models' test predictions, averaged over members, are corrected from
         # features of those same single models (as in OOF); the corrected folds are then averaged
         t_mask = test.category == category
-        t_ids, _, t_score = read_category_csv(run_dir(output, name) / category / "test.csv", category)
+        t_ids, _, t_score = read_category_csv(category_csv(output, name, category, "test"), category)
         fold_members = [[member_arrays(output, m, category, k, "test", t_ids, fold=f) for m in members]
                         for f in range(k)]
         t_xy = apply_stacker(load_stacker(stacker_path(output, name, category)), fold_members,
                              test.sizes[t_mask], category)
-        write_category_csv(run_dir(output, name) / category / "test_stack.csv", t_ids, category, t_xy, t_score)
+        write_category_csv(category_csv(output, name, category, "test", True), t_ids, category, t_xy, t_score)
     return {"importance": pd.Series(importance, index=col_names)}
 
 
@@ -264,7 +270,7 @@ def run_stack(output, cfg: Config, name: str, members: Sequence[str]) -> Dict:
 
     from pipeline.scoring.leaderboard import categories_ne, oof_predictions
 
-    record = run_dir(output, name) / "stack.json"
+    record = run_file(output, name, "stack")
     inputs = stack_inputs(output, cfg, name)
     stackers = [stacker_path(output, name, c) for c in ensemble_categories(output, name)]
     if is_current(record, inputs, stackers):
@@ -298,7 +304,7 @@ def stack_inputs(output, cfg: Config, name: str) -> Dict:
     """What stack.json depends on: the stack settings and the ensemble's own recorded inputs."""
     from pipeline.store.records import digest, read_record
 
-    ens = read_record(run_dir(output, name) / "ensemble.json")
+    ens = read_record(run_file(output, name, "ensemble"))
     if ens is None:
         raise FileNotFoundError(f"{run_dir(output, name) / 'ensemble.json'} missing: run `make ensemble` first")
     return {"settings": cfg.stage_settings("stack"), "ensemble": digest(ens["inputs"])}
@@ -308,4 +314,4 @@ def ensemble_categories(output, name: str) -> List[str]:
     """The categories the ensemble `name` covers (from its ensemble.json)."""
     from pipeline.store.records import read_record
 
-    return list(read_record(run_dir(output, name) / "ensemble.json")["categories"])
+    return list(read_record(run_file(output, name, "ensemble"))["categories"])

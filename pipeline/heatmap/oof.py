@@ -29,7 +29,7 @@ from pipeline.config import Config
 from pipeline.heatmap import codec
 from pipeline.heatmap.inference import load_model, predict_category
 from pipeline.scoring.metrics import category_ne
-from pipeline.store.layout import fold_dir, run_dir
+from pipeline.store.layout import fold_dir, run_file
 from pipeline.store.predictions import save_npz
 from pipeline.store.records import (
     digest,
@@ -116,7 +116,7 @@ def run_predict(output, cfg: Config, run: str, force: bool = False) -> pd.DataFr
         fold_inputs[f"{cat}/fold{fold}"] = digest(read_record(fold_dir(output, run, cat, fold) / "predict.json")["inputs"])
     table = pd.DataFrame(rows)
     # the run's summary record (make's target): current when every fold's predictions are
-    record = run_dir(output, run) / "predictions.json"
+    record = run_file(output, run, "predictions")
     if not is_current(record, fold_inputs):
         write_record(record, fold_inputs, folds=rows)
     return table

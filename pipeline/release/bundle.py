@@ -40,7 +40,7 @@ from pipeline import joint
 from pipeline.config import Config, load_config, save_config
 from pipeline.fsutil import atomic_path, write_text_atomic
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, FLIP_INDEX, KEYPOINTS
-from pipeline.store.layout import fold_dir, run_dir
+from pipeline.store.layout import export_dir, fold_dir, run_dir, run_file
 from pipeline.store.records import file_id, read_record
 
 BUNDLE_VERSION = 1
@@ -70,7 +70,7 @@ class Ensemble:
         """The ensemble `name` of OUTPUT's run directories, files used in place. Member configs come
         from runs/<member>/config.yaml (written by `make ensemble`); `cfg` stands in for a
         single-member run's own. The stacker is used when the run's stack.json says so."""
-        record = read_record(run_dir(output, name) / "ensemble.json") or {}
+        record = read_record(run_file(output, name, "ensemble")) or {}
         members = list(record.get("members") or [name])
         categories = list(record.get("categories") or (cfg.data.categories if cfg else CATEGORIES))
         out = []
@@ -87,7 +87,7 @@ class Ensemble:
             for model in (m for m in joint.model_names(mcfg) if m == joint.JOINT or m in categories):
                 models[model] = [fold_dir(output, member, model, f) / "model.keras" for f in range(mcfg.data.folds)]
             out.append(Member(member, mcfg, models))
-        stack = read_record(run_dir(output, name) / "stack.json") or {}
+        stack = read_record(run_file(output, name, "stack")) or {}
         stackers = {}
         if stack.get("use_stack"):
             from pipeline.store.layout import stacker_path
@@ -225,9 +225,8 @@ def export_run(output, name: str, other_runtimes: bool = True, progress: bool = 
 
     live = Ensemble.from_output(output, name)
     prep = run_data(output, name)
-    export_root = Path(output) / "export"
-    final = export_root / name
-    tmp = export_root / f".{name}.tmp"
+    final = export_dir(output, name)
+    tmp = final.parent / f".{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "stacker").mkdir(parents=True)
@@ -283,7 +282,7 @@ def export_run(output, name: str, other_runtimes: bool = True, progress: bool = 
     }
     write_text_atomic(tmp / "bundle.json", json.dumps(meta, indent=2, default=str))
     write_text_atomic(tmp / "MODEL_CARD.md", model_card(meta, live))
-    old = export_root / f".{name}.old"
+    old = final.parent / f".{name}.old"
     if final.exists():
         if old.exists():
             shutil.rmtree(old)
@@ -291,7 +290,7 @@ def export_run(output, name: str, other_runtimes: bool = True, progress: bool = 
     tmp.rename(final)
     if old.exists():
         shutil.rmtree(old)
-    with atomic_path(export_root / f"{name}.tar.gz") as tar_tmp:
+    with atomic_path(final.parent / f"{name}.tar.gz") as tar_tmp:
         with tarfile.open(tar_tmp, "w:gz") as tar:
             tar.add(final, arcname=name)
     return final

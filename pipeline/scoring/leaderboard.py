@@ -33,7 +33,7 @@ from pipeline.scoring.metrics import (
     read_truth,
 )
 from pipeline.scoring.submission import finalize, gather_test_predictions
-from pipeline.store.layout import errors_path, run_dir
+from pipeline.store.layout import errors_path, leaderboard_path, run_dir, run_file
 from pipeline.store.predictions import read_ensemble
 from pipeline.store.records import is_current, write_record
 from pipeline.store.rundata import run_data
@@ -163,13 +163,13 @@ def score_inputs(output, name: str, categories: Sequence[str], stacked: bool) ->
     """What a run's scores depend on: its ensemble (and stacker) inputs, the categories, the answers."""
     from pipeline.store.records import digest, file_id, read_record
 
-    ens = read_record(run_dir(output, name) / "ensemble.json")
+    ens = read_record(run_file(output, name, "ensemble"))
     if ens is None:
         raise FileNotFoundError(f"{run_dir(output, name) / 'ensemble.json'} missing: run `make ensemble` first")
     # "errors": the per-image errors file (scores*_errors.npz) and the intervals are part of the scores
     inputs = {"categories": list(categories), "ensemble": digest(ens["inputs"]), "stacked": stacked, "errors": 1}
     if stacked:
-        inputs["stack"] = digest(read_record(run_dir(output, name) / "stack.json")["inputs"])
+        inputs["stack"] = digest(read_record(run_file(output, name, "stack"))["inputs"])
     prep = run_data(output, name)
     answers = Path(prep.input) / "test" / "answers.csv"
     inputs["answers"] = file_id(answers) if answers.exists() else None
@@ -288,7 +288,7 @@ def update_leaderboard(output, row: Dict) -> pd.DataFrame:
 
     from pipeline.store.records import write_if_changed
 
-    path = Path(output) / "leaderboard.csv"
+    path = leaderboard_path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".leaderboard.lock", "a") as lock:  # parallel scorers: no lost update
         fcntl.flock(lock, fcntl.LOCK_EX)

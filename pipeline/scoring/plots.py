@@ -22,7 +22,7 @@ import pandas as pd
 from pipeline.fsutil import atomic_path, write_text_atomic
 from pipeline.keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX
 from pipeline.scoring.metrics import point_errors
-from pipeline.store.layout import fold_dir, run_dir
+from pipeline.store.layout import fold_dir, run_dir, run_file
 
 
 def pyplot():
@@ -135,7 +135,7 @@ def run_report(output, run: str, k: int, categories, models=None) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     train = run_data(output, run).train_index()
     images: List[Path] = []
-    scores_path = run_dir(output, run) / "scores.json"
+    scores_path = run_file(output, run, "scores")
     if scores_path.exists():
         images.append(plot_keypoint_bars(json.loads(scores_path.read_text()),
                                          report_dir / f"keypoint_ne_{run}.png", f"{run}: CV NE per keypoint"))

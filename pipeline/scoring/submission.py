@@ -32,6 +32,7 @@ from pipeline.keypoints import (
     KEYPOINTS,
     NUM_KEYPOINTS,
 )
+from pipeline.store.layout import run_file
 from pipeline.tianchi import HEADER, read_test_list, write_annotations
 
 
@@ -257,9 +258,8 @@ def gather_test_predictions(output, name: str, test_index, use_stack: bool = Fal
 
 def stack_choice(output, name: str) -> bool:
     """Whether the stacker's output should be submitted (decided by `make stack`)."""
-    from pipeline.store.layout import run_dir
 
-    path = run_dir(output, name) / "stack.json"
+    path = run_file(output, name, "stack")
     return path.exists() and json.loads(path.read_text()).get("use_stack", False)
 
 
@@ -268,11 +268,11 @@ def _run_inputs(output, name: str) -> Dict:
     from pipeline.store.layout import run_dir
     from pipeline.store.records import digest, read_record
 
-    ens = read_record(run_dir(output, name) / "ensemble.json")
+    ens = read_record(run_file(output, name, "ensemble"))
     if ens is None:
         raise FileNotFoundError(f"{run_dir(output, name) / 'ensemble.json'} missing: run `make ensemble` "
                                 f"for run {name!r} first")
-    stack = read_record(run_dir(output, name) / "stack.json")
+    stack = read_record(run_file(output, name, "stack"))
     use = bool(stack and stack.get("use_stack"))
     return {"ensemble": digest(ens["inputs"]), "categories": ens["categories"], "use_stack": use,
             "stack": digest(stack["inputs"]) if use else None}
@@ -315,7 +315,6 @@ def submit_run(output, name: str, categories: Sequence[str], fallback: str, max_
     networks (pipeline/networks.py). Returns the submit record (inputs, plan: run → categories,
     n_rows, models).
     """
-    from pipeline.store.layout import run_dir
     from pipeline.store.records import file_id, is_current, write_record
     from pipeline.store.rundata import run_data
 
@@ -330,8 +329,8 @@ def submit_run(output, name: str, categories: Sequence[str], fallback: str, max_
     check_limit(n_models, max_models, f"submission of run {name!r}")
     inputs = {"plan": plan, "runs": {run: _run_inputs(output, run) for run in plan},
               "test_csv": file_id(prep.test_csv)}
-    path = run_dir(output, name) / "submission.csv"
-    record = run_dir(output, name) / "submit.json"
+    path = run_file(output, name, "submission")
+    record = run_file(output, name, "submit")
     if is_current(record, inputs, [path]):
         return dict(json.loads(record.read_text()), models=n_models)
     xy = np.full((len(test.image_id), NUM_KEYPOINTS, 2), np.nan)

@@ -19,7 +19,7 @@ from pipeline.scoring.leaderboard import (
     score_and_report,
     score_external,
 )
-from pipeline.store.layout import run_dir
+from pipeline.store.layout import leaderboard_path, run_dir, run_file
 
 
 def main(argv=None) -> int:
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     parser.add_argument("--truth", metavar="ANSWERS", help="answers of --file's test set (INPUT/test/answers.csv)")
     parser.add_argument("--strict", action="store_true", help="--file: a missing test row is an error")
     args = parser.parse_args(argv)
-    board_path = Path(args.output) / "leaderboard.csv"
+    board_path = leaderboard_path(args.output)
     if args.file:
         return _main_external(args, board_path)
     if args.show:
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     cfg = config_from_args(args)
     with recording("score"):  # every setting read must be one its stamps cover
         name, _ = cfg.ensemble_target(args.run or cfg.name)
-        stack_json = run_dir(args.output, name) / "stack.json"
+        stack_json = run_file(args.output, name, "stack")
         with_stack = args.stack or (stack_json.exists() and "cv_ne_stack" in json.loads(stack_json.read_text()))
         try:
             rows = [score_and_report(args.output, name, cfg.data.categories, cfg.digest(), False)] \

@@ -8,7 +8,7 @@ import sys
 
 from pipeline.combine.stacker import run_stack, stack_inputs
 from pipeline.config import config_from_args, recording, stage_parser
-from pipeline.store.layout import run_dir
+from pipeline.store.layout import run_file
 from pipeline.store.records import is_current, write_record
 
 
@@ -20,7 +20,7 @@ def main(argv=None) -> int:
         name, members = cfg.ensemble_target(args.run or cfg.name)
         try:
             if cfg.stack.mode == "off":
-                record = run_dir(args.output, name) / "stack.json"
+                record = run_file(args.output, name, "stack")
                 inputs = stack_inputs(args.output, cfg, name)
                 if not is_current(record, inputs):
                     write_record(record, inputs, mode="off", use_stack=False)

@@ -1,37 +1,48 @@
-"""`stamps` stage: command line → one library call.
+"""`stamps`: the make side of the run store, run while make reads the Makefile.
 
-The make side (`python -m pipeline.stages.stamps stamps ...`, run while make reads
+    python -m pipeline.stages.stamps stamps --output DIR --input DIR --run RUN [--config C] [--set ...]
+    python -m pipeline.stages.stamps where --output DIR --run RUN [--config C]   (the demo's last line)
+    python -m pipeline.stages.stamps clean --output DIR                          (make clean)
+
+`stamps` writes the run's stage stamps and vars.mk (pipeline/store/stamps.py) and prints vars.mk's
+path, which the Makefile includes; a config error is one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
+import argparse
+import shutil
 import sys
 
-from pipeline.store.layout import stamps_dir
-from pipeline.store.records import write_if_changed
-from pipeline.store.stamps import make_vars, write_stamps
+from pipeline.config import add_config_args, load_config
+from pipeline.store import layout
+from pipeline.store.stamps import write_make_files
 
 
 def main(argv=None) -> int:
-    """`stamps`: write the stage stamps and vars.mk of a run (called by make while it reads the Makefile)."""
-    import argparse
-
-    from pipeline.config import add_config_args, load_config
-
-    parser = argparse.ArgumentParser(description="Per-stage settings stamps for make.")
-    parser.add_argument("command", choices=["stamps"])
+    parser = argparse.ArgumentParser(description="Per-stage settings stamps and vars.mk for make.")
+    parser.add_argument("command", choices=["stamps", "where", "clean"])
     parser.add_argument("--output", default="output")
     parser.add_argument("--input", default=None)
     parser.add_argument("--run", default=None)
     add_config_args(parser)
     args = parser.parse_args(argv)
+    if args.command == "clean":
+        for path in layout.clean_paths(args.output):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            print(f"clean: removed {path}")
+        return 0
     try:
         cfg = load_config(args.config, args.overrides)
     except (ValueError, FileNotFoundError) as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     run = args.run or cfg.name
-    write_stamps(args.output, run, cfg, args.input)
-    write_if_changed(stamps_dir(args.output, run) / "vars.mk", make_vars(cfg, run))
+    if args.command == "where":
+        ens, _ = cfg.ensemble_target(run)
+        print(f"demo done: submission {layout.submission_path(args.output)}, leaderboard "
+              f"{layout.leaderboard_path(args.output)}, report {layout.run_file(args.output, ens, 'report')}")
+        return 0
+    print(write_make_files(args.output, run, cfg, args.input))
     return 0
 
 

@@ -7,10 +7,10 @@ CLI:
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from pipeline.config import config_from_args, recording, stage_parser
 from pipeline.scoring.submission import check_submission, publish, submit_run
+from pipeline.store.layout import run_file, submission_path
 
 
 def main(argv=None) -> int:
@@ -44,8 +44,8 @@ def main(argv=None) -> int:
         except (ValueError, FileNotFoundError) as err:
             print(f"submit: error: {err}", file=sys.stderr)
             return 1
-        source = run_dir(args.output, name) / "submission.csv"
-        out = Path(args.output) / "submission.csv"
+        source = run_file(args.output, name, "submission")
+        out = submission_path(args.output)
         publish(source, out)
         plan = record["plan"]
         parts = [f"{run}{' + stacker' if record['inputs']['runs'][run]['use_stack'] else ''}: {', '.join(cats)}"

@@ -1,16 +1,77 @@
-"""Every path under OUTPUT, in one place (the only code that spells the run store's shape).
+"""Every path under OUTPUT, in one place: the only code that spells the run store's shape
+(the Makefile gets its paths from here too, through vars.mk: pipeline/store/stamps.py).
 
     prep/<dataset>/cache/<s..._m...>/, folds/<k..._seed...>.csv   (keyed by what made them)
-    runs/<run>/<category>/fold<k>/                              (one model's artifacts)
-    runs/<run>/.stamps/                                         (make's per-stage settings)
+    runs/<run>/{prep,predictions,ensemble,stack,submit,scores}.json (one record per stage: RUN_FILES)
+    runs/<run>/<category>/{oof,test,test_stack}.csv              (ensembled predictions)
+    runs/<run>/<category>/fold<k>/{metrics.json,model.keras,...}  (one model's artifacts: MODEL_FILES)
+    runs/<run>/.stamps/<stage>.json, vars.mk                      (make's per-stage settings)
+    leaderboard.csv, submission.csv, export/<run>/                (shared by every run)
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+#: a run's files (runs/<run>/...), by what writes them
+RUN_FILES = {"prep": "prep.json", "predictions": "predictions.json", "ensemble": "ensemble.json",
+             "stack": "stack.json", "submit": "submit.json", "scores": "scores.json",
+             "submission": "submission.csv", "report": "report/index.html", "config": "config.yaml"}
+#: one model's files (runs/<run>/<category>/fold<k>/...)
+MODEL_FILES = {"metrics": "metrics.json", "model": "model.keras", "history": "history.csv",
+               "config": "config.yaml", "oof": "oof.npz", "test": "test.npz", "resume": "resume",
+               "tensorboard": "tensorboard"}
+
 
 def run_dir(output, run: str) -> Path:
     return Path(output) / "runs" / run
+
+
+def run_file(output, run: str, key: str) -> Path:
+    """A run's record or output file, e.g. run_file(out, "demo", "ensemble") → runs/demo/ensemble.json."""
+    return run_dir(output, run) / RUN_FILES[key]
+
+
+def model_file(output, run: str, category: str, fold: int, key: str) -> Path:
+    """One model's file, e.g. model_file(out, "demo", "dress", 0, "metrics") → runs/demo/dress/fold0/metrics.json."""
+    return fold_dir(output, run, category, fold) / MODEL_FILES[key]
+
+
+def category_csv(output, run: str, category: str, split: str, stacked: bool = False) -> Path:
+    """Ensembled (or stacked) float predictions of one category: runs/<run>/<category>/<split>[_stack].csv."""
+    return run_dir(output, run) / category / f"{split}{'_stack' if stacked else ''}.csv"
+
+
+def leaderboard_path(output) -> Path:
+    return Path(output) / "leaderboard.csv"
+
+
+def submission_path(output) -> Path:
+    """OUTPUT/submission.csv: a copy of the last submitted run's runs/<run>/submission.csv."""
+    return Path(output) / "submission.csv"
+
+
+def export_dir(output, run: str) -> Path:
+    return Path(output) / "export" / run
+
+
+def predict_dir_csv(output, bundle) -> Path:
+    """`make predict-dir`'s default CSV: OUTPUT/predict_dir/<bundle directory's name>.csv."""
+    return Path(output) / "predict_dir" / f"{Path(bundle).name}.csv"
+
+
+def data_preview_path(output) -> Path:
+    return Path(output) / "data_preview.png"
+
+
+def clean_paths(output) -> list:
+    """What `make clean` removes: every prepared dataset, run, leaderboard and submission."""
+    out = Path(output)
+    return [out / "prep", out / "runs", out / "report", submission_path(out), leaderboard_path(out)]
+
+
+def model_pattern(output, run: str, category: str) -> str:
+    """make's static pattern of a category's model files: the fold number is the stem `%`."""
+    return str(fold_dir(output, run, category, 0) / MODEL_FILES["metrics"]).replace("fold0", "fold%")
 
 
 def fold_dir(output, run: str, category: str, fold: int) -> Path:
@@ -46,14 +107,23 @@ def cache_path(ds_dir, split: str, size: int, margin: int) -> Path:
 
 
 def prep_ref_path(output, run: str) -> Path:
-    return Path(output) / "runs" / run / "prep.json"
+    return run_file(output, run, "prep")
 
 
 # --------------------------------------------------------------------------- make stamps
 
 
 def stamps_dir(output, run: str) -> Path:
-    return Path(output) / "runs" / run / ".stamps"
+    return run_dir(output, run) / ".stamps"
+
+
+def stamp_path(output, run: str, stage: str) -> Path:
+    """make's stamp of one stage (or `train-<model>`): the settings it depends on."""
+    return stamps_dir(output, run) / f"{stage}.json"
+
+
+def vars_path(output, run: str) -> Path:
+    return stamps_dir(output, run) / "vars.mk"
 
 
 def stacker_path(output, name: str, category: str) -> Path:

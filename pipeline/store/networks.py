@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
-from pipeline.store.layout import fold_dir, run_dir
+from pipeline.store.layout import fold_dir, run_file
 from pipeline.store.records import read_record
 
 
 def run_networks(output, name: str, categories: Sequence[str]) -> List[Tuple[str, str]]:
     """Sorted distinct (member run, model content id) pairs behind run/ensemble `name`'s predictions
     of `categories`; members without fold records (the mean shape) add none."""
-    record = read_record(run_dir(output, name) / "ensemble.json") or {}
+    record = read_record(run_file(output, name, "ensemble")) or {}
     members = record.get("members") or [name]
     found = set()
     for member in members:

@@ -13,7 +13,7 @@ With `--real-ann REAL.csv` a second panel below the images gives, per statistic
 annotation file, computed now from it (green: within the tolerance of issue 21, red:
 outside); the same table is printed.
 
-CLI: python -m pipeline.tools.synth.preview --input DIR --out FILE.png [--n 20] [--tile 256]
+CLI: python -m pipeline.tools.synth.preview --input DIR (--out FILE.png | --output DIR) [--n 20] [--tile 256]
      [--real-ann REAL.csv]
 """
 from __future__ import annotations
@@ -150,12 +150,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.tools.synth.preview",
                                      description="Contact sheet of INPUT/train with keypoints drawn.")
     parser.add_argument("--input", required=True, help="data set directory (competition layout)")
-    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--out", help="PNG file to write")
+    parser.add_argument("--output", help="or: OUTPUT directory (writes its data_preview.png)")
     parser.add_argument("--n", type=int, default=20, help="number of images")
     parser.add_argument("--tile", type=int, default=256, help="tile side in pixels")
     parser.add_argument("--real-ann", default=None,
                         help="real annotation CSV: add a synthetic-vs-real table panel")
     args = parser.parse_args(argv)
+    if not args.out and not args.output:
+        parser.error("give --out FILE.png or --output DIR")
+    if not args.out:
+        from pipeline.store.layout import data_preview_path
+
+        args.out = data_preview_path(args.output)
     try:
         comparison = real_comparison(args.input, args.real_ann) if args.real_ann else None
         count, path = contact_sheet(args.input, args.out, args.n, args.tile, comparison=comparison)
