@@ -52,7 +52,7 @@ def apply_geometry(image: np.ndarray, xy: np.ndarray, valid: np.ndarray, matrix:
     valid: (K,) bool of points that exist. With `flip`, channel k of the result
     is channel flip_index[k] of the source. Points that land outside the input
     become invalid. Returns (image, xy, valid).
-    image_matrix / size (crops, pipeline/zoom.py): the image is a larger cache image, warped by
+    image_matrix / size (crops, pipeline/heatmap/zoom.py): the image is a larger cache image, warped by
     `image_matrix` (default `matrix`) into a size×size input (default its own side) while the
     points, already in that input's frame, move by `matrix`.
     """

@@ -151,7 +151,7 @@ class TrainConfig(_Section):
 @dataclasses.dataclass(frozen=True)
 class CropConfig(_Section):
     SECTION: ClassVar[str] = "crop"
-    enabled: bool = False          # second pass of the model on the garment's box (pipeline/zoom.py)
+    enabled: bool = False          # second pass of the model on the garment's box (pipeline/heatmap/zoom.py)
     source_size: int = 256         # side of the image cache crops are cut from (>= model.input_size)
     margin: float = 0.15           # the square box around the keypoints grows by this × its side, each side
     min_side: float = 0.2          # smallest box side, a fraction of the image's longer side
@@ -193,7 +193,7 @@ class StackConfig(_Section):
 class SubmitConfig(_Section):
     SECTION: ClassVar[str] = "submit"
     fallback: str = ""             # run whose predictions fill categories this run lacks ("": the mean-shape baseline)
-    max_models: int = 0            # refuse a submission needing more trained networks (0: no limit; pipeline/networks.py)
+    max_models: int = 0            # refuse a submission needing more trained networks (0: no limit; pipeline/store/networks.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -555,12 +555,13 @@ def load_config(path, overrides: Sequence[str] = ()) -> Config:
         merged["name"] = path.stem
     _merge(merged, parse_overrides(overrides), sources, "command line")
     cfg = _coerce(Config, merged, sources, "")
-    unknown = [c for c in cfg.data.categories if c not in CATEGORIES]
-    if unknown:
-        raise ValueError(f"{path}: data.categories holds unknown categories {unknown}")
-    _check_values(cfg, str(path))
-    for cat in cfg.categories:
-        _check_values(cfg.for_category(cat), f"{path} (categories.{cat})")
+    with _unrecorded():  # checking every value is not a stage depending on it
+        unknown = [c for c in cfg.data.categories if c not in CATEGORIES]
+        if unknown:
+            raise ValueError(f"{path}: data.categories holds unknown categories {unknown}")
+        _check_values(cfg, str(path))
+        for cat in cfg.categories:
+            _check_values(cfg.for_category(cat), f"{path} (categories.{cat})")
     return cfg
 
 

@@ -34,7 +34,7 @@ class SampleSet:
     rows: np.ndarray
     xy: np.ndarray
     vis: np.ndarray
-    #: crops (crop.enabled, pipeline/zoom.py): `images` is the larger cache; per sample its cache
+    #: crops (crop.enabled, pipeline/heatmap/zoom.py): `images` is the larger cache; per sample its cache
     #: params (N, 4), the whole-image params at the input size (N, 4) — `xy` is in that frame —,
     #: the original-pixel keypoints (N, K, 2) and the image's width, height (N, 2)
     cache_params: Optional[np.ndarray] = None

@@ -32,6 +32,10 @@ from pipeline.tianchi import ABSENT_CELL, HEADER, TEST_HEADER, format_cell
 
 REPO = Path(__file__).resolve().parents[1]
 
+# every stage the tests run (in process or through make) fails on a setting its stamps do not
+# cover (pipeline.config.recording): a missed dependency is a test failure, not a stale artifact
+os.environ["PIPELINE_STRICT_SETTINGS"] = "1"
+
 
 def build_model_under(policy: str, cfg, num_keypoints: int):
     """pipeline.models.build_model(cfg, num_keypoints) under Keras dtype policy `policy`,

@@ -1,4 +1,4 @@
-"""Mean-shape baseline (pipeline/baseline.py)."""
+"""Mean-shape baseline (pipeline/combine/mean_shape.py)."""
 from __future__ import annotations
 
 import json

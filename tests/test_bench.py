@@ -1,4 +1,4 @@
-"""Tests of the bench helpers (pipeline/bench/): no timing, no training; TensorFlow only to count FLOPs."""
+"""Tests of the bench helpers (pipeline/tools/bench/): no timing, no training; TensorFlow only to count FLOPs."""
 from __future__ import annotations
 
 import json

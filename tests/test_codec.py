@@ -1,4 +1,4 @@
-"""Coordinate frames and the heatmap codec (pipeline/codec.py)."""
+"""Coordinate frames and the heatmap codec (pipeline/heatmap/codec.py)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Normalized error (pipeline/metrics.py) on hand-computed cases and against a plain loop."""
+"""Normalized error (pipeline/scoring/metrics.py) on hand-computed cases and against a plain loop."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Preprocess (pipeline/preprocess.py) on a tiny dataset in the real layout, bad inputs included."""
+"""Preprocess (pipeline/prep/preprocess.py) on a tiny dataset in the real layout, bad inputs included."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Leaderboard intervals and paired differences (pipeline/score.py), on hand-made error files."""
+"""Leaderboard intervals and paired differences (pipeline/scoring/leaderboard.py), on hand-made error files."""
 from __future__ import annotations
 
 import numpy as np

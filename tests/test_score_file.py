@@ -1,4 +1,4 @@
-"""`make score-file`: leaderboard rows for any submission file (pipeline/score.py score_external)."""
+"""`make score-file`: leaderboard rows for any submission file (pipeline/scoring/leaderboard.py score_external)."""
 from __future__ import annotations
 
 import json

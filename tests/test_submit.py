@@ -1,4 +1,4 @@
-"""Submission writer and validator (pipeline/submit.py)."""
+"""Submission writer and validator (pipeline/scoring/submission.py)."""
 from __future__ import annotations
 
 import numpy as np

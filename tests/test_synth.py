@@ -1,4 +1,4 @@
-"""Tests of the synthetic data set (pipeline/synth/): layout, contracts, realism, preview."""
+"""Tests of the synthetic data set (pipeline/tools/synth/): layout, contracts, realism, preview."""
 from __future__ import annotations
 
 import csv
@@ -254,7 +254,7 @@ def test_realism_figures_counted_from_the_files(moderate):
     assert realism["test_order_matches"]
 
     # framing: annotated keypoint box over image area, spread as in real photos (p10/p50/p90
-    # about 0.10 / 0.29 / 0.58, pipeline/synth/real_model.json)
+    # about 0.10 / 0.29 / 0.58, pipeline/tools/synth/real_model.json)
     boxes = []
     for t, s in ((train, train_sizes), (test, test_sizes)):
         for k, (w, h) in zip(t.keypoints, s):

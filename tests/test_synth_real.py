@@ -1,4 +1,4 @@
-"""Tests of the synthetic generator's model of real data (pipeline/synth/real_model.py,
+"""Tests of the synthetic generator's model of real data (pipeline/tools/synth/real_model.py,
 fit_real.py) and of the synthetic-vs-real comparison. Synthetic data only: the "real" CSVs
 here are written by the tests."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""heatmap_loss: masking and the MSE target scale (pipeline/train.py)."""
+"""heatmap_loss: masking and the MSE target scale (pipeline/fit/trainer.py)."""
 from __future__ import annotations
 
 import numpy as np

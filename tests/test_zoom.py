@@ -1,4 +1,4 @@
-"""Crop refinement (pipeline/zoom.py, `crop.enabled`): box params, frame maps, warps, both passes,
+"""Crop refinement (pipeline/heatmap/zoom.py, `crop.enabled`): box params, frame maps, warps, both passes,
 and a tiny joint run with crops through train and predict."""
 from pathlib import Path
 

@@ -189,7 +189,7 @@ def apply_stacker(stacker: Dict, fold_members: Sequence[Sequence[Dict]], sizes: 
     for the M images of `category`, sizes (M, 2). Per fold the members' `xy` are averaged and
     corrected from the features of those same single models (as the OOF rows the stacker was
     fitted on); the corrected folds are averaged. The one test-time path of `make stack` and of
-    exported bundles (pipeline/bundle.py).
+    exported bundles (pipeline/release/bundle.py).
     """
     corrected = []
     for members in fold_members:

@@ -1,7 +1,7 @@
 """Which images a model trains and validates on, and its validation NE (the one `train` monitors).
 
 FoldData: one model's split of the image cache (a category's images, or every run category's
-for a joint model, pipeline/joint.py); with crops (pipeline/zoom.py) the cache is larger than
+for a joint model, pipeline/joint.py); with crops (pipeline/heatmap/zoom.py) the cache is larger than
 the input and validation runs both passes, as `predict` does.
 """
 from __future__ import annotations

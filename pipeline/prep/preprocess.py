@@ -12,7 +12,7 @@ configs share one OUTPUT without disturbing each other:
         rejects.csv      file, row, column, reason for every rejected row;
         clipped.csv      file, row, column, fix of every border point clipped into its image;
         duplicates.csv   groups of byte-identical / near-identical images over training and test
-                         (pipeline/duplicates.py); a training group shares one fold;
+                         (pipeline/prep/duplicates.py); a training group shares one fold;
         report.md        rejects per reason, fixes, images per category and size, duplicates;
         manifest.json    counts, sources and the report (written last: the dataset is complete);
         cache/s<S>_m<M>/ train.npy, test.npy: uint8 (rows, S, S, 3) RGB letterboxed images
@@ -20,7 +20,7 @@ configs share one OUTPUT without disturbing each other:
         folds/k<k>_seed<s>.csv   image_id, image_category, fold — made once, never overwritten.
     OUTPUT/runs/<run>/prep.json            which dataset, cache and folds the run consumes.
 
-Images are read by pipeline/images.py: validity by decoding, in the stored pixel frame
+Images are read by pipeline/prep/images.py: validity by decoding, in the stored pixel frame
 (EXIF orientation ignored), JPEGs decoded at reduced size where the cache allows.
 
 Letterbox transforms are derived from each image's size and the cache's (S, M)

@@ -9,7 +9,7 @@ A *bundle* is what a run's test predictions need, and nothing of OUTPUT:
       members/<run>/config.yaml      each member's resolved config
       members/<run>/<model>/fold<k>.keras             the network (Keras)
       members/<run>/<model>/fold<k>_savedmodel/       the same, inference-only SavedModel
-      members/<run>/<model>/fold<k>.tflite            the same, TFLite (pipeline/runtimes.py)
+      members/<run>/<model>/fold<k>.tflite            the same, TFLite (pipeline/release/runtimes.py)
       members/<run>/<model>/fold<k>.onnx              the same, ONNX (tf2onnx; onnxruntime runs it)
       stacker/<category>.json        the test-time stacker, when the run's submission used it
     OUTPUT/export/<name>.tar.gz      the directory as one file
@@ -178,7 +178,7 @@ class Ensemble:
                               for n, p, s in zip(CATEGORY_KEYPOINTS[category], xy, score)}}
 
     def network_count(self) -> int:
-        """Distinct trained networks (the competition's model count, pipeline/networks.py)."""
+        """Distinct trained networks (the competition's model count, pipeline/store/networks.py)."""
         return len({p for m in self.members for paths in m.models.values() for p in paths})
 
 

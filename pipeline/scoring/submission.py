@@ -312,7 +312,7 @@ def submit_run(output, name: str, categories: Sequence[str], fallback: str, max_
     """Write runs/<name>/submission.csv (validated) unless submit.json records the same inputs.
 
     ValueError (nothing written) when its plan needs more than `max_models` (> 0) trained
-    networks (pipeline/networks.py). Returns the submit record (inputs, plan: run → categories,
+    networks (pipeline/store/networks.py). Returns the submit record (inputs, plan: run → categories,
     n_rows, models).
     """
     from pipeline.store.records import file_id, is_current, write_record

@@ -1,4 +1,4 @@
-"""python -m pipeline.tools.bench --output DIR --mode quick|full (see pipeline/bench/__init__.py)."""
+"""python -m pipeline.tools.bench --output DIR --mode quick|full (see pipeline/tools/bench/__init__.py)."""
 import sys
 
 from pipeline.tools.bench.cli import main

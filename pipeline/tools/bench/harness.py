@@ -1,6 +1,6 @@
 """Bench harness: modes, subprocesses (logged, timed, RSS-polled), results.json, the CLI.
 
-The measures (pipeline/bench/measures.py) run as steps of `Bench`; TensorFlow
+The measures (pipeline/tools/bench/measures.py) run as steps of `Bench`; TensorFlow
 work runs in worker subprocesses (`python -m pipeline.tools.bench --worker NAME`) or
 in the pipeline's own CLIs (`python -m pipeline.stages.train`), so precision policies
 and thread settings never leak between configurations, and a crash costs only

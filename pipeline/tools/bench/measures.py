@@ -324,7 +324,7 @@ def worker_input(config: str, targets: str, seconds: float) -> Dict:
 
 
 def worker_runtime(work: str, run: str, config: str, category: str, reps: int) -> Dict:
-    """Keras against TFLite and ONNX (pipeline/runtimes.py) through predict's own path (flip TTA,
+    """Keras against TFLite and ONNX (pipeline/release/runtimes.py) through predict's own path (flip TTA,
     decoding) on the test cache: img/s of each and the largest differences (a fresh demo model)."""
     from pipeline import hardware
     from pipeline.config import load_config

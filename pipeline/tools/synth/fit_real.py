@@ -2,7 +2,7 @@
 are reproducible. Only fitted numbers are written, never a row.
 
     python -m pipeline.tools.synth.fit_real --ann ROUND1_TRAIN.csv [--images SPLIT_DIR ...]
-        [--out pipeline/synth/real_model.json] [--calibrate N]
+        [--out pipeline/tools/synth/real_model.json] [--calibrate N]
     python -m pipeline.tools.synth.fit_real --calibrate N           (re-measure the generator only)
 
 --ann: the annotation rows the layouts, absence patterns and occlusion rates are fitted on.
