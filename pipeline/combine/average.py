@@ -19,7 +19,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from pipeline.store.layout import category_csv, fold_dir, run_dir, run_file
+from pipeline.store.layout import category_csv, fold_dir, model_file, run_dir, run_file
 from pipeline.store.predictions import load_npz, write_category_csv
 from pipeline.store.records import files_id, is_current, write_record
 from pipeline.store.rundata import RunData, bind_run, run_data
@@ -44,7 +44,7 @@ def member_oof(output, run: str, category: str, k: int) -> Tuple[np.ndarray, np.
     """Concatenate one run's OOF predictions over its k folds."""
     ids, xys, scores = [], [], []
     for f in range(k):
-        data = load_npz(fold_dir(output, run, category, f) / "oof.npz")
+        data = load_npz(model_file(output, run, category, f, "oof"))
         ids.append(data["image_id"])
         xys.append(data["xy"])
         scores.append(data["score"])
@@ -66,7 +66,7 @@ def ensemble_category(output, members: Sequence[str], category: str, k: int,
         parts = []
         for m in members:
             for f in range(k):
-                data = load_npz(fold_dir(output, m, category, f) / "test.npz")
+                data = load_npz(model_file(output, m, category, f, "test"))
                 parts.append((data["image_id"], data["xy"], data["score"]))
         out["test"] = _average(parts, test_ids, f"test predictions of {category}")
     return out

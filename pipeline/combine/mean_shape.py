@@ -12,14 +12,14 @@ CLI: python -m pipeline.stages.baseline --output DIR [--config C] [--run RUN]   
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 
 from pipeline.fsutil import write_text_atomic
-from pipeline.keypoints import category_indices
+from pipeline.keypoints import CATEGORIES, category_indices
 from pipeline.scoring.metrics import category_ne
-from pipeline.store.layout import fold_dir, run_dir
+from pipeline.store.layout import model_file, run_file
 from pipeline.store.predictions import save_npz
 from pipeline.store.records import is_current, write_record
 from pipeline.store.rundata import RunData, bind_run
@@ -67,7 +67,7 @@ def run_baseline(output, prep: RunData, name: str) -> dict:
     Skipped when runs/<name>/baseline.json records the same dataset and folds.
     Returns {"<cat>/fold<k>": val NE}.
     """
-    record = run_dir(output, name) / "baseline.json"
+    record = run_file(output, name, "baseline")
     inputs = {"prep": prep.identity(with_cache=False)}
     if is_current(record, inputs):
         return json.loads(record.read_text())["val_ne"]
@@ -82,16 +82,28 @@ def run_baseline(output, prep: RunData, name: str) -> dict:
             fit, val = in_cat & (folds != f), in_cat & (folds == f)
             shape = mean_shape(train.keypoints[fit][:, idx], train.sizes[fit])
             xy = place(shape, train.sizes[val])
-            out = fold_dir(output, name, cat, f)
-            save_npz(out / "oof.npz", image_id=train.image_id[val], xy=xy, score=np.ones(xy.shape[:2]))
+            save_npz(model_file(output, name, cat, f, "oof"), image_id=train.image_id[val], xy=xy, score=np.ones(xy.shape[:2]))
             ne = category_ne(train.keypoints[val], xy, cat)
-            write_text_atomic(out / "metrics.json", json.dumps({"val_ne": ne, "model": "meanshape"}))
+            write_text_atomic(model_file(output, name, cat, f, "metrics"), json.dumps({"val_ne": ne, "model": "meanshape"}))
             summary[f"{cat}/fold{f}"] = ne
             if test is not None:
                 t_mask = test.category == cat
                 t_xy = place(shape, test.sizes[t_mask])
-                save_npz(out / "test.npz", image_id=test.image_id[t_mask], xy=t_xy,
+                save_npz(model_file(output, name, cat, f, "test"), image_id=test.image_id[t_mask], xy=t_xy,
                          score=np.ones(t_xy.shape[:2]))
     bind_run(output, name, prep)
     write_record(record, inputs, val_ne=summary, categories=sorted(set(train.category)))
+    return summary
+
+
+def baseline_run(output, prep: RunData, name: str) -> Dict[str, float]:
+    """The `baseline` stage: mean-shape predictions of every category and fold of `prep`
+    (run_baseline), ensembled and scored as leaderboard row `name`. Returns run_baseline's summary."""
+    from pipeline.combine.average import run_ensemble
+    from pipeline.scoring.leaderboard import score_and_report
+
+    summary = run_baseline(output, prep, name)
+    categories = [c for c in CATEGORIES if any(k.startswith(c + "/") for k in summary)]
+    run_ensemble(output, name, [name], categories)
+    score_and_report(output, name, categories, config_hash="meanshape")
     return summary

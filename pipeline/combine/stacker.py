@@ -48,6 +48,7 @@ from pipeline.keypoints import (
 from pipeline.store.layout import (
     category_csv,
     fold_dir,
+    report_dir,
     run_dir,
     run_file,
     stacker_path,
@@ -272,6 +273,10 @@ def run_stack(output, cfg: Config, name: str, members: Sequence[str]) -> Dict:
 
     record = run_file(output, name, "stack")
     inputs = stack_inputs(output, cfg, name)
+    if cfg.stack.mode == "off":  # the record says so; the submission uses plain averaging
+        if not is_current(record, inputs):
+            write_record(record, inputs, mode="off", use_stack=False)
+        return json.loads(record.read_text())
     stackers = [stacker_path(output, name, c) for c in ensemble_categories(output, name)]
     if is_current(record, inputs, stackers):
         result = json.loads(record.read_text())
@@ -295,7 +300,7 @@ def run_stack(output, cfg: Config, name: str, members: Sequence[str]) -> Dict:
     use = cfg.stack.mode == "on" or (cfg.stack.mode == "auto" and gain > cfg.stack.min_gain)
     result = {"cv_ne_plain": plain, "cv_ne_stack": stacked, "relative_gain": gain, "mode": cfg.stack.mode,
               "use_stack": bool(use), "members": list(members)}
-    plot_importance(total, run_dir(output, name) / "report" / "stack_importance.png")
+    plot_importance(total, report_dir(output, name) / "stack_importance.png")
     write_record(record, inputs, **result)
     return result
 

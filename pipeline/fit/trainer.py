@@ -39,7 +39,7 @@ from pipeline.fsutil import atomic_path, write_text_atomic
 from pipeline.heatmap import codec
 from pipeline.heatmap.inference import compiled_forward
 from pipeline.heatmap.losses import heatmap_loss
-from pipeline.store.layout import fold_dir
+from pipeline.store.layout import MODEL_FILES, fold_dir
 from pipeline.store.rundata import run_data
 
 
@@ -156,7 +156,7 @@ def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: D
                 return
             current = base.get_weights()
             base.set_weights(self.best_weights)
-            with atomic_path(out / "model.keras") as tmp:  # tmp name ends in .keras too
+            with atomic_path(out / MODEL_FILES["model"]) as tmp:  # tmp name ends in .keras too
                 base.save(tmp)
             base.set_weights(current)
             self.best_weights = None
@@ -213,7 +213,7 @@ def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: D
             state["lr"] = lr
             row = {"epoch": epoch, "loss": float(logs.get("loss", float("nan"))), "val_ne": val_ne, "lr": lr,
                    "seconds": seconds, "img_per_s": state["steps"] * state["global_batch"] / max(seconds, 1e-9)}
-            _append_history(out / "history.csv", row)
+            _append_history(out / MODEL_FILES["history"], row)
             budget = cfg.train.time_budget_s
             reason = None
             if state["wait"] >= cfg.train.patience:
@@ -253,7 +253,7 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
                   devices) -> Dict:
     prep = run_data(output, run, cfg)
     key = resume_key(cfg, prep.identity())
-    metrics_path = out / "metrics.json"
+    metrics_path = out / MODEL_FILES["metrics"]
     run_state = RunState(out)
     state = run_state.load()
     if state and state.get("config") != key:
@@ -280,7 +280,7 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
 
     policy = hardware.set_precision(cfg.train.precision)
     keras.utils.set_random_seed(cfg.train.seed + 1000 * fold)
-    save_config(cfg, out / "config.yaml")
+    save_config(cfg, out / MODEL_FILES["config"])
     data = FoldData(prep, cfg, category, fold)
     strategy = hardware.make_strategy(cfg.train.distribute, devices)
     replicas = strategy.num_replicas_in_sync
@@ -303,7 +303,7 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
     state["steps"] = steps
     state["global_batch"] = batch
     state["seconds_before"] = state["seconds"]
-    _truncate_history(out / "history.csv", state["epoch"])
+    _truncate_history(out / MODEL_FILES["history"], state["epoch"])
     start = state["epoch"] * steps * batch
     dataset = distributed.distribute_input(strategy, lambda pipeline, pipelines: train_dataset(
         data.train, cfg, data.flip_index, start, cfg.train.batch_size, batch, pipeline, pipelines))

@@ -29,7 +29,7 @@ from pipeline.config import Config
 from pipeline.heatmap import codec
 from pipeline.heatmap.inference import load_model, predict_category
 from pipeline.scoring.metrics import category_ne
-from pipeline.store.layout import fold_dir, run_file
+from pipeline.store.layout import MODEL_FILES, fold_dir, model_file, run_file
 from pipeline.store.predictions import save_npz
 from pipeline.store.records import (
     digest,
@@ -62,13 +62,13 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, prep: 
     cfg = cfg.for_category(category)
     out = fold_dir(output, run, category, fold)
     model_name = joint.model_for(cfg, category)  # a joint run's model predicts every category
-    model_path = fold_dir(output, run, model_name, fold) / "model.keras"
+    model_path = model_file(output, run, model_name, fold, "model")
     if not model_path.exists():
         raise FileNotFoundError(f"missing model {model_path} (run `make train-all` first)")
     inputs = predict_inputs(cfg, prep, model_path)
     outputs = [out / "oof.npz"] + ([out / "test.npz"] if test_index is not None else [])
-    if not force and is_current(out / "predict.json", inputs, outputs):
-        return json.loads((out / "predict.json").read_text())["report"]
+    if not force and is_current(out / MODEL_FILES["predict"], inputs, outputs):
+        return json.loads((out / MODEL_FILES["predict"]).read_text())["report"]
     model = load_model(model_path)
     size = cfg.cache_size
     val = (train_index.category == category) & (folds == fold)
@@ -96,7 +96,7 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, prep: 
         save_npz(out / "test.npz", image_id=test_index.image_id[t_mask], **t_pred)
     report["merge"] = cfg.predict.merge
     report["flip_tta"] = cfg.predict.flip_tta
-    write_record(out / "predict.json", inputs, report=report)  # last: marks the fold's predictions complete
+    write_record(out / MODEL_FILES["predict"], inputs, report=report)  # last: marks the fold's predictions complete
     return report
 
 
@@ -113,7 +113,7 @@ def run_predict(output, cfg: Config, run: str, force: bool = False) -> pd.DataFr
     for cat, fold in tqdm(jobs, desc="predict", unit="model"):
         report = predict_fold(output, cfg, run, cat, fold, prep, train_index, folds, test_index, force)
         rows.append({"category": cat, "fold": fold, **report})
-        fold_inputs[f"{cat}/fold{fold}"] = digest(read_record(fold_dir(output, run, cat, fold) / "predict.json")["inputs"])
+        fold_inputs[f"{cat}/fold{fold}"] = digest(read_record(model_file(output, run, cat, fold, "predict"))["inputs"])
     table = pd.DataFrame(rows)
     # the run's summary record (make's target): current when every fold's predictions are
     record = run_file(output, run, "predictions")

@@ -40,7 +40,7 @@ from pipeline import joint
 from pipeline.config import Config, load_config, save_config
 from pipeline.fsutil import atomic_path, write_text_atomic
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, FLIP_INDEX, KEYPOINTS
-from pipeline.store.layout import export_dir, fold_dir, run_dir, run_file
+from pipeline.store.layout import export_dir, model_file, run_dir, run_file
 from pipeline.store.records import file_id, read_record
 
 BUNDLE_VERSION = 1
@@ -78,14 +78,14 @@ class Ensemble:
             if cfg is not None and members == [name]:
                 mcfg = cfg
             else:
-                path = run_dir(output, member) / "config.yaml"
+                path = run_file(output, member, "config")
                 if not path.exists():
                     raise FileNotFoundError(f"{path} missing: run `make ensemble` for run {member!r} first")
                 mcfg = load_config(path)
             models = {}
             # train.joint cannot differ per category (config check): the run-level names hold
             for model in (m for m in joint.model_names(mcfg) if m == joint.JOINT or m in categories):
-                models[model] = [fold_dir(output, member, model, f) / "model.keras" for f in range(mcfg.data.folds)]
+                models[model] = [model_file(output, member, model, f, "model") for f in range(mcfg.data.folds)]
             out.append(Member(member, mcfg, models))
         stack = read_record(run_file(output, name, "stack")) or {}
         stackers = {}

@@ -22,7 +22,8 @@ import pandas as pd
 from pipeline.fsutil import atomic_path, write_text_atomic
 from pipeline.keypoints import CATEGORY_KEYPOINTS, KEYPOINT_INDEX
 from pipeline.scoring.metrics import point_errors
-from pipeline.store.layout import fold_dir, run_dir, run_file
+from pipeline.store.layout import model_file, run_file
+from pipeline.store.layout import report_dir as layout_report_dir
 
 
 def pyplot():
@@ -83,7 +84,7 @@ def plot_learning_curves(output, run: str, category: str, k: int, path: Path) ->
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
     for f in range(k):
-        hist_path = fold_dir(output, run, category, f) / "history.csv"
+        hist_path = model_file(output, run, category, f, "history")
         if not hist_path.exists():
             continue
         hist = pd.read_csv(hist_path)
@@ -131,7 +132,7 @@ def run_report(output, run: str, k: int, categories, models=None) -> Path:
     from pipeline.store.rundata import run_data
 
     output = Path(output)
-    report_dir = run_dir(output, run) / "report"
+    report_dir = layout_report_dir(output, run)
     report_dir.mkdir(parents=True, exist_ok=True)
     train = run_data(output, run).train_index()
     images: List[Path] = []

@@ -8,7 +8,7 @@ import sys
 
 from pipeline.combine.average import run_ensemble
 from pipeline.config import config_from_args, recording, save_config, stage_parser
-from pipeline.store.layout import run_dir
+from pipeline.store.layout import run_file
 
 
 def main(argv=None) -> int:
@@ -19,7 +19,7 @@ def main(argv=None) -> int:
         name, members = cfg.ensemble_target(args.run or cfg.name)
         try:
             run_ensemble(args.output, name, members, cfg.data.categories, cfg.stage_settings("ensemble"))
-            save_config(cfg, run_dir(args.output, name) / "config.yaml")
+            save_config(cfg, run_file(args.output, name, "config"))
         except (FileNotFoundError, ValueError) as err:
             print(f"ensemble: error: {err}", file=sys.stderr)
             return 1

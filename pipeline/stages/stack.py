@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.combine.stacker import run_stack, stack_inputs
+from pipeline.combine.stacker import run_stack
 from pipeline.config import config_from_args, recording, stage_parser
-from pipeline.store.layout import run_file
-from pipeline.store.records import is_current, write_record
 
 
 def main(argv=None) -> int:
@@ -20,10 +18,7 @@ def main(argv=None) -> int:
         name, members = cfg.ensemble_target(args.run or cfg.name)
         try:
             if cfg.stack.mode == "off":
-                record = run_file(args.output, name, "stack")
-                inputs = stack_inputs(args.output, cfg, name)
-                if not is_current(record, inputs):
-                    write_record(record, inputs, mode="off", use_stack=False)
+                run_stack(args.output, cfg, name, members)
                 print("stack: off (stack.mode=off); the submission uses plain averaging")
                 return 0
             r = run_stack(args.output, cfg, name, members)

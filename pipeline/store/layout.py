@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 #: a run's files (runs/<run>/...), by what writes them
-RUN_FILES = {"prep": "prep.json", "predictions": "predictions.json", "ensemble": "ensemble.json",
+RUN_FILES = {"prep": "prep.json", "baseline": "baseline.json", "predictions": "predictions.json", "ensemble": "ensemble.json",
              "stack": "stack.json", "submit": "submit.json", "scores": "scores.json",
              "submission": "submission.csv", "report": "report/index.html", "config": "config.yaml"}
 #: one model's files (runs/<run>/<category>/fold<k>/...)
 MODEL_FILES = {"metrics": "metrics.json", "model": "model.keras", "history": "history.csv",
-               "config": "config.yaml", "oof": "oof.npz", "test": "test.npz", "resume": "resume",
+               "config": "config.yaml", "oof": "oof.npz", "test": "test.npz", "predict": "predict.json", "resume": "resume",
                "tensorboard": "tensorboard"}
 
 
@@ -29,6 +29,11 @@ def run_dir(output, run: str) -> Path:
 def run_file(output, run: str, key: str) -> Path:
     """A run's record or output file, e.g. run_file(out, "demo", "ensemble") → runs/demo/ensemble.json."""
     return run_dir(output, run) / RUN_FILES[key]
+
+
+def report_dir(output, run: str) -> Path:
+    """runs/<run>/report/: the report's figures and index.html."""
+    return run_dir(output, run) / "report"
 
 
 def model_file(output, run: str, category: str, fold: int, key: str) -> Path:

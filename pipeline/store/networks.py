@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
-from pipeline.store.layout import fold_dir, run_file
+from pipeline.store.layout import model_file, run_file
 from pipeline.store.records import read_record
 
 
@@ -27,7 +27,7 @@ def run_networks(output, name: str, categories: Sequence[str]) -> List[Tuple[str
         for category in categories:
             fold = 0
             while True:
-                rec = read_record(fold_dir(output, member, category, fold) / "predict.json")
+                rec = read_record(model_file(output, member, category, fold, "predict"))
                 if rec is None:
                     break
                 model = rec.get("inputs", {}).get("model")

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REAL = {"train": 31631, "train_warm": 12534, "test": 10000}
 CONFIGS = {"demo": REPO / "configs" / "demo.yaml", "full": REPO / "configs" / "full.yaml"}
 START, END = "<!-- rehearse:start -->", "<!-- rehearse:end -->"

@@ -10,11 +10,19 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import good_dataset
 
 from pipeline import config as config_module
-from pipeline.config import (STAGE_SETTINGS, UNRECORDED, UPSTREAM, Config, UncoveredSetting, covered_settings,
-                             load_config, recording)
-from conftest import good_dataset
+from pipeline.config import (
+    STAGE_SETTINGS,
+    UNRECORDED,
+    UPSTREAM,
+    Config,
+    UncoveredSetting,
+    covered_settings,
+    load_config,
+    recording,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "configs" / "demo.yaml"

@@ -29,7 +29,7 @@ from pipeline.fsutil import write_text_atomic
 from pipeline.hardware import available_cores, cpu_flags
 from pipeline.tools.bench.table import format_value, make_entry
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEMO_CONFIG = REPO / "configs" / "demo.yaml"
 SEED_CONFIG = REPO / "configs" / "seed_cpm.yaml"
 REAL_CONFIG = REPO / "configs" / "real_cpu.yaml"
