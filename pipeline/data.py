@@ -71,7 +71,8 @@ def make_batch(samples: SampleSet, counters: np.ndarray, cfg: Config, flip_index
     on_device = cfg.train.targets == "device"
     n = len(samples)
     size = cfg.model.input_size
-    hm = cfg.heatmap_size
+    encoder = codec.Codec.from_config(cfg)
+    hm = encoder.cells
     aug = cfg.augment
     images, maps, weights = [], [], []
     for counter in counters:
@@ -99,10 +100,10 @@ def make_batch(samples: SampleSet, counters: np.ndarray, cfg: Config, flip_index
             weight = valid.astype(np.float32)
         elif base is not None:
             image = zoom.warp(image[None], base[None], size)[0]
-        uv = codec.input_to_cell(xy, cfg.model.stride)
+        uv = encoder.to_cells(xy)
         weight = weight * codec.inside(uv, (hm, hm))
         images.append(image)
-        maps.append(uv.astype(np.float32) if on_device else codec.encode(uv, weight, (hm, hm), cfg.codec.sigma))
+        maps.append(uv.astype(np.float32) if on_device else encoder.encode(uv, weight))
         weights.append(weight)
     return np.stack(images), np.stack(maps), np.stack(weights).astype(np.float32)
 

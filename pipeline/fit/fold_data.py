@@ -67,9 +67,11 @@ class FoldData:
 def validation_ne(model, data: FoldData, cfg: Config, forward=None) -> float:
     """NE of the model on the validation fold (original pixels, no TTA; with crops both passes,
     zoom.two_pass); `forward` as in `predict_heatmaps`."""
+    decoder = codec.Codec.from_config(cfg)
+
     def predict(images, params):
         heatmaps = predict_heatmaps(model, images, cfg.predict.batch_size, forward)
-        xy, _ = codec.decode_to_original(heatmaps, params, cfg.model.stride, cfg.codec.refine, cfg.codec.sigma)
+        xy, _ = decoder.decode_to_original(heatmaps, params)
         return {"xy": xy}
 
     if cfg.crop.enabled:

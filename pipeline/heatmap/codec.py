@@ -14,6 +14,7 @@ This module is the only place that converts between frames.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Tuple
 
 import numpy as np
@@ -256,3 +257,58 @@ def cells_to_base(uv: np.ndarray, scale: float, stride: int, size: int) -> np.nd
     """Keypoints (..., 2) in heatmap cells of an input rescaled by `scale` → cells of the base input."""
     m = matrix_to_cells(centre_scale_matrix(size, scale), stride)
     return (np.asarray(uv, dtype=np.float64) - m[:, 2]) / np.diag(m[:, :2])
+
+
+# --------------------------------------------------------------------------- the codec of a config
+
+
+@dataclasses.dataclass(frozen=True)
+class Codec:
+    """The heatmap codec of one config, built once (`Codec.from_config`): every conversion that
+    needs the stride, sigma or sub-pixel refinement goes through it, so no caller re-assembles them.
+
+    stride: input pixels per heatmap cell; sigma: Gaussian sigma in cells; refine: none | quarter
+    | dark; input_size: S of the S×S model input (heatmaps are S/stride cells a side).
+    """
+
+    stride: int
+    sigma: float
+    refine: str
+    input_size: int
+
+    @classmethod
+    def from_config(cls, cfg) -> "Codec":
+        return cls(cfg.model.stride, cfg.codec.sigma, cfg.codec.refine, cfg.model.input_size)
+
+    @property
+    def cells(self) -> int:
+        """Heatmap side in cells."""
+        return self.input_size // self.stride
+
+    def to_cells(self, xy: np.ndarray) -> np.ndarray:
+        """Input pixels (..., 2) → heatmap cells (..., 2)."""
+        return input_to_cell(xy, self.stride)
+
+    def encode(self, uv: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """Cells (K, 2) and weights (K,) → target heatmaps (H, W, K) float32."""
+        return encode(uv, weight, (self.cells, self.cells), self.sigma)
+
+    def decode(self, heatmaps: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Heatmaps (N, H, W, K) → cells (N, K, 2) and scores (N, K)."""
+        return decode(heatmaps, self.refine, self.sigma)
+
+    def decode_to_original(self, heatmaps: np.ndarray, params: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Heatmaps (N, H, W, K) → original pixels (N, K, 2) and scores (N, K); params (N, 4)."""
+        return decode_to_original(heatmaps, params, self.stride, self.refine, self.sigma)
+
+    def to_original(self, uv: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """Cells (N, K, 2) → original pixels (N, K, 2); params (N, 4)."""
+        return cells_to_original(uv, params, self.stride)
+
+    def maps_to_base(self, heatmaps: np.ndarray, scale: float) -> np.ndarray:
+        """Heatmaps of an input rescaled by `scale` → heatmaps of the base input (see maps_to_base)."""
+        return maps_to_base(heatmaps, scale, self.stride)
+
+    def cells_to_base(self, uv: np.ndarray, scale: float, size: int) -> np.ndarray:
+        """Cells of an input rescaled by `scale` → cells of the base size×size input."""
+        return cells_to_base(uv, scale, self.stride, size)

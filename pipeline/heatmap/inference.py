@@ -97,7 +97,7 @@ def predict_images(model, images: np.ndarray, params: np.ndarray, cfg: Config,
     With a single scale 1.0 this is plain flip TTA. With return_heatmaps, also
     `heatmaps`: the merged maps (N, h, w, K) the keypoints were decoded from.
     """
-    stride, refine, sigma = cfg.model.stride, cfg.codec.refine, cfg.codec.sigma
+    decoder = codec.Codec.from_config(cfg)
     flip = cfg.predict.flip_tta
     scales = tuple(cfg.predict.scales)
     size = images.shape[1] if len(images) else cfg.model.input_size
@@ -117,27 +117,27 @@ def predict_images(model, images: np.ndarray, params: np.ndarray, cfg: Config,
     maps, cells = {}, {}
     for (s, mirrored), parts in raw.items():
         hm = np.concatenate(parts) if parts else empty
-        uv, _ = codec.decode(hm, refine, sigma)
+        uv, _ = decoder.decode(hm)
         if mirrored:
             hm = tta.flip_back_heatmaps(hm, flip_index)
             uv = tta.flip_back_cells(uv, hm.shape[2], flip_index)
-        maps[(s, mirrored)] = codec.maps_to_base(hm, s, stride)
-        cells[(s, mirrored)] = codec.cells_to_base(uv, s, stride, size)
+        maps[(s, mirrored)] = decoder.maps_to_base(hm, s)
+        cells[(s, mirrored)] = decoder.cells_to_base(uv, s, size)
     result = {"xy_plain": np.mean([uv for (s, m), uv in cells.items() if not m], axis=0)}
     if flip:
         result["xy_mirror"] = np.mean([uv for (s, m), uv in cells.items() if m], axis=0)
     if len(maps) > 1:
         merged = np.mean(list(maps.values()), axis=0)
-        result["xy_heatmap"], score = codec.decode(merged, refine, sigma)
+        result["xy_heatmap"], score = decoder.decode(merged)
         result["xy_coords"] = np.mean(list(cells.values()), axis=0)
         chosen_hm = merged
         chosen_uv = result["xy_heatmap"] if cfg.predict.merge == "heatmap" else result["xy_coords"]
     else:
         chosen_hm, chosen_uv = maps[(scales[0], False)], result["xy_plain"]
-        _, score = codec.decode(chosen_hm, refine, sigma)
+        _, score = decoder.decode(chosen_hm)
     features = peak_features(chosen_hm, chosen_uv)
-    out = {name: codec.cells_to_original(uv, params, stride) for name, uv in result.items()}
-    out["xy"] = codec.cells_to_original(chosen_uv, params, stride)
+    out = {name: decoder.to_original(uv, params) for name, uv in result.items()}
+    out["xy"] = decoder.to_original(chosen_uv, params)
     out["score"] = score
     out.update(features)
     if return_heatmaps:

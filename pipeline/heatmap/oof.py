@@ -17,6 +17,7 @@ CLI: python -m pipeline.stages.predict --output DIR [--config C] [--run RUN]
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Dict
@@ -81,9 +82,9 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, prep: 
     save_npz(out / "oof.npz", image_id=train_index.image_id[val], **pred)
     truth = train_index.keypoints[val]
     report = _variant_ne(pred, truth, category)
+    decoder = codec.Codec.from_config(cfg)
     for refine in ("none", "quarter", "dark"):  # the decoding choice, measured on the same heatmaps
-        xy, _ = codec.decode_to_original(heatmaps, in_params, cfg.model.stride, refine,
-                                         cfg.codec.sigma)
+        xy, _ = dataclasses.replace(decoder, refine=refine).decode_to_original(heatmaps, in_params)
         report[f"ne_refine_{refine}"] = category_ne(truth, xy, category)
     if test_index is not None:
         t_mask = test_index.category == category
