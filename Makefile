@@ -65,12 +65,13 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
 
-.PHONY: help install lock doctor export predict-dir test-multiworker bench-input _tf-variant-changed data data-preview preprocess baseline train train-all predict ensemble stack submit score \
+.PHONY: help install lock doctor export predict-dir test-fast test-multiworker bench-input _tf-variant-changed data data-preview preprocess baseline train train-all predict ensemble stack submit score \
         report demo test bench clean leaderboard compare score-file rehearse _preprocess _baseline _train-all _predict _ensemble _stack \
         _submit _publish _score _report _train
 
 help:
 	@echo "make demo        whole chain on synthetic data (or INPUT=...), prints the leaderboard"
+	@echo "make test-fast   unit tests only (tests/unit, not slow; under 2 min)"
 	@echo "make test        run the test suite"
 	@echo "make test-multiworker  two MultiWorkerMirroredStrategy workers on 127.0.0.1 (slow; CI runs it)"
 	@echo "make install     build .venv from requirements.txt + TensorFlow (GPU=1: CUDA build; automatic for other targets)"
@@ -274,6 +275,10 @@ predict-dir: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# the unit tests alone (tests/unit/, nothing marked slow): under 2 minutes on 2 cores
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not multiworker" tests/unit
+
 bench: $(STAMP)
 	$(PY) -m pipeline.tools.bench --output $(OUTPUT) --mode $(BENCH_MODE) $(if $(REAL),--real $(REAL))
 
@@ -282,7 +287,7 @@ bench-input: $(STAMP)
 	@$(PY) -m pipeline.tools.throughput $(CFG_ARGS)
 
 test-multiworker: $(STAMP)
-	$(PY) -m pytest -q -m multiworker tests/test_multiworker.py
+	$(PY) -m pytest -q -m multiworker tests/integration/test_multiworker.py
 
 # scale rehearsal: a synthetic set of the real size x SCALE (1: 31,631 + 12,534 + 10,000 images)
 rehearse: $(STAMP)

@@ -37,6 +37,7 @@ from typing import (
 
 import yaml
 
+from pipeline import names
 from pipeline.fsutil import write_text_atomic
 from pipeline.keypoints import CATEGORIES
 
@@ -363,12 +364,12 @@ def recording(stage: str, strict: Optional[bool] = None) -> Iterator[Set[Tuple[s
 
 
 _CHOICES = {
-    ("model", "name"): ("cpm", "simplebaseline", "hourglass", "cpn"),
-    ("model", "backbone"): ("simple", "mobilenetv2", "resnet50"),
+    ("model", "name"): names.HEADS,
+    ("model", "backbone"): names.BACKBONES,
     ("model", "weights"): (None, "imagenet"),
-    ("codec", "refine"): ("none", "quarter", "dark"),
+    ("codec", "refine"): names.REFINES,
     ("train", "distribute"): ("auto", "none", "mirrored", "multiworker"),
-    ("train", "loss"): ("mse", "softmax_ce"),
+    ("train", "loss"): names.LOSSES,
     ("train", "lr_scaling"): ("linear", "none"),
     ("train", "schedule"): ("plateau", "cosine", "linear"),
     ("train", "targets"): ("host", "device"),

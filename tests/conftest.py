@@ -52,6 +52,13 @@ def build_model_under(policy: str, cfg, num_keypoints: int):
         keras.mixed_precision.set_global_policy(previous)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/integration/ is `slow` (`make test-fast` runs tests/unit only, without them)."""
+    for item in items:
+        if "integration" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _keras_policy_restored():
     """Each test starts from the dtype policy the session had: in-process training sets a

@@ -20,6 +20,7 @@ from typing import Tuple
 import numpy as np
 
 from pipeline.frames import input_to_orig
+from pipeline.names import REFINES
 
 
 def input_to_cell(xy: np.ndarray, stride: int) -> np.ndarray:
@@ -143,7 +144,7 @@ def decode(heatmaps: np.ndarray, refine: str = "dark", sigma: float = 1.5) -> Tu
         uv += 0.25 * np.stack([np.sign(dx), np.sign(dy)], -1)
         return uv, score.astype(np.float64)
     if refine != "dark":
-        raise ValueError(f"unknown refine {refine!r}")
+        raise ValueError(f"unknown refine {refine!r}; known: {', '.join(REFINES)}")
     logm = np.log(np.maximum(_blurred_neighbourhood(hm, x, y, sigma), 1e-10))  # (N, K, 3, 3)
 
     def at(ddx, ddy):

@@ -2,6 +2,8 @@
 """
 from __future__ import annotations
 
+from pipeline.names import LOSSES
+
 # --------------------------------------------------------------------------- model + loss
 
 
@@ -16,6 +18,8 @@ def per_keypoint_loss(heatmaps, weights, beliefs, kind: str = "mse", target_scal
     """
     from keras import ops
 
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}; known: {', '.join(LOSSES)}")
     beliefs = ops.cast(beliefs, "float32")
     target = ops.expand_dims(heatmaps, 1)
     if kind == "mse":

@@ -5,7 +5,7 @@ path TensorFlow supports for Keras 3 models); `convert_onnx` into an ONNX model 
 opset 17). `TFLiteModel` and `OnnxModel` wrap an interpreter / onnxruntime session in the two
 members `predict.predict_images` uses (`predict_on_batch`, `output_shape`), so each runs
 through the same TTA, crop pass and decoding as Keras: parity is measured on keypoints, not
-only on heatmaps (tests/test_runtimes.py, tests/test_bundle.py, `make bench`).
+only on heatmaps (tests/unit/release/test_runtimes.py, tests/integration/test_bundle.py, `make bench`).
 """
 from __future__ import annotations
 

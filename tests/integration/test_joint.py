@@ -8,10 +8,10 @@ model per fold on every category's images, and predict writes per-category predi
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO as ROOT  # noqa: E402
 
 from pipeline import joint
 from pipeline.config import load_config
@@ -24,7 +24,6 @@ from pipeline.keypoints import (
 )
 from pipeline.tools import synth
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.folds=2", "model.input_size=64", "model.width=16", "model.stages=2", "train.batch_size=4",
         "train.epochs=1", "train.steps_per_epoch=3", "train.threads=2", "predict.batch_size=8",
         "stack.mode=off", "train.joint=true"]

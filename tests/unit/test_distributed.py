@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO as ROOT  # noqa: E402
 
 from pipeline import data, distributed, hardware
 from pipeline.config import load_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(*extra):

@@ -1,17 +1,15 @@
 """Crop refinement (pipeline/heatmap/zoom.py, `crop.enabled`): box params, frame maps, warps, both passes,
 and a tiny joint run with crops through train and predict."""
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO as ROOT  # noqa: E402
 
 from pipeline import frames, joint
 from pipeline.config import load_config
 from pipeline.heatmap import zoom
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS
 from pipeline.tools import synth
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class Crop:

@@ -5,15 +5,14 @@ ensemble, submit (validated, other categories from the mean-shape fallback)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from conftest import REPO as ROOT  # noqa: E402
 
 from pipeline.config import load_config
 from pipeline.tools import synth
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model.input_size=64", "model.weights=null", "data.categories=[skirt]", "data.folds=2",
          "train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=2", "train.threads=2",
          "predict.batch_size=8", "stack.mode=off"]

@@ -3,6 +3,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from conftest import REPO as ROOT  # noqa: E402
 
 from pipeline.tools.lockfile import (
     canonical_name,
@@ -13,7 +14,6 @@ from pipeline.tools.lockfile import (
     top_level_imports,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 LOCKS = [ROOT / "requirements.lock", ROOT / "requirements-gpu.lock"]
 #: distributions that provide the same modules in the other build
 SAME_MODULES = {"tensorflow-cpu": {"tensorflow"}, "tensorflow": {"tensorflow-cpu"}}

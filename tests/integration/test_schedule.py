@@ -9,7 +9,7 @@ import pytest
 from pipeline.fit.resume import resume_key
 from pipeline.fit.schedule import run_progress, scheduled_lr
 from pipeline.tools import synth
-from tests.test_chain import tiny_config
+from tests.integration.test_chain import tiny_config
 
 
 @pytest.mark.parametrize("kind", ["cosine", "linear"])

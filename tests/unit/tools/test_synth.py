@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO  # noqa: E402
 
 from pipeline.keypoints import (
     CATEGORIES,
@@ -32,7 +33,6 @@ from pipeline.tools import synth
 from pipeline.tools.synth import figure, geometry, render
 from pipeline.tools.synth.preview import contact_sheet, keypoint_colours
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(train_per_cat=12, test_per_cat=6, warm_per_cat=3, seed=0)
 ANNOTATION_CSVS = ("train/Annotations/train.csv", "train_warm/Annotations/annotations.csv",
                    "test/answers.csv")

@@ -8,7 +8,7 @@ from pipeline.keypoints import category_flip_index
 from pipeline.models import MODELS, build_model
 
 HEADS = sorted(MODELS)
-NEW_HEADS = [h for h in HEADS if h != "cpm"]  # CPM shapes and round trip: tests/test_models.py
+NEW_HEADS = [h for h in HEADS if h != "cpm"]  # CPM shapes and round trip: tests/unit/models/test_models.py
 SIZE = 64
 
 

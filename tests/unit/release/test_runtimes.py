@@ -1,15 +1,13 @@
 """pipeline.runtimes: a TFLite or ONNX model answers like its Keras original, at any batch size."""
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO as ROOT  # noqa: E402
 
 from pipeline.config import load_config
 from pipeline.keypoints import category_indices
 from pipeline.models import build_model
 from pipeline.release.runtimes import OnnxModel, TFLiteModel, convert, convert_onnx
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("runtime", ["tflite", "onnx"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO  # noqa: E402
 
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINTS
 from pipeline.tianchi import HEADER, read_annotations
@@ -24,7 +25,6 @@ from pipeline.tools.synth.preview import (
     real_comparison,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = real_model.load()
 
 

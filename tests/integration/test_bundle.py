@@ -9,17 +9,16 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO as ROOT  # noqa: E402
 
 from pipeline import joint
 from pipeline.config import load_config, save_config
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, KEYPOINT_INDEX
 from pipeline.tools import synth
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["data.folds=2", "model.input_size=64", "model.width=16", "model.stages=2", "train.batch_size=4",
             "train.epochs=2", "train.steps_per_epoch=4", "train.threads=2", "predict.batch_size=8",
             "train.joint=true", "crop.enabled=true", "crop.source_size=96", "stack.mode=on",

@@ -9,17 +9,16 @@ import dataclasses
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO as ROOT  # noqa: E402
 
 from pipeline.config import load_config
 from pipeline.keypoints import CATEGORIES
 from pipeline.tools import synth
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.folds=2", "model.input_size=64", "model.width=16", "model.stages=2", "train.batch_size=4",
         "train.epochs=2", "train.steps_per_epoch=3", "train.threads=2", "predict.batch_size=8",
         "stack.n_estimators=10", "stack.jobs=1"]
