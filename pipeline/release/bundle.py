@@ -40,6 +40,7 @@ from pipeline import joint
 from pipeline.config import Config, load_config, save_config
 from pipeline.fsutil import atomic_path, write_text_atomic
 from pipeline.keypoints import CATEGORIES, CATEGORY_KEYPOINTS, FLIP_INDEX, KEYPOINTS
+from pipeline.release.runtimes import float32_model
 from pipeline.store.layout import export_dir, model_file, run_dir, run_file
 from pipeline.store.records import file_id, read_record
 
@@ -249,12 +250,13 @@ def export_run(output, name: str, other_runtimes: bool = True, progress: bool = 
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, tmp / rel)
         saved = tmp / rel.with_name(f"fold{f}_savedmodel")
-        live._model(src).export(str(saved), verbose=False)
+        plain = float32_model(live._model(src))  # SavedModel, TFLite and ONNX compute in float32
+        plain.export(str(saved), verbose=False)
         if other_runtimes:
             from pipeline.release.runtimes import convert_onnx, convert_saved_model
 
             (tmp / rel.with_suffix(".tflite")).write_bytes(convert_saved_model(saved))
-            (tmp / rel.with_suffix(".onnx")).write_bytes(convert_onnx(live._model(src)))
+            (tmp / rel.with_suffix(".onnx")).write_bytes(convert_onnx(plain))
         files.setdefault(member.run, {}).setdefault(model, []).append(str(rel))
     for member in live.members:
         save_config(member.cfg, tmp / "members" / member.run / "config.yaml")

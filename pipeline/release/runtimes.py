@@ -15,6 +15,29 @@ from pathlib import Path
 import numpy as np
 
 
+def float32_model(model):
+    """The same network with every layer computing in float32: a model trained under a mixed
+    policy (mixed_bfloat16 on bf16 CPUs, mixed_float16 on GPUs) keeps that policy in its saved
+    config, and TFLite and ONNX have no bfloat16 kernels. The weights (float32 variables under a
+    mixed policy too) are copied unchanged; a float32 model is returned as it is."""
+
+    def plain(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and str(node.get("config", {}).get("name", "")).startswith("mixed_"):
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {k: plain(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [plain(v) for v in node]
+        return node
+
+    config = model.get_config()
+    if plain(config) == config:
+        return model
+    copy = model.__class__.from_config(plain(config))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def convert_saved_model(directory) -> bytes:
     """TFLite flatbuffer (float32) of a SavedModel directory (Keras' `model.export`)."""
     import tensorflow as tf
@@ -26,7 +49,7 @@ def convert(model) -> bytes:
     """TFLite flatbuffer of a Keras model (float32 weights and activations), through a SavedModel:
     the path TensorFlow supports for Keras 3 models."""
     with tempfile.TemporaryDirectory() as tmp:
-        model.export(str(Path(tmp) / "saved"), verbose=False)
+        float32_model(model).export(str(Path(tmp) / "saved"), verbose=False)
         return convert_saved_model(Path(tmp) / "saved")
 
 
@@ -69,6 +92,7 @@ def convert_onnx(model, opset: int = 17) -> bytes:
     import tensorflow as tf
     import tf2onnx
 
+    model = float32_model(model)
     size = model.input_shape[1:]
     spec = (tf.TensorSpec((None,) + tuple(size), tf.uint8, name="image"),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
