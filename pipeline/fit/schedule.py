@@ -2,40 +2,7 @@
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
-from typing import Dict, Optional
-
-from pipeline.fsutil import write_text_atomic
-
-# --------------------------------------------------------------------------- resume + monitor
-
-
-class RunState:
-    """Persistent training state in fold<k>/resume/ (state.json + weights file)."""
-
-    def __init__(self, directory: Path):
-        self.dir = directory / "resume"
-        self.path = self.dir / "state.json"
-
-    def load(self) -> Optional[Dict]:
-        if not self.path.exists():
-            return None
-        state = json.loads(self.path.read_text())
-        return state if (self.dir / state["weights"]).exists() else None
-
-    def save(self, trainer, state: Dict) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        name = f"epoch{state['epoch']}.weights.h5"
-        tmp = self.dir / f"tmp-{name}"
-        trainer.save_weights(tmp)
-        os.replace(tmp, self.dir / name)
-        write_text_atomic(self.path, json.dumps({**state, "weights": name}))
-        for old in self.dir.glob("epoch*.weights.h5"):
-            if old.name != name:
-                old.unlink()
 
 
 def scheduled_lr(progress: float, peak: float, floor: float, kind: str, warmup: float = 0.0) -> float:

@@ -27,17 +27,16 @@ from typing import Dict, Optional
 from pipeline import distributed, hardware
 from pipeline.config import Config, save_config
 from pipeline.data import train_dataset
-from pipeline.fit.fold_data import FoldData, validation_ne
+from pipeline.fit.fold_data import FoldData
 from pipeline.fit.resume import (
-    _append_history,
-    _truncate_history,
+    RunState,
+    TrainState,
     model_lock,
     resume_key,
+    truncate_history,
 )
-from pipeline.fit.schedule import RunState, run_progress, scheduled_lr
-from pipeline.fsutil import atomic_path, write_text_atomic
+from pipeline.fsutil import write_text_atomic
 from pipeline.heatmap import codec
-from pipeline.heatmap.inference import compiled_forward
 from pipeline.heatmap.losses import heatmap_loss
 from pipeline.store.layout import MODEL_FILES, fold_dir
 from pipeline.store.rundata import run_data
@@ -114,127 +113,6 @@ def build_trainer(cfg: Config, num_keypoints: int, strategy=None, lr: Optional[f
     return trainer
 
 
-def make_monitor(trainer, base, data: FoldData, cfg: Config, out: Path, state: Dict, run_state: RunState,
-                 started: float, strategy=None, peak_lr: Optional[float] = None):
-    """Keras callback: val NE, best checkpoint, LR schedule, early stop, time budget, resume state.
-
-    Writing the model and the resume state costs about as much as validating, so on
-    CPU-sized epochs they are written together at most every `train.checkpoint_s`
-    seconds and at the end: the best weights wait in memory, and `model.keras` and the
-    resume state always describe the same epoch (a kill loses at most that interval).
-
-    `train.schedule` plateau halves the LR after `lr_patience` epochs without a val NE
-    gain; cosine / linear set it before every step from `run_progress` (`scheduled_lr`,
-    from `peak_lr` down to `train.min_lr`).
-    Under a multi-worker strategy every decision (NaN, val NE, time budget, the clock the
-    schedule reads) is taken on values all workers agree on (`distributed.agree`) at the
-    end of an epoch, so they all stop at the same step with the same LR.
-    """
-    import keras
-
-    multiworker = cfg.train.distribute == "multiworker"
-    decaying = cfg.train.schedule != "plateau"
-    peak_lr = cfg.train.lr if peak_lr is None else peak_lr
-    total_steps = cfg.train.epochs * state["steps"]
-
-    def agree(*values):
-        return distributed.agree(strategy, values) if strategy is not None else list(values)
-
-    class Monitor(keras.callbacks.Callback):
-        nan_epoch = None
-        agreed_seconds = state["seconds_before"]  # the schedule's clock under multiworker
-        best_weights = None  # the best epoch's weights until the next checkpoint writes model.keras
-        saved_at = 0.0       # agreed seconds of this session at the last checkpoint
-
-        def __init__(self):
-            super().__init__()
-            self.forward = compiled_forward(base)  # traced at the first validation, then reused
-
-        def save_best(self):
-            """Writes the best weights held in memory to model.keras (the model keeps its own)."""
-            if self.best_weights is None:
-                return
-            current = base.get_weights()
-            base.set_weights(self.best_weights)
-            with atomic_path(out / MODEL_FILES["model"]) as tmp:  # tmp name ends in .keras too
-                base.save(tmp)
-            base.set_weights(current)
-            self.best_weights = None
-
-        def on_train_batch_begin(self, batch, logs=None):
-            if not decaying:
-                return
-            seconds = (self.agreed_seconds if multiworker
-                       else time.time() - started + state["seconds_before"])
-            progress = run_progress(state["epoch"] * state["steps"] + batch, total_steps, seconds,
-                                    cfg.train.time_budget_s)
-            trainer.optimizer.learning_rate.assign(
-                scheduled_lr(progress, peak_lr, cfg.train.min_lr, cfg.train.schedule, cfg.train.warmup))
-
-        def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                self.nan_epoch = state["epoch"]
-                if not multiworker:  # other workers would wait for this one: stop at the epoch's end
-                    trainer.stop_training = True
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.time()
-
-        def on_epoch_end(self, epoch, logs=None):
-            if multiworker:
-                (nan,) = agree(float(self.nan_epoch is not None))
-                if nan > 0:
-                    self.nan_epoch = state["epoch"]
-                    trainer.stop_training = True
-            if self.nan_epoch is not None:
-                self.save_best()  # the best weights seen before the NaN
-                return
-            logs = logs if logs is not None else {}
-            seconds = time.time() - self.t0
-            val_ne, elapsed = agree(validation_ne(base, data, cfg, self.forward), time.time() - started)
-            self.agreed_seconds = elapsed + state["seconds_before"]
-            logs["val_ne"] = val_ne
-            lr = float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))
-            state["epoch"] = epoch + 1
-            state["seconds"] += time.time() - self.t0
-            state["train_seconds"] += seconds
-            state["images"] += state["steps"] * state["global_batch"]
-            if val_ne < state["best_ne"]:
-                state.update(best_ne=val_ne, best_epoch=epoch + 1, wait=0, lr_wait=0)
-                self.best_weights = base.get_weights()
-            else:
-                state["wait"] += 1
-                state["lr_wait"] += 1
-                if not decaying and state["lr_wait"] >= cfg.train.lr_patience and lr > cfg.train.min_lr:
-                    lr = max(cfg.train.min_lr, lr * 0.5)
-                    trainer.optimizer.learning_rate.assign(lr)
-                    state["lr_wait"] = 0
-            state["lr"] = lr
-            row = {"epoch": epoch, "loss": float(logs.get("loss", float("nan"))), "val_ne": val_ne, "lr": lr,
-                   "seconds": seconds, "img_per_s": state["steps"] * state["global_batch"] / max(seconds, 1e-9)}
-            _append_history(out / MODEL_FILES["history"], row)
-            budget = cfg.train.time_budget_s
-            reason = None
-            if state["wait"] >= cfg.train.patience:
-                reason = "early_stop"
-            elif budget and elapsed + state["seconds_before"] >= budget:
-                reason = "budget"
-            elif epoch + 1 >= cfg.train.epochs:
-                reason = "epochs"
-            stop = reason in ("early_stop", "budget")
-            state["finished"] = reason is not None
-            state["stop_reason"] = reason
-            if reason is not None or elapsed - self.saved_at >= cfg.train.checkpoint_s:
-                self.save_best()
-                run_state.save(trainer, state)
-                self.saved_at = elapsed
-            if stop:
-                trainer.stop_training = True
-
-    return Monitor()
-
-
 def train(output, cfg: Config, run: str, category: str, fold: int, force: bool = False,
           devices=None) -> Dict:
     """Train (or resume) one model; returns metrics.json's content.
@@ -255,8 +133,8 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
     key = resume_key(cfg, prep.identity())
     metrics_path = out / MODEL_FILES["metrics"]
     run_state = RunState(out)
-    state = run_state.load()
-    if state and state.get("config") != key:
+    saved = run_state.load()
+    if saved and saved.get("config") != key:
         print(f"train: {out}: the config changed since this model was trained; starting over")
         force = True
     if force and out.exists():
@@ -265,18 +143,21 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
         for child in out.iterdir():  # keep the lock file we hold
             if child.name != ".lock":
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-        state = None
-    more_epochs = state is not None and state["epoch"] < cfg.train.epochs and (
-        state.get("stop_reason") == "epochs"
-        or (state.get("stop_reason") == "budget" and cfg.train.time_budget_s > state["seconds"]))
-    if state and state.get("finished") and metrics_path.exists() and not more_epochs:
-        print(f"train: {out} already finished (val NE {state['best_ne']:.4f}); use --force to retrain")
+        saved = None
+    state = TrainState.from_dict(saved) if saved else None
+    more_epochs = state is not None and state.epoch < cfg.train.epochs and (
+        state.stop_reason == "epochs"
+        or (state.stop_reason == "budget" and cfg.train.time_budget_s > state.seconds))
+    if state and state.finished and metrics_path.exists() and not more_epochs:
+        print(f"train: {out} already finished (val NE {state.best_ne:.4f}); use --force to retrain")
         os.utime(metrics_path)  # current: let make's file times agree
         return json.loads(metrics_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
     threads = hardware.configure_threads(cfg.train.threads)
     import keras
     import tensorflow as tf
+
+    from pipeline.fit.callbacks import training_callbacks
 
     policy = hardware.set_precision(cfg.train.precision)
     keras.utils.set_random_seed(cfg.train.seed + 1000 * fold)
@@ -289,45 +170,41 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
     trainer = build_trainer(cfg, data.num_keypoints, strategy, lr)
     base = trainer.net
     steps = cfg.train.steps_per_epoch or max(1, math.ceil(len(data.train) / batch))
-    fresh = {"epoch": 0, "best_ne": float("inf"), "best_epoch": 0, "wait": 0, "lr_wait": 0,
-             "lr": lr, "seconds": 0.0, "train_seconds": 0.0, "images": 0, "steps": steps,
-             "finished": False, "config": key}
     if state:
-        trainer.load_weights(run_state.dir / state["weights"])
-        trainer.optimizer.learning_rate.assign(state["lr"])
-        print(f"train: resuming {out} after epoch {state['epoch']} (best val NE {state['best_ne']:.4f})")
+        trainer.load_weights(run_state.dir / saved["weights"])
+        trainer.optimizer.learning_rate.assign(state.lr)
+        print(f"train: resuming {out} after epoch {state.epoch} (best val NE {state.best_ne:.4f})")
     else:
-        state = fresh
-        for stale in ("history.csv", "model.keras", "metrics.json"):
-            (out / stale).unlink(missing_ok=True)
-    state["steps"] = steps
-    state["global_batch"] = batch
-    state["seconds_before"] = state["seconds"]
-    _truncate_history(out / MODEL_FILES["history"], state["epoch"])
-    start = state["epoch"] * steps * batch
+        state = TrainState(lr=lr, steps=steps, config=key)
+        for stale in ("history", "model", "metrics"):
+            (out / MODEL_FILES[stale]).unlink(missing_ok=True)
+    state.steps, state.global_batch, state.seconds_before = steps, batch, state.seconds
+    truncate_history(out / MODEL_FILES["history"], state.epoch)
+    start = state.epoch * steps * batch
     dataset = distributed.distribute_input(strategy, lambda pipeline, pipelines: train_dataset(
         data.train, cfg, data.flip_index, start, cfg.train.batch_size, batch, pipeline, pipelines))
     started = time.time()
-    monitor = make_monitor(trainer, base, data, cfg, out, state, run_state, started, strategy, peak_lr=lr)
-    callbacks = [monitor, keras.callbacks.TensorBoard(str(out / "tensorboard"), write_graph=False,
-                                                      profile_batch=0)]
+    callbacks = training_callbacks(trainer, base, data, cfg, out, state, run_state, started, strategy, peak_lr=lr)
+    guard = callbacks[0]
+    callbacks.append(keras.callbacks.TensorBoard(str(out / MODEL_FILES["tensorboard"]), write_graph=False,
+                                                 profile_batch=0))
     print(f"train: {category} fold {fold}: {len(data.train)} train / {len(data.val)} val images, "
           f"{steps} steps/epoch, policy {policy}, {threads} thread(s), "
           f"{replicas} replica(s) × batch {cfg.train.batch_size}, lr {lr:g} → {out}")
-    if state["epoch"] < cfg.train.epochs:
-        trainer.fit(dataset, epochs=cfg.train.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps,
+    if state.epoch < cfg.train.epochs:
+        trainer.fit(dataset, epochs=cfg.train.epochs, initial_epoch=state.epoch, steps_per_epoch=steps,
                     callbacks=callbacks, shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
-    if monitor.nan_epoch is not None:
-        msg = (f"train: NaN loss in epoch {monitor.nan_epoch} of {category} fold {fold}; stopped. "
-               f"Best checkpoint kept: {out / 'model.keras'} (val NE {state['best_ne']:.4f}). "
+    if guard.nan_epoch is not None:
+        msg = (f"train: NaN loss in epoch {guard.nan_epoch} of {category} fold {fold}; stopped. "
+               f"Best checkpoint kept: {out / MODEL_FILES['model']} (val NE {state.best_ne:.4f}). "
                "Lower train.lr or use train.precision=float32.")
         raise FloatingPointError(msg)
     metrics = {
-        "val_ne": state["best_ne"], "best_epoch": state["best_epoch"], "epochs": state["epoch"],
-        "seconds": state["seconds"], "train_img_per_s": state["images"] / max(state["train_seconds"], 1e-9),
+        "val_ne": state.best_ne, "best_epoch": state.best_epoch, "epochs": state.epoch,
+        "seconds": state.seconds, "train_img_per_s": state.images / max(state.train_seconds, 1e-9),
         "category": category, "fold": fold, "run": run, "n_train": len(data.train), "n_val": len(data.val),
         "precision": policy, "threads": threads, "replicas": replicas, "global_batch": batch, "lr": lr,
-        "params": int(base.count_params()), "stop_reason": state.get("stop_reason"),
+        "params": int(base.count_params()), "stop_reason": state.stop_reason,
         "tf_version": tf.__version__, "prep": prep.identity(),
     }
     write_text_atomic(metrics_path, json.dumps(metrics, indent=2))

@@ -88,6 +88,7 @@ def test_sparse_checkpoints_still_save_the_best_epoch(prepared, monkeypatch):
     and the resume state the finished run."""
     import json
 
+    from pipeline.fit import callbacks
     from pipeline.fit import trainer as train_module
     from pipeline.heatmap.inference import load_model
 
@@ -97,7 +98,7 @@ def test_sparse_checkpoints_still_save_the_best_epoch(prepared, monkeypatch):
         seen.append([w.copy() for w in model.get_weights()])
         return next(scripted)
 
-    monkeypatch.setattr(train_module, "validation_ne", fake_validation)
+    monkeypatch.setattr(callbacks, "validation_ne", fake_validation)
     cfg = tiny_config("train.epochs=4", "train.checkpoint_s=1000000")
     m = train_module.train(prepared, cfg, "cos", "skirt", 0)
     fold = prepared / "runs/cos/skirt/fold0"
