@@ -186,7 +186,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from pipeline.config import load_config
-from pipeline.train import train
+from pipeline.fit.trainer import train
 cfg = load_config(sys.argv[2], sys.argv[3:] + ["train.distribute=mirrored", "train.precision=float32"])
 m = train(sys.argv[1], cfg, "mirror", "skirt", 0, devices=["/cpu:0", "/cpu:1"])
 print("RESULT" + json.dumps(m))

@@ -1,4 +1,4 @@
-"""pipeline.runtimes: a TFLite or ONNX model answers like its Keras original, at any batch size."""
+"""pipeline.release.runtimes: a TFLite or ONNX model answers like its Keras original, at any batch size."""
 
 import numpy as np
 import pytest

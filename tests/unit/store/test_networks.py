@@ -1,4 +1,4 @@
-"""pipeline.networks: the count of trained networks a run or submission needs (the model limit)."""
+"""pipeline.store.networks: the count of trained networks a run or submission needs (the model limit)."""
 import pytest
 
 from pipeline.keypoints import CATEGORIES
