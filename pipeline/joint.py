@@ -1,13 +1,14 @@
-"""Mean-shape baseline: per category, the mean relative keypoint positions.
+"""One model for every category (`train.joint: true`), beside the per-category models.
 
-For every (category, fold) the mean of x / width and y / height over the
-training folds' annotated points predicts the held-out fold (OOF) and the
-test set. It writes the same files as a trained model (fold<k>/oof.npz,
-test.npz, metrics.json) under OUTPUT/runs/meanshape_k<k>_seed<s>/ (one per
-fold split), so ensemble, submit and score treat it like any other run; its NE
-is the yardstick, and it is the default fallback of category-subset runs.
+A joint model predicts all 24 keypoint channels (CSV order). Its training images are
+every image of `data.categories`; an image's loss counts only its own category's points,
+because the other categories' points are absent (v = -1, weight 0) in every annotation
+row. The model lives in OUTPUT/runs/<run>/joint/fold<k>/ (one per fold); `predict` runs it
+on each category's images and keeps that category's channels, so the prediction files,
+ensembling, stacking and scoring downstream are those of a per-category run.
 
-CLI: python -m pipeline.stages.baseline --output DIR [--config C] [--run RUN]   (RUN: whose prep binding to use)
+Names used below: a *model name* is a category (per-category runs) or JOINT; its
+*channels* are the KEYPOINTS indices its output maps stand for, in order.
 """
 from __future__ import annotations
 

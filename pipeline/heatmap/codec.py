@@ -1,4 +1,4 @@
-"""Coordinate frames and the heatmap codec (keypoints ↔ Gaussian heatmaps).
+"""The heatmap codec (keypoints ↔ Gaussian heatmaps) and the heatmap-cell frame.
 
 Three frames, all with pixel-centre convention (pixel i covers [i-0.5, i+0.5]):
 
@@ -10,7 +10,8 @@ Three frames, all with pixel-centre convention (pixel i covers [i-0.5, i+0.5]):
 
 With these conventions a horizontal flip of the input (x → S-1-x) is exactly
 a column reversal of the heatmap (u → W-1-u): no one-cell shift is needed.
-This module is the only place that converts between frames.
+This module (cells ↔ input pixels, heatmaps) and pipeline/frames.py (original ↔ input pixels)
+are the only places that convert between frames; `Codec` binds them to one config.
 """
 from __future__ import annotations
 

@@ -1,33 +1,19 @@
-"""Preprocess: parse and validate annotations, split folds, build image caches.
+"""What made an artifact, and whether it is still current.
 
-Reads every training source under INPUT (see tianchi.discover_train_sources)
-and `test/test.csv`. Artifacts are keyed by what made them, so any number of
-configs share one OUTPUT without disturbing each other:
+Every stage output is accompanied by a *record*: a small JSON file holding the
+`inputs` it was built from — the resolved settings the stage depends on
+(`Config.stage_settings`) and the identities of its upstream artifacts (content
+hashes, or the keys of keyed prep artifacts). A stage redoes its work exactly
+when the inputs it would record now differ from the recorded ones; file times
+alone never decide. When the inputs are unchanged the stage leaves its outputs
+alone (it only refreshes the record's modification time, so that make's
+file-time view agrees and the next `make` runs nothing).
 
-    OUTPUT/prep/ds-<fingerprint>/          the parsed dataset, keyed by the input fingerprint
-        index.csv        one row per usable training image (all categories): unique `image_id`
-                         (`<source>/<id in its csv>`), category, file, original width/height,
-                         `cache_row`, and the 24 `x_y_v` cells (original pixels);
-        test_index.csv   every row of test.csv, in order (no keypoints);
-        rejects.csv      file, row, column, reason for every rejected row;
-        clipped.csv      file, row, column, fix of every border point clipped into its image;
-        duplicates.csv   groups of byte-identical / near-identical images over training and test
-                         (pipeline/prep/duplicates.py); a training group shares one fold;
-        report.md        rejects per reason, fixes, images per category and size, duplicates;
-        manifest.json    counts, sources and the report (written last: the dataset is complete);
-        cache/s<S>_m<M>/ train.npy, test.npy: uint8 (rows, S, S, 3) RGB letterboxed images
-                         for input size S and margin M, manifest.json (written last);
-        folds/k<k>_seed<s>.csv   image_id, image_category, fold — made once, never overwritten.
-    OUTPUT/runs/<run>/prep.json            which dataset, cache and folds the run consumes.
-
-Images are read by pipeline/prep/images.py: validity by decoding, in the stored pixel frame
-(EXIF orientation ignored), JPEGs decoded at reduced size where the cache allows.
-
-Letterbox transforms are derived from each image's size and the cache's (S, M)
-(`letterbox_table`), never stored, so no stage can read one cache's transform
-for another's pixels. Every output is written to a temporary file and renamed.
-
-CLI: python -m pipeline.stages.preprocess --input DIR --output DIR [--config C] [--run RUN] [--force]
+The make side (`python -m pipeline.artifacts stamps ...`, run while make reads
+the Makefile) writes one *stamp* per stage under `runs/<run>/.stamps/`: the
+stage's resolved settings, rewritten only when they change. Make targets
+depend on those stamps, so an edit of the config file, of a file it inherits
+from, or of `SET=` reaches exactly the stages it concerns.
 """
 from __future__ import annotations
 
