@@ -259,8 +259,7 @@ class Config:
                 values = full[section]
                 skip = set(UNRECORDED.get(stage, {}).get(section, ()))
                 chosen = {k: v for k, v in values.items() if (k in keys or keys == "*") and k not in skip}
-                neutral = {**NEUTRAL, **STAGE_NEUTRAL.get(stage, {})}
-                out[section] = {k: v for k, v in chosen.items() if neutral.get((section, k), _UNSET) != v}
+                out[section] = {k: v for k, v in chosen.items() if NEUTRAL.get((section, k), _UNSET) != v}
             if stage == "train" and self.train.joint:  # a joint model trains on every run category's images
                 out["data"]["categories"] = full["data"]["categories"]
             if stage in ("prep", "train", "predict") and self.crop.enabled:  # (absent when off: nothing redone)
@@ -273,16 +272,14 @@ _UNSET = object()
 #: the code did before they existed): records made before them stay current, nothing retrains.
 NEUTRAL: Dict[Tuple[str, str], Any] = {("train", "joint"): False, ("train", "val_images"): 0,
                                        ("submit", "max_models"): 0}
-#: The same, for one stage only: train decodes validation heatmaps with codec.refine (val NE picks the
-#: best epoch) but recorded it only from when it was found read (the settings recording of 2026-12).
-STAGE_NEUTRAL: Dict[str, Dict[Tuple[str, str], Any]] = {"train": {("codec", "refine"): "dark"}}
+
 
 #: What each stage's outputs depend on: section → key list or "*" (all, less UNRECORDED), as
 #: recorded in its stamps and records. Kept exact by `recording`: a stage that reads a setting
 #: this table, UNRECORDED and its upstream stages do not cover fails the tests (tests/unit/test_settings.py).
 STAGE_SETTINGS: Dict[str, Dict[str, Any]] = {
     "prep": {"data": ("folds", "fold_seed"), "model": ("input_size", "margin")},
-    "train": {"data": ("folds", "fold_seed"), "model": "*", "codec": ("sigma", "refine"), "augment": "*", "train": "*"},
+    "train": {"data": ("folds", "fold_seed"), "model": "*", "codec": ("sigma",), "augment": "*", "train": "*"},
     "predict": {"model": ("input_size", "stride", "margin"), "codec": "*", "predict": "*"},
     "ensemble": {"data": ("folds", "fold_seed", "categories"), "ensemble": "*"},
     "stack": {"stack": "*", "train": ("seed",)},
@@ -296,7 +293,10 @@ UNRECORDED: Dict[str, Dict[str, Tuple[str, ...]]] = {
     "prep": {"data": ("jobs",
                       "categories")},  # only checked: each asked-for category has images (the dataset holds all)
     "train": {"train": ("threads", "distribute", "precision", "targets", "checkpoint_s"),
-              "predict": ("batch_size",)},  # validation batches
+              "predict": ("batch_size",),  # validation batches
+              # validation decodes with it to pick the best epoch; the predictions' decoding is
+              # predict's (a decoding edit re-predicts, never retrains: tests/integration/test_loop.py)
+              "codec": ("refine",)},
     "predict": {"predict": ("batch_size",), "train": ("precision", "threads")},  # inference setup
     "stack": {"stack": ("jobs",)},
 }

@@ -20,6 +20,7 @@ def float32_model(model):
     policy (mixed_bfloat16 on bf16 CPUs, mixed_float16 on GPUs) keeps that policy in its saved
     config, and TFLite and ONNX have no bfloat16 kernels. The weights (float32 variables under a
     mixed policy too) are copied unchanged; a float32 model is returned as it is."""
+    import keras
 
     def plain(node):
         if isinstance(node, dict):
@@ -33,7 +34,12 @@ def float32_model(model):
     config = model.get_config()
     if plain(config) == config:
         return model
-    copy = model.__class__.from_config(plain(config))
+    previous = keras.mixed_precision.global_policy()  # layers whose config names no policy take it
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = model.__class__.from_config(plain(config))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
     copy.set_weights(model.get_weights())
     return copy
 

@@ -21,7 +21,8 @@ SMALL = ["model.input_size=64", "model.weights=null", "data.categories=[skirt]",
 def test_full_config_trains_reloads_predicts_and_submits(tmp_path):
     import keras
 
-    from pipeline.combine import mean_shape as baseline
+    from pipeline.joint import baseline_name
+    from pipeline.stages import baseline
     from pipeline.combine.average import run_ensemble
     from pipeline.fit.trainer import train
     from pipeline.heatmap.oof import run_predict
@@ -60,7 +61,7 @@ def test_full_config_trains_reloads_predicts_and_submits(tmp_path):
     train_index = run_data(out, "full").train_index()
     assert sorted(ens["image_id"]) == sorted(train_index.image_id[train_index.category == "skirt"])
 
-    fallback = cfg.submit.fallback or baseline.baseline_name(cfg)  # as `make submit` picks it
+    fallback = cfg.submit.fallback or baseline_name(cfg)  # as `make submit` picks it
     record = submit_run(out, "full", cfg.data.categories, fallback)
     assert record["plan"] == {"full": ["skirt"], fallback: ["blouse", "dress", "outwear", "trousers"]}
     sub = out / "runs/full/submission.csv"

@@ -210,7 +210,9 @@ def test_sync_bn_is_a_config_key_and_round_trips(tmp_path):
 
 
 def test_doctor_reports_devices_precision_strategy(capsys):
-    assert hardware.main(["--config", str(ROOT / "configs/full.yaml")]) == 0
+    from pipeline.stages import doctor
+
+    assert doctor.main(["--config", str(ROOT / "configs/full.yaml")]) == 0
     text = capsys.readouterr().out
     for key in ("tensorflow", "gpus", "precision", "distribute", "threads", "cpu_bf16"):
         assert key in text

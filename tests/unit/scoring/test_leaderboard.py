@@ -78,6 +78,7 @@ def test_update_leaderboard_keeps_intervals(tmp_path):
 
 def test_compare_runs_per_category_and_keypoint(tmp_path, capsys):
     from pipeline.scoring import compare
+    from pipeline.stages import compare as compare_stage
 
     rng = np.random.default_rng(2)
     a = _errors(rng, 50, 0.05)
@@ -92,9 +93,9 @@ def test_compare_runs_per_category_and_keypoint(tmp_path, capsys):
     assert rows[("dress", "neckline_left")]["verdict"] == "B better"
     assert rows[("dress", "neckline_right")]["verdict"] == "~" and rows[("dress", "neckline_right")]["diff"] == 0
     assert rows[("dress", "all")]["diff"] < 0
-    assert compare.main(["--output", str(tmp_path), "a", "b"]) == 0
+    assert compare_stage.main(["--output", str(tmp_path), "a", "b"]) == 0
     assert "neckline_left" in capsys.readouterr().out
-    assert compare.main(["--output", str(tmp_path), "a", "nope"]) == 1
+    assert compare_stage.main(["--output", str(tmp_path), "a", "nope"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'nope'" in err[0] and "make score" in err[0]
 

@@ -100,6 +100,7 @@ def test_rescoring_the_same_file_rewrites_nothing_and_a_changed_file_is_rescored
 
 def test_missing_rows_are_left_out_counted_and_compare_pairs_the_common_images(tmp_path, capsys):
     from pipeline.scoring import compare
+    from pipeline.stages import compare as compare_stage
 
     answers, full, ids = _files(tmp_path, name="full.csv")
     _, partial, _ = _files(tmp_path, drop=(2,), shift=[0] * 6, name="partial.csv")
@@ -115,7 +116,7 @@ def test_missing_rows_are_left_out_counted_and_compare_pairs_the_common_images(t
     both = [i for i in range(6) if i != 2]
     assert rows[("skirt", "all")]["ne_a"] == pytest.approx(sum(i / 10 for i in both) / 20)
     assert rows[("skirt", "hemline_left")]["diff"] == pytest.approx(-sum(i / 10 for i in both) / 5)
-    assert compare.main(["--output", str(out), "full", "partial"]) == 0
+    assert compare_stage.main(["--output", str(out), "full", "partial"]) == 0
     assert "1 scored only in A, 0 only in B" in capsys.readouterr().out
 
 
