@@ -181,6 +181,7 @@ def test_mixed_float16_trains_with_loss_scaling():
     assert float(trainer.optimizer.scale_loss(1.0)) == trainer.optimizer.initial_scale > 1  # losses scaled
 
 
+@pytest.mark.slow  # builds, saves and reloads a synced-BN model (~9 s)
 def test_sync_bn_is_a_config_key_and_round_trips(tmp_path):
     import keras
 

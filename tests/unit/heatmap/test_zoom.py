@@ -104,6 +104,7 @@ def test_crop_settings_key_the_cache_and_refuse_a_small_source():
         load_config(ROOT / "configs" / "demo.yaml", ["crop.enabled=true", "crop.source_size=64"])
 
 
+@pytest.mark.slow  # trains and predicts a joint model (~50 s)
 def test_tiny_joint_run_with_crops_trains_and_predicts(tmp_path):
     from pipeline.fit.trainer import train
     from pipeline.heatmap.oof import run_predict

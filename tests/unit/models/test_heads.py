@@ -71,6 +71,7 @@ def test_deep_stride_errors_name_the_keys(bad):
         build_model(cfg_with("model.name=cpn", *bad), 3)
 
 
+@pytest.mark.slow  # saves and reloads every head (~8 s)
 @pytest.mark.parametrize("name", NEW_HEADS)
 def test_head_round_trips_through_save_and_load(name, small_models, tmp_path):
     import keras
@@ -107,6 +108,7 @@ def test_flip_tta_makes_the_head_flip_equivariant(name, small_models):
                            + np.where([True, False], -1, 1) * plain["xy_plain"][:, flip], atol=1e-3)
 
 
+@pytest.mark.slow  # trains every head (~35 s)
 @pytest.mark.parametrize("name", NEW_HEADS)
 def test_head_learns_two_images(name):
     """Each head with its trainer (softmax CE, OHKM on) fits two images: the loss falls and the

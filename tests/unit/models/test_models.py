@@ -55,6 +55,7 @@ def test_registry_rejects_unknown_model():
         build_model(cfg, 3)
 
 
+@pytest.mark.slow  # saves and reloads ResNet50 and MobileNetV2 (~10 s)
 @pytest.mark.parametrize("backbone", ["simple", "mobilenetv2", "resnet50"])
 def test_every_backbone_round_trips_through_save_and_load(backbone, tmp_path):
     """A saved model loads back with stock Keras (no custom objects) and predicts the same maps."""

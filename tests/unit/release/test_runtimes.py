@@ -9,6 +9,8 @@ from pipeline.keypoints import category_indices
 from pipeline.models import build_model
 from pipeline.release.runtimes import OnnxModel, TFLiteModel, convert, convert_onnx
 
+pytestmark = pytest.mark.slow  # TFLite and ONNX conversions (~15 s each)
+
 
 @pytest.mark.parametrize("runtime", ["tflite", "onnx"])
 def test_converted_model_matches_keras_and_resizes_its_batch(runtime):
