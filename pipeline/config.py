@@ -287,8 +287,9 @@ STAGE_SETTINGS: Dict[str, Dict[str, Any]] = {
     "score": {"data": ("categories",)},
 }
 
-#: Settings a stage may read that only change speed or placement (threads, batch size of
-#: inference, jobs, distribution, precision, checkpoint spacing): never recorded, never redo work.
+#: Settings a stage may read without recording them, so that they never redo work: those that
+#: only change speed or placement (threads, batch size of inference, jobs, distribution,
+#: precision, checkpoint spacing), and the two whose comment says why their outputs stand.
 UNRECORDED: Dict[str, Dict[str, Tuple[str, ...]]] = {
     "prep": {"data": ("jobs",
                       "categories")},  # only checked: each asked-for category has images (the dataset holds all)

@@ -9,11 +9,7 @@ alone never decide. When the inputs are unchanged the stage leaves its outputs
 alone (it only refreshes the record's modification time, so that make's
 file-time view agrees and the next `make` runs nothing).
 
-The make side (`python -m pipeline.artifacts stamps ...`, run while make reads
-the Makefile) writes one *stamp* per stage under `runs/<run>/.stamps/`: the
-stage's resolved settings, rewritten only when they change. Make targets
-depend on those stamps, so an edit of the config file, of a file it inherits
-from, or of `SET=` reaches exactly the stages it concerns.
+The make side (stamps and vars.mk) is pipeline/store/stamps.py.
 """
 from __future__ import annotations
 
@@ -24,9 +20,6 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
 from pipeline.fsutil import write_text_atomic
-
-# --------------------------------------------------------------------------- keyed layout
-
 
 def input_fingerprint(input_dir) -> str:
     """Hash of what the parsed dataset depends on: every annotation/test CSV and image file under
@@ -46,6 +39,7 @@ def input_fingerprint(input_dir) -> str:
         st = os.stat(os.path.join(input_dir, rel))
         h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
 
 RECORD_VERSION = 1
 
