@@ -161,10 +161,11 @@ data-preview: $(STAMP)
 STAGE_GOALS := _preprocess _baseline _train-all _predict _ensemble _stack _submit _publish _score _report _train
 ifneq ($(filter $(STAGE_GOALS),$(MAKECMDGOALS)),)
 ifneq ($(wildcard $(PY)),)
-VARS_MK := $(shell $(PY) -m pipeline.stages.stamps stamps --output $(OUTPUT) --input $(INPUT) --run $(RUN) \
+STAMPS_OUT := $(shell $(PY) -m pipeline.stages.stamps stamps --output $(OUTPUT) --input $(INPUT) --run $(RUN) \
                  $(CFG_ARGS) 2>&1)
-ifneq ($(.SHELLSTATUS),0)
-$(error $(VARS_MK))
+VARS_MK := $(filter %vars.mk,$(STAMPS_OUT))
+ifeq ($(VARS_MK),)
+$(error $(STAMPS_OUT))
 endif
 include $(VARS_MK)
 endif
