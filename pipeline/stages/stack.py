@@ -17,14 +17,13 @@ def main(argv=None) -> int:
     with recording("stack"):  # every setting read must be one its stamps cover
         name, members = cfg.ensemble_target(args.run or cfg.name)
         try:
-            if cfg.stack.mode == "off":
-                run_stack(args.output, cfg, name, members)
-                print("stack: off (stack.mode=off); the submission uses plain averaging")
-                return 0
             r = run_stack(args.output, cfg, name, members)
         except (FileNotFoundError, ValueError) as err:
             print(f"stack: error: {err}", file=sys.stderr)
             return 1
+        if r["mode"] == "off":
+            print("stack: off (stack.mode=off); the submission uses plain averaging")
+            return 0
         print(f"stack: CV NE plain {r['cv_ne_plain']:.4f} → stacked {r['cv_ne_stack']:.4f} "
               f"(relative gain {100 * r['relative_gain']:+.1f} %); submission uses "
               f"{'the stacker' if r['use_stack'] else 'plain averaging'} (stack.mode={r['mode']})")
