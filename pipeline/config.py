@@ -165,6 +165,7 @@ class PredictConfig(_Section):
     flip_tta: bool = True
     merge: str = "heatmap"         # heatmap | coords : how the flip (and scale) passes are combined
     scales: Tuple[float, ...] = (1.0,)  # multi-scale TTA: input rescaled about its centre by each factor
+    crop_passes: int = 1           # crop.enabled: box passes after the whole image, each on the box of the one before; keypoints averaged
     batch_size: int = 32
 
 
@@ -271,7 +272,7 @@ _UNSET = object()
 #: Keys added after records existed, left out of stage settings while they hold this value (what
 #: the code did before they existed): records made before them stay current, nothing retrains.
 NEUTRAL: Dict[Tuple[str, str], Any] = {("train", "joint"): False, ("train", "val_images"): 0,
-                                       ("submit", "max_models"): 0}
+                                       ("submit", "max_models"): 0, ("predict", "crop_passes"): 1}
 
 
 #: What each stage's outputs depend on: section → key list or "*" (all, less UNRECORDED), as
@@ -584,6 +585,9 @@ def _check_values(cfg: Config, where: str) -> None:
                          f"{cfg.model.input_size} (crops are cut from the larger cache)")
     if not (0 <= cfg.crop.train_fraction <= 1 and cfg.crop.margin >= 0 and 0 < cfg.crop.min_side <= 1):
         raise ValueError(f"{where}: crop.train_fraction and crop.min_side must be in [0, 1], crop.margin >= 0")
+    if not (isinstance(cfg.predict.crop_passes, int) and cfg.predict.crop_passes >= 1):
+        raise ValueError(f"{where}: predict.crop_passes={cfg.predict.crop_passes!r} must be an integer >= 1 "
+                         "(box passes after the whole-image pass)")
     scales = cfg.predict.scales
     if not isinstance(scales, tuple) or not scales or not all(isinstance(v, float) and 0.25 <= v <= 4 for v in scales):
         raise ValueError(f"{where}: predict.scales={list(scales) if isinstance(scales, tuple) else scales!r} "

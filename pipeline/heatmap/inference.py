@@ -152,8 +152,8 @@ def predict_category(model, model_name: str, category: str, images: np.ndarray, 
 
     images: (N, S, S, 3) uint8 cache images with params (N, 4) (original → cache) and sizes (N, 2).
     With crops (crop.enabled) the cache is larger than the input and both passes run
-    (zoom.two_pass: the whole image, then the box of its keypoints); the result also holds
-    `xy_pass1` and `crop_params`.
+    (zoom.two_pass: the whole image, then `predict.crop_passes` boxes of the keypoints); the result
+    also holds `xy_pass1`, `crop_params` and, with several box passes, `xy_box1`.
     """
     def run(inputs, in_params):
         return joint.select_category(predict_images(model, inputs, in_params, cfg, joint.flip_index(model_name),
@@ -162,7 +162,8 @@ def predict_category(model, model_name: str, category: str, images: np.ndarray, 
     if not cfg.crop.enabled:
         return run(images, params)
     full = letterbox_table(sizes, cfg.model.input_size, cfg.model.margin)
-    return zoom.two_pass(run, images, params, full, sizes, cfg.crop, cfg.model.input_size)
+    return zoom.two_pass(run, images, params, full, sizes, cfg.crop, cfg.model.input_size,
+                         passes=cfg.predict.crop_passes)
 
 
 def load_model(path: Path):

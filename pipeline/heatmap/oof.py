@@ -44,7 +44,8 @@ from pipeline.store.rundata import RunData, run_data
 
 def _variant_ne(pred: Dict[str, np.ndarray], truth: np.ndarray, category: str) -> Dict[str, float]:
     return {name.replace("xy_", "ne_"): category_ne(truth, pred[name], category)
-            for name in ("xy_plain", "xy_mirror", "xy_heatmap", "xy_coords", "xy_pass1") if name in pred}
+            for name in ("xy_plain", "xy_mirror", "xy_heatmap", "xy_coords", "xy_pass1", "xy_box1")
+            if name in pred}
 
 
 def predict_inputs(cfg: Config, prep: RunData, model_path: Path) -> Dict:

@@ -9,7 +9,9 @@ input (`crop.source_size`, e.g. 256 for a 128 input) and every model input is cu
 * its keypoints give a square box (their extent, grown by `crop.margin` on each side, at least
   `crop.min_side` of the image's longer side), and pass 2 sees that box at the same input size,
   i.e. at up to source_size / input_size times pass 1's resolution. Pass 2's keypoints are the
-  prediction.
+  prediction; with `predict.crop_passes` N > 1, N box passes run, each on the box of the keypoints
+  before it, and the prediction is the mean of their keypoints (two views of the garment, one
+  more forward each; training's monitored validation keeps one box pass).
 
 Training shows the model both views: a `crop.train_fraction` of the samples are cut around the
 ground-truth box (its margin drawn in [0.5, 1.5] × crop.margin, so the model meets boxes as loose
@@ -79,24 +81,37 @@ def min_sides(sizes: np.ndarray, fraction: float) -> np.ndarray:
 
 def two_pass(predict: Callable[[np.ndarray, np.ndarray], Dict[str, np.ndarray]], images: np.ndarray,
              cache_params: np.ndarray, full_params: np.ndarray, sizes: np.ndarray, crop, size: int,
-             valid: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
-    """Keypoints by the whole-image pass and then the box pass.
+             valid: Optional[np.ndarray] = None, passes: int = 1) -> Dict[str, np.ndarray]:
+    """Keypoints by the whole-image pass and then `passes` box passes, each on the box of the
+    keypoints before it (`predict.crop_passes`).
 
     predict(inputs (N, size, size, 3) uint8, params (N, 4)) → dict with `xy` (N, K, 2) original
     pixels (e.g. predict.predict_images). images: (N, S, S, 3) cache images with params
     `cache_params` (N, 4); full_params: (N, 4) the whole-image letterbox at `size`; sizes: (N, 2)
     original width, height; crop: the CropConfig; valid: (N, K) bool of the channels that define
     the box (default all; a joint model's other categories are left out).
-    Returns pass 2's dict plus `xy_pass1` (N, K, 2) and `crop_params` (N, 4).
+    Returns the last box pass's dict whose `xy` is the mean of the box passes' keypoints (original
+    pixels; one pass: its own), plus `xy_pass1` (N, K, 2, the whole image), `crop_params` (N, 4,
+    the last box: the frame of its other outputs, e.g. heatmaps) and, with passes > 1, `xy_box1`
+    (the first box pass alone, what passes = 1 predicts).
     """
-    n = len(images)
     first = predict(warp(images, frame_matrix(cache_params, full_params), size), full_params)
+    if not len(images):
+        return {**first, "xy_pass1": first["xy"], "crop_params": full_params}
     mask = np.ones(first["xy"].shape[:2], bool) if valid is None else np.asarray(valid, bool)
-    boxes = box_params(first["xy"], mask, size, crop.margin, min_sides(sizes, crop.min_side), full_params)
-    second = predict(warp(images, frame_matrix(cache_params, boxes), size), boxes) if n else dict(first)
-    second["xy_pass1"] = first["xy"]
-    second["crop_params"] = boxes
-    return second
+    min_side = min_sides(sizes, crop.min_side)
+    box_xy, last = [], first
+    for _ in range(max(1, passes)):
+        boxes = box_params(last["xy"], mask, size, crop.margin, min_side, full_params)
+        last = predict(warp(images, frame_matrix(cache_params, boxes), size), boxes)
+        box_xy.append(last["xy"])
+    out = dict(last)
+    out["xy"] = np.mean(box_xy, axis=0)
+    out["xy_pass1"] = first["xy"]
+    out["crop_params"] = boxes
+    if len(box_xy) > 1:
+        out["xy_box1"] = box_xy[0]
+    return out
 
 
 def training_view(rng: np.random.Generator, orig_xy: np.ndarray, valid: np.ndarray, full_params: np.ndarray,

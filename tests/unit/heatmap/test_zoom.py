@@ -80,6 +80,44 @@ def test_two_pass_feeds_pass_one_box_to_pass_two():
     assert seen[1][0, 0] == pytest.approx(32 / (0.05 * 256))
 
 
+def test_more_box_passes_chain_their_boxes_and_average_their_keypoints():
+    """predict.crop_passes = 3: each box is cut around the keypoints of the pass before it, the
+    prediction is the mean of the three box passes' keypoints, and xy_box1 is what one pass gives."""
+    seen, outputs = [], []
+    rng = np.random.default_rng(1)
+
+    def predict(inputs, params):
+        seen.append(params.copy())
+        answer = rng.uniform(4, 28, size=(len(inputs), 3, 2))   # a different answer in each pass
+        outputs.append(frames.input_to_orig(answer, params[:, None, :]))
+        return {"xy": outputs[-1]}
+
+    images = np.zeros((2, 64, 64, 3), np.uint8)
+    cache_params = np.tile([0.25, 0.25, 0.0, 0.0], (2, 1))
+    full = np.tile([0.125, 0.125, 0.0, 0.0], (2, 1))
+    sizes = np.array([[256, 256], [256, 256]])
+    out = zoom.two_pass(predict, images, cache_params, full, sizes, Crop, 32, passes=3)
+    assert len(seen) == 4 and np.array_equal(seen[0], full)
+    for k in range(1, 4):   # box k is the box of pass k-1's keypoints
+        box = zoom.box_params(outputs[k - 1], np.ones((2, 3), bool), 32, Crop.margin,
+                              zoom.min_sides(sizes, Crop.min_side), full)
+        assert seen[k] == pytest.approx(box)
+    assert out["xy"] == pytest.approx(np.mean(outputs[1:], axis=0))
+    assert np.array_equal(out["xy_box1"], outputs[1]) and np.array_equal(out["xy_pass1"], outputs[0])
+    assert np.array_equal(out["crop_params"], seen[3])
+    one = zoom.two_pass(predict, images, cache_params, full, sizes, Crop, 32)
+    assert "xy_box1" not in one
+    empty = zoom.two_pass(predict, images[:0], cache_params[:0], full[:0], sizes[:0], Crop, 32, passes=2)
+    assert empty["xy"].shape == (0, 3, 2) and empty["crop_params"].shape == (0, 4)
+
+
+def test_crop_passes_must_be_a_positive_integer():
+    path = ROOT / "configs" / "real_cpu.yaml"
+    assert load_config(path, ["predict.crop_passes=2"]).predict.crop_passes == 2
+    with pytest.raises(ValueError, match="predict.crop_passes"):
+        load_config(path, ["predict.crop_passes=0"])
+
+
 def test_training_view_is_the_gt_box_or_the_whole_image():
     rng = np.random.default_rng(1)
     xy = np.array([[100.0, 100.0], [200.0, 150.0]])
