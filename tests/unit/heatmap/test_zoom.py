@@ -151,10 +151,10 @@ def test_tiny_joint_run_with_crops_trains_and_predicts(tmp_path):
 
     data, out = tmp_path / "input", tmp_path / "output"
     synth.generate(data, train_per_cat=4, test_per_cat=1, seed=2, jobs=1, progress=False)
-    cfg = load_config(ROOT / "configs" / "demo.yaml", [
-        "data.folds=2", "model.input_size=64", "model.width=16", "model.stages=2", "train.batch_size=4",
-        "train.epochs=1", "train.steps_per_epoch=2", "train.threads=2", "predict.batch_size=8",
-        "train.joint=true", "crop.enabled=true", "crop.source_size=128"])
+    settings = ["data.folds=2", "model.input_size=64", "model.width=16", "model.stages=2", "train.batch_size=4",
+                "train.epochs=1", "train.steps_per_epoch=2", "train.threads=2", "predict.batch_size=8",
+                "train.joint=true", "crop.enabled=true", "crop.source_size=128"]
+    cfg = load_config(ROOT / "configs" / "demo.yaml", settings)
     preprocess(data, out, cfg.cache_size, cfg.data.folds, cfg.data.fold_seed, jobs=1, margin=cfg.model.margin,
                run="z")
     for f in range(2):
@@ -167,10 +167,7 @@ def test_tiny_joint_run_with_crops_trains_and_predicts(tmp_path):
         assert oof["xy"].shape[1:] == (len(CATEGORY_KEYPOINTS[cat]), 2) and "xy_pass1" in oof
         assert not np.allclose(oof["xy"], oof["xy_pass1"])   # pass 2 saw another frame
     # two box passes: the same models re-predict (nothing retrains); pass 2 alone is reported
-    two = load_config(ROOT / "configs" / "demo.yaml", [
-        "data.folds=2", "model.input_size=64", "model.width=16", "model.stages=2", "train.batch_size=4",
-        "train.epochs=1", "train.steps_per_epoch=2", "train.threads=2", "predict.batch_size=8",
-        "train.joint=true", "crop.enabled=true", "crop.source_size=128", "predict.crop_passes=2"])
+    two = load_config(ROOT / "configs" / "demo.yaml", settings + ["predict.crop_passes=2"])
     assert two.stage_settings("train") == cfg.stage_settings("train")
     assert two.stage_settings("predict") != cfg.stage_settings("predict")
     table2 = run_predict(out, two, "z")
