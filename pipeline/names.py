@@ -6,6 +6,6 @@ by them: models.MODELS by HEADS, models.backbones.BACKBONES by BACKBONES (less t
 (tests/unit/test_names.py holds each registry to its names).
 """
 HEADS = ("cpm", "simplebaseline", "hourglass", "cpn")
-BACKBONES = ("simple", "mobilenetv2", "resnet50")
+BACKBONES = ("simple", "mobilenetv2", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 LOSSES = ("mse", "softmax_ce")
 REFINES = ("none", "quarter", "dark")

@@ -91,6 +91,28 @@ def make_trainer(base, kind: str = "mse", sigma: float = 0.0, target_scale: floa
     return HeatmapTrainer(base)
 
 
+def scaled_adam(lr, variables, multiplier: float):
+    """Adam whose steps on `variables` (e.g. a pretrained backbone's) use lr × `multiplier`.
+
+    The schedule callbacks set the optimizer's one learning rate; the multiplier follows it.
+    """
+    import keras
+
+    class ScaledAdam(keras.optimizers.Adam):
+        def build(self, var_list):
+            super().build(var_list)
+            chosen = {id(v) for v in variables}
+            self._lr_scale = [multiplier if id(v) in chosen else 1.0 for v in var_list]
+
+        def update_step(self, gradient, variable, learning_rate):
+            scale = self._lr_scale[self._get_variable_index(variable)]
+            if scale != 1.0:
+                learning_rate = learning_rate * scale
+            return super().update_step(gradient, variable, learning_rate)
+
+    return ScaledAdam(lr)
+
+
 def build_trainer(cfg: Config, num_keypoints: int, strategy=None, lr: Optional[float] = None):
     """Model of cfg.model wrapped with the config's loss, compiled (Adam at `lr`, default
     train.lr) and built.
@@ -103,11 +125,22 @@ def build_trainer(cfg: Config, num_keypoints: int, strategy=None, lr: Optional[f
 
     from pipeline.models import build_model
 
+    from pipeline.models.backbones import backbone_variables
+
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        trainer = make_trainer(build_model(cfg, num_keypoints), cfg.train.loss, cfg.codec.sigma,
+        net = build_model(cfg, num_keypoints)
+        trainer = make_trainer(net, cfg.train.loss, cfg.codec.sigma,
                                cfg.train.target_scale, cfg.train.ohkm_topk)
-        trainer.compile(optimizer=keras.optimizers.Adam(cfg.train.lr if lr is None else lr),
-                        jit_compile=False)
+        lr = cfg.train.lr if lr is None else lr
+        if cfg.train.backbone_lr != 1.0:
+            scaled = backbone_variables(net, cfg)
+            if not scaled:
+                raise ValueError(f"train.backbone_lr={cfg.train.backbone_lr} needs a pretrained backbone "
+                                 f"(model.backbone={cfg.model.backbone!r} has none)")
+            optimizer = scaled_adam(lr, scaled, cfg.train.backbone_lr)
+        else:
+            optimizer = keras.optimizers.Adam(lr)
+        trainer.compile(optimizer=optimizer, jit_compile=False)
         trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
         trainer.optimizer.build(trainer.trainable_variables)
     return trainer

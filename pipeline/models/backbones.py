@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from pipeline.models import efficientnet_lite
 from pipeline.models.layers import conv_bn
 
 BACKBONES = {
@@ -24,6 +25,8 @@ BACKBONES = {
     "resnet50": ("ResNet50", {4: "conv2_block3_out", 8: "conv3_block4_out", 16: "conv4_block6_out",
                               32: "conv5_block3_out"}),
 }
+# EfficientNet-Lite: cut layers are read off the weights file (efficientnet_lite.stride_cuts)
+BACKBONES.update({name: (name, None) for name in efficientnet_lite.VARIANTS})
 
 #: ImageNet BGR channel means of the caffe-style ResNet preprocessing
 CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
@@ -71,25 +74,55 @@ def simple_stem(x, width: int, stride: int, bn_momentum: float = 0.9):
 def applications_pyramid(x, cfg, strides):
     """keras.applications backbone cut at `strides`: x in [-1, 1] → {stride: (B, S/s, S/s, C_s)}."""
     app_name, cuts = BACKBONES[cfg.model.backbone]
-    missing = [s for s in strides if s not in cuts]
+    missing = [s for s in strides if s not in (cuts or {4: 0, 8: 0, 16: 0, 32: 0})]
     if missing:
         raise ValueError(f"backbone {cfg.model.backbone} has features at strides {sorted(cuts)}, "
                          f"not {missing} (model.stride)")
-    ctor = getattr(keras.applications, app_name)
-    try:
-        base = ctor(include_top=False, weights=cfg.model.weights, input_shape=tuple(x.shape[1:]))
-    except Exception as err:  # noqa: BLE001 - download errors come in many types
-        if cfg.model.weights:
-            raise RuntimeError(f"could not load {app_name} weights={cfg.model.weights!r}: {err}. "
-                               "ImageNet weights need the internet (or a warm keras cache); "
-                               "use model.weights: null offline.") from err
-        raise
+    if cfg.model.backbone in efficientnet_lite.VARIANTS:
+        base, cuts = efficientnet_lite.pretrained_network(cfg.model.backbone, tuple(x.shape[1:]),
+                                                          imagenet=cfg.model.weights == "imagenet",
+                                                          bn_momentum=cfg.model.bn_momentum)
+    else:
+        base = _applications_network(app_name, cfg.model.weights, tuple(x.shape[1:]))
     strides = sorted(strides)
-    feature = keras.Model(base.input, [base.get_layer(cuts[s]).output for s in strides], name=app_name)
+    feature = keras.Model(base.input, [base.get_layer(cuts[s]).output for s in strides],
+                          name=backbone_name(cfg))
+    if cfg.model.freeze_bn:
+        for layer in feature.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.trainable = False  # Keras: a frozen BatchNorm also runs in inference mode
     if cfg.model.backbone == "resnet50":
         x = caffe_preprocess(x)
     outs = feature(x)
     return dict(zip(strides, outs if isinstance(outs, (list, tuple)) else [outs]))
+
+
+def _applications_network(app_name: str, weights, input_shape):
+    """keras.applications `app_name` without its top; a one-line error when its weights cannot load."""
+    ctor = getattr(keras.applications, app_name)
+    try:
+        return ctor(include_top=False, weights=weights, input_shape=input_shape)
+    except Exception as err:  # noqa: BLE001 - download errors come in many types
+        if weights:
+            offline = ", ".join(sorted(efficientnet_lite.VARIANTS))
+            raise RuntimeError(f"could not load {app_name} weights={weights!r} ({type(err).__name__}): "
+                               "keras.applications weights are downloaded, which needs the internet. "
+                               f"Offline, use model.backbone: {offline} with model.weights: imagenet "
+                               "(weights from an installed package), or model.weights: null.") from None
+        raise
+
+
+def backbone_name(cfg) -> str:
+    """Name of the nested backbone model inside a heatmap network (its variables get train.backbone_lr)."""
+    return f"backbone_{cfg.model.backbone}"
+
+
+def backbone_variables(net, cfg):
+    """Trainable variables of the pretrained backbone nested in `net` ([] for `simple`)."""
+    try:
+        return list(net.get_layer(backbone_name(cfg)).trainable_variables)
+    except ValueError:
+        return []
 
 
 def applications_stem(x, cfg):

@@ -43,7 +43,7 @@ def test_imagenet_weights_offline_error_is_clear(monkeypatch):
         raise OSError("URL fetch failure: no network")
 
     monkeypatch.setattr(keras.applications, "MobileNetV2", no_network)
-    with pytest.raises(RuntimeError, match="need the internet"):
+    with pytest.raises(RuntimeError, match="needs the internet.*efficientnet_lite0"):
         build_model(cfg_with("model.backbone=mobilenetv2", "model.weights=imagenet"), 5)
 
 
@@ -56,7 +56,7 @@ def test_registry_rejects_unknown_model():
 
 
 @pytest.mark.slow  # saves and reloads ResNet50 and MobileNetV2 (~10 s)
-@pytest.mark.parametrize("backbone", ["simple", "mobilenetv2", "resnet50"])
+@pytest.mark.parametrize("backbone", ["simple", "mobilenetv2", "resnet50", "efficientnet_lite0"])
 def test_every_backbone_round_trips_through_save_and_load(backbone, tmp_path):
     """A saved model loads back with stock Keras (no custom objects) and predicts the same maps."""
     import keras
