@@ -10,6 +10,9 @@ RUN     ?= $(basename $(notdir $(CONFIG)))
 CAT     ?= dress
 FOLD    ?= 0
 SET     ?=
+# make names files by their paths, and a path with a space is two words to it: refused at once
+# (the Python stages take such paths: python -m pipeline.stages.<stage> --input "my data" ...)
+$(foreach v,INPUT OUTPUT CONFIG,$(if $(filter-out 1,$(words $($(v)))),$(error $(v)="$($(v))" has a space in it: make cannot name files under such a path; use a path without spaces (a symlink to it works))))
 # synthetic data size (make data)
 SYNTH_TRAIN ?= 160
 SYNTH_TEST  ?= 40
@@ -65,7 +68,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
 
-.PHONY: help install lock doctor export predict-dir test-fast test-multiworker bench-input _tf-variant-changed data data-preview preprocess baseline train train-all predict ensemble stack submit score \
+.PHONY: help install lock doctor export gpu-check predict-dir test-fast test-multiworker bench-input _tf-variant-changed data data-preview preprocess baseline train train-all predict ensemble stack submit score \
         report demo test bench clean leaderboard compare score-file rehearse _preprocess _baseline _train-all _predict _ensemble _stack \
         _submit _publish _score _report _train
 
@@ -95,6 +98,7 @@ help:
 	@echo "make export RUN=<run>   self-contained bundle: models (.keras, SavedModel, TFLite, ONNX), configs, card -> OUTPUT/export/<run>/, .tar.gz"
 	@echo "make predict-dir BUNDLE=<dir> IMAGES=<dir> [CATEGORY=c]   predict a folder from a bundle alone -> PRED_CSV"
 	@echo "make bench       benchmarks -> OUTPUT/bench/results.json, docs/benchmarks.md"
+	@echo "make gpu-check   timed run of configs/gpu.yaml's model on synthetic data: img/s, peak GPU memory, hours for the full set"
 	@echo "make bench-input   JSON: training-input img/s at CONFIG's input size, per core and all cores"
 	@echo "make rehearse SCALE=0.1  preprocess/predict at the real set's size x SCALE -> OUTPUT/rehearse/, docs/benchmarks.md"
 	@echo "variables: INPUT=$(INPUT) OUTPUT=$(OUTPUT) CONFIG=$(CONFIG) RUN=$(RUN) CAT FOLD SET='train.epochs=3 ...'"
@@ -282,6 +286,13 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pipeline.tools.bench --output $(OUTPUT) --mode $(BENCH_MODE) $(if $(REAL),--real $(REAL))
+
+# a 2-3 minute timed run of configs/gpu.yaml's model on synthetic data: train/predict img/s, peak GPU
+# memory, hours for the full real set (CHECK_CONFIG= another config, CHECK_SECONDS= the timed training)
+CHECK_CONFIG  ?= configs/gpu.yaml
+CHECK_SECONDS ?= 90
+gpu-check: $(STAMP)
+	$(PY) -m pipeline.tools.gpu_check --config $(CHECK_CONFIG) --seconds $(CHECK_SECONDS) $(OVERRIDES) --json $(OUTPUT)/gpu_check.json
 
 # input-pipeline img/s at the config's input size, one core and all cores (JSON on stdout)
 bench-input: $(STAMP)

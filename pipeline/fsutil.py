@@ -45,9 +45,12 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
 @contextlib.contextmanager
 def file_lock(path: PathLike, *, wait: bool = True, message: str = "") -> Iterator[None]:
     """Hold an exclusive fcntl lock on `path` (created). Another holder: with `wait`, print
-    `message` once (if given) and wait; without, raise BlockingIOError at once.
+    `message` once (if given) with who holds the lock, and wait; without, raise BlockingIOError
+    naming the holder. The holder writes its pid, start time and command into the file.
     Closing releases the lock; the file stays (removing it would race)."""
     import fcntl
+    import sys
+    import time
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,11 +59,27 @@ def file_lock(path: PathLike, *, wait: bool = True, message: str = "") -> Iterat
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = lock_holder(path)
             if not wait:
-                raise
+                raise BlockingIOError(f"{path} is held by {holder}") from None
             if message:
-                print(message, flush=True)
+                print(f"{message} (held by {holder})", flush=True)
             fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            os.ftruncate(fd, 0)
+            command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]
+            os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}: {command}\n".encode(), 0)
+        except OSError:
+            pass  # a full disk: the lock still holds, only the holder's note is lost
         yield
     finally:
         os.close(fd)
+
+
+def lock_holder(path: PathLike) -> str:
+    """What the holder of a `file_lock` wrote into it ("pid N since T: command"), or "another process"."""
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        text = ""
+    return text or "another process"

@@ -128,6 +128,6 @@ def run_ensemble(output, name: str, members: Sequence[str], categories: Sequence
             write_category_csv(category_csv(output, name, cat, "test"), test_ids, cat, *result["test"])
     if name not in members:
         bind_run(output, name, prep)
-    write_record(record, inputs, members=list(members), categories=list(categories))
+    write_record(record, inputs, outputs, members=list(members), categories=list(categories))
     print(f"ensemble {name}: {', '.join(members)} × {k} folds → {run_dir(output, name)}")
     return True

@@ -301,7 +301,7 @@ def run_stack(output, cfg: Config, name: str, members: Sequence[str]) -> Dict:
     result = {"cv_ne_plain": plain, "cv_ne_stack": stacked, "relative_gain": gain, "mode": cfg.stack.mode,
               "use_stack": bool(use), "members": list(members)}
     plot_importance(total, report_dir(output, name) / "stack_importance.png")
-    write_record(record, inputs, **result)
+    write_record(record, inputs, stackers, **result)
     return result
 
 

@@ -13,7 +13,7 @@ from typing import Dict, Optional
 import pandas as pd
 
 from pipeline.config import Config
-from pipeline.fsutil import atomic_path, file_lock, write_text_atomic
+from pipeline.fsutil import atomic_path, file_lock, lock_holder, write_text_atomic
 
 HISTORY_FIELDS = ["epoch", "loss", "val_ne", "lr", "seconds", "img_per_s"]
 
@@ -136,5 +136,5 @@ def model_lock(directory: Path):
             stack.enter_context(file_lock(path, wait=False))
         except BlockingIOError:
             raise RuntimeError(f"train: {directory} is being trained by another process "
-                               f"(lock {path}); wait for it or stop it") from None
+                               f"({lock_holder(path)}; lock {path}); wait for it or stop it") from None
         yield

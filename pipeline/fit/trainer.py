@@ -39,6 +39,7 @@ from pipeline.fsutil import write_text_atomic
 from pipeline.heatmap import codec
 from pipeline.heatmap.losses import heatmap_loss
 from pipeline.store.layout import MODEL_FILES, fold_dir
+from pipeline.store.records import broken_model, output_ids
 from pipeline.store.rundata import run_data
 
 
@@ -181,10 +182,15 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
     more_epochs = state is not None and state.epoch < cfg.train.epochs and (
         state.stop_reason == "epochs"
         or (state.stop_reason == "budget" and cfg.train.time_budget_s > state.seconds))
-    if state and state.finished and metrics_path.exists() and not more_epochs:
-        print(f"train: {out} already finished (val NE {state.best_ne:.4f}); use --force to retrain")
-        os.utime(metrics_path)  # current: let make's file times agree
-        return json.loads(metrics_path.read_text())
+    if state and state.finished and not more_epochs and not force:
+        problem = broken_model(out)
+        if problem is not None:
+            print(f"train: {problem}; retraining it")
+            return _train_locked(output, cfg, run, category, fold, out, True, devices)
+        if metrics_path.exists():
+            print(f"train: {out} already finished (val NE {state.best_ne:.4f}); use --force to retrain")
+            os.utime(metrics_path)  # current: let make's file times agree
+            return json.loads(metrics_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
     threads = hardware.configure_threads(cfg.train.threads)
     import keras
@@ -239,6 +245,7 @@ def _train_locked(output, cfg: Config, run: str, category: str, fold: int, out: 
         "precision": policy, "threads": threads, "replicas": replicas, "global_batch": batch, "lr": lr,
         "params": int(base.count_params()), "stop_reason": state.stop_reason,
         "tf_version": tf.__version__, "prep": prep.identity(),
+        "model_file": output_ids(metrics_path, [out / MODEL_FILES["model"]]),
     }
     write_text_atomic(metrics_path, json.dumps(metrics, indent=2))
     print(f"train: {category} fold {fold}: best val NE {metrics['val_ne']:.4f} at epoch {metrics['best_epoch']}"

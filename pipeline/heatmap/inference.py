@@ -171,4 +171,8 @@ def load_model(path: Path):
 
     if not path.exists():
         raise FileNotFoundError(f"missing model {path} (run `make train-all` first)")
-    return keras.models.load_model(path, compile=False)
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001 - a truncated zip, a foreign file: many error types
+        raise ValueError(f"{path}: broken model file, not used ({type(err).__name__}: {str(err)[:120]}); "
+                         "`make train-all` retrains it") from None

@@ -98,7 +98,7 @@ def predict_fold(output, cfg: Config, run: str, category: str, fold: int, prep: 
         save_npz(out / "test.npz", image_id=test_index.image_id[t_mask], **t_pred)
     report["merge"] = cfg.predict.merge
     report["flip_tta"] = cfg.predict.flip_tta
-    write_record(out / MODEL_FILES["predict"], inputs, report=report)  # last: marks the fold's predictions complete
+    write_record(out / MODEL_FILES["predict"], inputs, outputs, report=report)  # last: marks the fold's predictions complete
     return report
 
 

@@ -131,6 +131,24 @@ def _load_one(pos: int, path: str, size: int, margin: int, cache_fd: int, offset
     return pos, (w, h, params, sha, ph, path), None
 
 
+def announce_cache(cache_path: Path, n: int, size: int, desc: str = "images") -> None:
+    """Print the cache's size on disk before it is built; refuse at once when the disk lacks it.
+
+    The .npy is a uint8 memmap (n, size, size, 3) written sparse, so a full disk would
+    otherwise surface as a bus error or ENOSPC halfway through.
+    """
+    import shutil
+
+    need = max(n, 1) * size * size * 3 + 4096
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cache_path.parent).free
+    print(f"preprocess: {desc} cache {cache_path.name}: {n} x {size}x{size}x3 uint8 = {need / 2**30:.2f} GiB "
+          f"on disk ({free / 2**30:.1f} GiB free)", flush=True)
+    if need > free:
+        raise OSError(28, f"disk full: the {desc} cache needs {need / 2**30:.2f} GiB and "
+                          f"{cache_path.parent} has {free / 2**30:.2f} GiB free", str(cache_path))
+
+
 def build_cache(paths: Sequence[str], size: int, cache_path: Path, jobs: int = -1, desc: str = "images",
                 margin: int = 0, skip=None, hashes: bool = False):
     """Load `paths` in parallel and stream them into a uint8 .npy file (N, S, S, 3) (read back as a memmap).
@@ -150,6 +168,7 @@ def build_cache(paths: Sequence[str], size: int, cache_path: Path, jobs: int = -
     found: Dict[int, Tuple[str, int]] = {}
     resolved: Dict[int, str] = {}
     cv_threads = cv2.getNumThreads()  # the worker threads set 1 (one image per thread); restored below
+    announce_cache(cache_path, n, size, desc)
     with atomic_path(cache_path) as tmp:
         header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3))
         offset = header.offset  # .npy header length; the file is created sparse at full size
@@ -408,6 +427,16 @@ def _header_size_or_default(path: str, default: Tuple[int, int] = (512, 512)) ->
         return default
 
 
+def broken_cache_files(cdir: Path) -> List[str]:
+    """Why the finished cache in `cdir` cannot be used: a .npy shorter or longer than its header
+    says (truncated by a crash, a full disk or a copy), or not a .npy. [] when whole or unfinished."""
+    from pipeline.store.rundata import npy_problem
+
+    if not (cdir / "manifest.json").exists():
+        return []
+    return [p for p in (npy_problem(f) for f in sorted(cdir.glob("*.npy"))) if p]
+
+
 def _finish_cache(cdir: Path, size: int, margin: int, dataset_manifest: Dict) -> None:
     """The cache's manifest, written last: a cache directory without it is incomplete."""
     write_text_atomic(cdir / "manifest.json", json.dumps(
@@ -518,6 +547,10 @@ def _preprocess_locked(input_dir: Path, output_dir, key: str, ds_dir: Path, size
     else:
         manifest = json.loads(manifest_path.read_text())
         built = False
+    broken = broken_cache_files(cache_dir(ds_dir, size, margin))
+    if broken:
+        print(f"preprocess: warning: {broken[0]}; rebuilding the cache", file=sys.stderr)
+        (cache_dir(ds_dir, size, margin) / "manifest.json").unlink(missing_ok=True)
     if not (cache_dir(ds_dir, size, margin) / "manifest.json").exists():
         remove_stale_temporaries(cache_dir(ds_dir, size, margin))
         build_extra_cache(ds_dir, size, margin, jobs, manifest)

@@ -340,7 +340,7 @@ def submit_run(output, name: str, categories: Sequence[str], fallback: str, max_
             rows = np.isin(test.category, cats)
             xy[rows] = part[rows]
     write_submission(path, prep.test_csv, test.image_id, test.category, xy, test.sizes)
-    return dict(write_record(record, inputs, plan=plan, n_rows=int(len(test.image_id))), models=n_models)
+    return dict(write_record(record, inputs, [path], plan=plan, n_rows=int(len(test.image_id))), models=n_models)
 
 
 def publish(source: Path, target: Path) -> bool:

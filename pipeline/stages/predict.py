@@ -9,6 +9,7 @@ import sys
 from pipeline import hardware
 from pipeline.config import config_from_args, recording, stage_parser
 from pipeline.heatmap.oof import run_predict
+from pipeline.store.locks import stage_lock
 
 
 def main(argv=None) -> int:
@@ -16,7 +17,7 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    with recording("predict"):  # every setting read must be one its stamps cover
+    with stage_lock(args.output, args.run or cfg.name, "predict"), recording("predict"):  # every setting read must be one its stamps cover
         hardware.setup_inference(cfg)
         try:
             table = run_predict(args.output, cfg, args.run or cfg.name, args.force)

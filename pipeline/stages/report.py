@@ -9,13 +9,14 @@ import sys
 from pipeline.config import config_from_args, recording, stage_parser
 from pipeline.joint import model_names
 from pipeline.scoring.plots import run_report
+from pipeline.store.locks import stage_lock
 
 
 def main(argv=None) -> int:
     parser = stage_parser("Plots and an HTML report.")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    with recording("report"):  # every setting read must be one its stamps cover
+    with stage_lock(args.output, cfg.ensemble_target(args.run or cfg.name)[0], "report"), recording("report"):  # every setting read must be one its stamps cover
         run, _ = cfg.ensemble_target(args.run or cfg.name)
         try:
             path = run_report(args.output, run, cfg.data.folds, cfg.data.categories, model_names(cfg))

@@ -20,6 +20,7 @@ from pipeline.scoring.leaderboard import (
     score_external,
 )
 from pipeline.store.layout import leaderboard_path, run_dir, run_file
+from pipeline.store.locks import stage_lock
 
 
 def main(argv=None) -> int:
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
         print(format_board(read_board(board_path)))
         return 0
     cfg = config_from_args(args)
-    with recording("score"):  # every setting read must be one its stamps cover
+    with stage_lock(args.output, cfg.ensemble_target(args.run or cfg.name)[0], "score"), recording("score"):  # every setting read must be one its stamps cover
         name, _ = cfg.ensemble_target(args.run or cfg.name)
         stack_json = run_file(args.output, name, "stack")
         with_stack = args.stack or (stack_json.exists() and "cv_ne_stack" in json.loads(stack_json.read_text()))

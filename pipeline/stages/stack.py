@@ -8,13 +8,14 @@ import sys
 
 from pipeline.combine.stacker import run_stack
 from pipeline.config import config_from_args, recording, stage_parser
+from pipeline.store.locks import stage_lock
 
 
 def main(argv=None) -> int:
     parser = stage_parser("LightGBM level-2 stacker on OOF predictions.")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    with recording("stack"):  # every setting read must be one its stamps cover
+    with stage_lock(args.output, cfg.ensemble_target(args.run or cfg.name)[0], "stack"), recording("stack"):  # every setting read must be one its stamps cover
         name, members = cfg.ensemble_target(args.run or cfg.name)
         try:
             r = run_stack(args.output, cfg, name, members)

@@ -11,6 +11,7 @@ import sys
 from pipeline.config import config_from_args, recording, stage_parser
 from pipeline.scoring.submission import check_submission, publish, submit_run
 from pipeline.store.layout import run_file, submission_path
+from pipeline.store.locks import stage_lock
 
 
 def main(argv=None) -> int:
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
     from pipeline.store.layout import run_dir
 
     cfg = config_from_args(args)
-    with recording("submit"):  # every setting read must be one its stamps cover
+    with stage_lock(args.output, cfg.ensemble_target(args.run or cfg.name)[0], "submit"), recording("submit"):  # every setting read must be one its stamps cover
         name, _ = cfg.ensemble_target(args.run or cfg.name)
         fallback = cfg.submit.fallback or baseline_name(cfg)
         try:

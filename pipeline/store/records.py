@@ -84,24 +84,74 @@ def read_record(path) -> Optional[Dict]:
         return None  # a damaged record is simply not current
 
 
-def is_current(record_path, inputs: Dict, outputs: Iterable = ()) -> bool:
-    """True when `record_path` records exactly `inputs` and every file in `outputs` exists.
+#: outputs up to this size are checked by content (sha1) as well as by size; larger ones by size
+HASH_LIMIT = 64 << 20
 
-    When current, the record's mtime is refreshed (content untouched) so that
-    make, which compares times, sees the target as up to date too.
+
+def output_ids(record_path, outputs: Iterable) -> Dict[str, Dict[str, Any]]:
+    """{name relative to the record's folder: {"size": bytes, "sha1": file_id or None}} of `outputs`."""
+    base = Path(record_path).parent
+    out = {}
+    for p in outputs:
+        p = Path(p)
+        size = p.stat().st_size
+        out[os.path.relpath(p, base)] = {"size": size, "sha1": file_id(p) if size <= HASH_LIMIT else None}
+    return out
+
+
+def broken_outputs(record: Dict, record_path, outputs: Iterable) -> list:
+    """Messages for outputs that are missing, or whose size or content differ from what the record
+    saw when they were written (truncated by a crash or a full disk, replaced by a copy)."""
+    seen = record.get("outputs") or {}
+    base = Path(record_path).parent
+    problems = []
+    for p in outputs:
+        p = Path(p)
+        if not p.exists():
+            problems.append(f"{p} is missing")
+            continue
+        want = seen.get(os.path.relpath(p, base))
+        if want is None:
+            continue  # recorded before output checks existed
+        size = p.stat().st_size
+        if size != want["size"]:
+            problems.append(f"{p} has {size} bytes, {want['size']} when it was written (truncated or replaced)")
+        elif want.get("sha1") and file_id(p) != want["sha1"]:
+            problems.append(f"{p} changed since it was written (content hash differs)")
+    return problems
+
+
+def is_current(record_path, inputs: Dict, outputs: Iterable = ()) -> bool:
+    """True when `record_path` records exactly `inputs` and every file in `outputs` exists with the
+    size (and, up to HASH_LIMIT, the content) recorded when it was written.
+
+    A broken output is named on stderr and makes the record not current, so the stage rebuilds
+    it rather than handing it on. When current, the record's mtime is refreshed (content
+    untouched) so that make, which compares times, sees the target as up to date too.
     """
+    import sys
+
     record = read_record(record_path)
     if record is None or record.get("inputs") != canonical(inputs):
         return False
-    if not all(Path(p).exists() for p in outputs):
+    outputs = list(outputs)
+    problems = broken_outputs(record, record_path, outputs)
+    if problems:
+        for text in problems:
+            if "missing" not in text:
+                print(f"warning: {text}; rebuilding it", file=sys.stderr)
         return False
     os.utime(record_path)
     return True
 
 
-def write_record(path, inputs: Dict, **extra) -> Dict:
-    """Write a record (atomically) holding `inputs` plus any extra fields (results, notes)."""
+def write_record(path, inputs: Dict, outputs: Iterable = (), **extra) -> Dict:
+    """Write a record (atomically) holding `inputs`, the size and hash of each of `outputs` (files
+    already written, checked by `is_current`) and any extra fields (results, notes)."""
     record = {"version": RECORD_VERSION, "inputs": canonical(inputs), **canonical(extra)}
+    outputs = list(outputs)
+    if outputs:
+        record["outputs"] = output_ids(path, outputs)
     write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True))
     return record
 
@@ -113,3 +163,30 @@ def write_if_changed(path, text: str) -> bool:
         return False
     write_text_atomic(path, text)
     return True
+
+
+def broken_model(out: Path) -> Optional[str]:
+    """Why the finished model in `out` cannot be used, or None when it is whole: missing, not the
+    size/content metrics.json recorded when it was saved, or (no record) not a whole zip archive."""
+    import zipfile
+
+    from pipeline.store.layout import MODEL_FILES
+
+    model, metrics_path = out / MODEL_FILES["model"], out / MODEL_FILES["metrics"]
+    if not model.exists():
+        return f"{model} is missing"
+    seen = None
+    if metrics_path.exists():
+        try:
+            seen = json.loads(metrics_path.read_text()).get("model_file")
+        except (OSError, ValueError):
+            seen = None
+    if seen:
+        problems = broken_outputs({"outputs": seen}, metrics_path, [model])
+        return problems[0] if problems else None
+    try:
+        with zipfile.ZipFile(model) as z:
+            bad = z.testzip()
+        return None if bad is None else f"{model} is damaged (member {bad})"
+    except (zipfile.BadZipFile, OSError) as err:
+        return f"{model} is not a whole model file ({err})"

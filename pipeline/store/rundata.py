@@ -23,9 +23,31 @@ from pipeline.store.layout import (
 from pipeline.tianchi import ABSENT_CELL, parse_cell
 
 
+def npy_problem(path) -> Optional[str]:
+    """Why a .npy file is not whole (size differs from its header's shape, or no header), or None."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+            offset = f.tell()
+    except (OSError, ValueError) as err:
+        return f"{path} is not a whole .npy file ({err})"
+    want = offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = path.stat().st_size
+    return None if size == want else f"{path} has {size} bytes, its header says {want} (truncated or damaged)"
+
+
 def load_cache(ds_dir, split: str, size: int, margin: int) -> np.ndarray:
-    """An image cache as a read-only memmap (N, S, S, 3) uint8 RGB; row i is index row `cache_row == i`."""
-    return np.load(cache_path(ds_dir, split, size, margin), mmap_mode="r")
+    """An image cache as a read-only memmap (N, S, S, 3) uint8 RGB; row i is index row `cache_row == i`.
+
+    A truncated or damaged file is never used: a ValueError names it."""
+    path = cache_path(ds_dir, split, size, margin)
+    problem = npy_problem(path) if path.exists() else None
+    if problem:
+        raise ValueError(f"{problem}; `make preprocess` rebuilds it")
+    return np.load(path, mmap_mode="r")
 
 
 # --------------------------------------------------------------------------- index files

@@ -104,9 +104,28 @@ def make_vars(cfg, run: str, output) -> str:
     return "".join(f"{k} := {v}\n" for k, v in lines.items())
 
 
+def drop_broken_models(output, run: str, cfg) -> None:
+    """A finished model whose model.keras is missing, truncated or replaced loses its metrics.json
+    (make's target), so that make retrains it instead of handing the broken file to predict."""
+    import sys
+
+    from pipeline import joint
+    from pipeline.store.records import broken_model
+
+    for name in joint.model_names(cfg):
+        for fold in range(cfg.data.folds):
+            metrics = layout.model_file(output, run, name, fold, "metrics")
+            if metrics.exists():
+                problem = broken_model(metrics.parent)
+                if problem:
+                    print(f"warning: {problem}; it will be retrained", file=sys.stderr)
+                    metrics.unlink(missing_ok=True)
+
+
 def write_make_files(output, run: str, cfg, input_dir=None) -> Path:
     """The stamps and vars.mk of `run`; returns vars.mk's path (what the Makefile includes)."""
     write_stamps(output, run, cfg, input_dir)
+    drop_broken_models(output, run, cfg)
     path = layout.vars_path(output, run)
     write_if_changed(path, make_vars(cfg, run, output))
     return path

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "pipeline"
-FOUNDATION = {"pipeline." + m for m in ("config", "keypoints", "fsutil", "tianchi", "joint", "frames", "names",
+FOUNDATION = {"pipeline." + m for m in ("config", "keypoints", "fsutil", "faults", "tianchi", "joint", "frames", "names",
                                         "hardware", "distributed", "augment")}
 SHIMS = {"pipeline.metrics", "pipeline.submit", "pipeline.synth", "pipeline.synth.__main__"}
 
