@@ -7,12 +7,20 @@ INPUT   ?= input
 OUTPUT  ?= output
 CONFIG  ?= configs/demo.yaml
 RUN     ?= $(basename $(notdir $(CONFIG)))
-CAT     ?= dress
+CAT     ?=
 FOLD    ?= 0
 SET     ?=
 # make names files by their paths, and a path with a space is two words to it: refused at once
 # (the Python stages take such paths: python -m pipeline.stages.<stage> --input "my data" ...)
 $(foreach v,INPUT OUTPUT CONFIG,$(if $(filter-out 1,$(words $($(v)))),$(error $(v)="$($(v))" has a space in it: make cannot name files under such a path; use a path without spaces (a symlink to it works))))
+# other targets' inputs (make help lists them all)
+A        ?=
+B        ?=
+PRED     ?=
+NAME     ?=
+TRUTH    ?=
+REAL     ?=
+RUNTIMES ?=
 # synthetic data size (make data)
 SYNTH_TRAIN ?= 160
 SYNTH_TEST  ?= 40
@@ -57,7 +65,7 @@ else
 _ := $(shell mkdir -p $(VENV) && printf '%s\n' '$(TF_PACKAGE) $(LOCK)' > $(TF_VARIANT))
 endif
 endif
-OVERRIDES := $(foreach s,$(SET),--set $(s))
+OVERRIDES := $(if $(strip $(SET)),--sets '$(SET)')
 CFG_ARGS  := --config $(CONFIG) $(OVERRIDES)
 # jobs given to make (-jN), so parallel trainings split the cores instead of oversubscribing them.
 # Deferred (=, not :=): GNU make adds -jN to MAKEFLAGS only after parsing the makefile, so an
@@ -68,7 +76,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
 
-.PHONY: help install lock doctor export gpu-check predict-dir test-fast test-multiworker bench-input _tf-variant-changed data data-preview preprocess baseline train train-all predict ensemble stack submit score \
+.PHONY: help install lock doctor export gpu-check docs predict-dir test-fast test-multiworker bench-input _tf-variant-changed data data-preview preprocess baseline train train-all predict ensemble stack submit score \
         report demo test bench clean leaderboard compare score-file rehearse _preprocess _baseline _train-all _predict _ensemble _stack \
         _submit _publish _score _report _train
 
@@ -96,12 +104,28 @@ help:
 	@echo "make score-file PRED=file.csv NAME=label [TRUTH=answers.csv]  any submission file's test NE -> OUTPUT/leaderboard.csv"
 	@echo "make report      PNG plots and OUTPUT/runs/<run>/report/index.html"
 	@echo "make export RUN=<run>   self-contained bundle: models (.keras, SavedModel, TFLite, ONNX), configs, card -> OUTPUT/export/<run>/, .tar.gz"
-	@echo "make predict-dir BUNDLE=<dir> IMAGES=<dir> [CATEGORY=c]   predict a folder from a bundle alone -> PRED_CSV"
+	@echo "make predict-dir BUNDLE=<dir> IMAGES=<dir> [CAT=c]   predict a folder from a bundle alone -> PRED_CSV"
 	@echo "make bench       benchmarks -> OUTPUT/bench/results.json, docs/benchmarks.md"
 	@echo "make gpu-check   timed run of configs/gpu.yaml's model on synthetic data: img/s, peak GPU memory, hours for the full set"
 	@echo "make bench-input   JSON: training-input img/s at CONFIG's input size, per core and all cores"
 	@echo "make rehearse SCALE=0.1  preprocess/predict at the real set's size x SCALE -> OUTPUT/rehearse/, docs/benchmarks.md"
-	@echo "variables: INPUT=$(INPUT) OUTPUT=$(OUTPUT) CONFIG=$(CONFIG) RUN=$(RUN) CAT FOLD SET='train.epochs=3 ...'"
+	@echo "make docs        regenerate docs/configuration.md and the figures blocks of README.md and docs/"
+	@echo "make clean       remove OUTPUT's datasets, runs, leaderboard and submission (installs nothing)"
+	@echo ""
+	@echo "variables (current value):"
+	@echo "  INPUT=$(INPUT)  data in the official layout   OUTPUT=$(OUTPUT)  where everything is written"
+	@echo "  CONFIG=$(CONFIG)   RUN=$(RUN)  (default: the config's name)"
+	@echo "  CAT=$(CAT)  model to train: a category, or joint (empty: the config's only model)   FOLD=$(FOLD)"
+	@echo "  SET=$(SET)  overrides, e.g. SET='train.epochs=3 predict.scales=[0.9, 1.0, 1.1]'"
+	@echo "  DEMO_JOBS=$(DEMO_JOBS)  trainings side by side in make demo"
+	@echo "  SYNTH_TRAIN=$(SYNTH_TRAIN) SYNTH_TEST=$(SYNTH_TEST) SYNTH_WARM=$(SYNTH_WARM) SYNTH_SEED=$(SYNTH_SEED)  make data's size and seed"
+	@echo "  REAL_ANN=$(REAL_ANN)  a real annotation CSV to compare synthetic statistics with (make data, data-preview)"
+	@echo "  GPU=$(GPU)  1: CUDA build of TensorFlow   TF_PACKAGE=$(TF_PACKAGE)   LOCK=$(LOCK)  (empty: requirements.txt's ranges)"
+	@echo "  PYTHON=$(PYTHON)  interpreter that builds .venv   LOCK_ARGS=$(LOCK_ARGS) LOCK_PY=$(LOCK_PY)  (make lock)"
+	@echo "  A=$(A) B=$(B)  runs of make compare   PRED=$(PRED) NAME=$(NAME) TRUTH=$(TRUTH)  (make score-file)"
+	@echo "  BUNDLE=$(BUNDLE) IMAGES=$(IMAGES) PRED_CSV=$(PRED_CSV) RUNTIMES=$(RUNTIMES)  (make export / predict-dir; RUNTIMES=0: Keras only)"
+	@echo "  BENCH_MODE=$(BENCH_MODE) REAL=$(REAL)  (make bench)   SCALE=$(SCALE)  (make rehearse)"
+	@echo "  CHECK_CONFIG=$(CHECK_CONFIG) CHECK_SECONDS=$(CHECK_SECONDS)  (make gpu-check)"
 
 # ------------------------------------------------------------------ install
 # tensorflow and tensorflow-cpu share one package directory: never both. Switching removes the
@@ -235,7 +259,7 @@ _publish: $(SUBMIT_REC)
 	@cmp -s $(RUN_SUBMISSION) $(SUBMISSION) || { cp $(RUN_SUBMISSION) $(SUBMISSION).tmp && \
 		mv $(SUBMISSION).tmp $(SUBMISSION) && echo "submit: $(SUBMISSION) = $(RUN_SUBMISSION)"; }
 _train: $(PREP_REF)
-	$(PY) -m pipeline.stages.train --output $(OUTPUT) $(CFG_ARGS) --run $(RUN) --category $(CAT) --fold $(FOLD)
+	$(PY) -m pipeline.stages.train --output $(OUTPUT) $(CFG_ARGS) --run $(RUN) $(if $(CAT),--category $(CAT)) --fold $(FOLD)
 endif
 
 leaderboard: $(STAMP)
@@ -267,15 +291,14 @@ DEMO_JOBS ?= 2
 # predict-dir: BUNDLE defaults to RUN's export, PRED_CSV to OUTPUT/predict_dir/<bundle>.csv
 BUNDLE ?=
 IMAGES ?= $(INPUT)/test/Images
-CATEGORY ?=
 PRED_CSV ?=
 export: $(STAMP)
 	$(PY) -m pipeline.stages.export --output $(OUTPUT) --run $(RUN) $(if $(filter 0,$(RUNTIMES)),--keras-only)
 
-# predict a folder of images (<category>/*.jpg, or CATEGORY= for all) from a bundle alone -> PRED_CSV
+# predict a folder of images (<category>/*.jpg, or CAT= for all) from a bundle alone -> PRED_CSV
 predict-dir: $(STAMP)
 	$(PY) -m pipeline.stages.export --output $(OUTPUT) --run $(RUN) --images $(IMAGES) $(if $(BUNDLE),--bundle $(BUNDLE)) \
-		$(if $(CATEGORY),--category $(CATEGORY)) $(if $(PRED_CSV),--out $(PRED_CSV))
+		$(if $(CAT),--category $(CAT)) $(if $(PRED_CSV),--out $(PRED_CSV))
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -286,6 +309,12 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pipeline.tools.bench --output $(OUTPUT) --mode $(BENCH_MODE) $(if $(REAL),--real $(REAL))
+
+# the generated docs: the configuration reference from the config dataclasses, and every figures
+# block of README.md and docs/ from docs/results/*.json (tests fail when either is stale)
+docs: $(STAMP)
+	$(PY) -m pipeline.tools.config_doc
+	$(PY) -m pipeline.tools.docs_figures render
 
 # a 2-3 minute timed run of configs/gpu.yaml's model on synthetic data: train/predict img/s, peak GPU
 # memory, hours for the full real set (CHECK_CONFIG= another config, CHECK_SECONDS= the timed training)
@@ -305,5 +334,6 @@ test-multiworker: $(STAMP)
 rehearse: $(STAMP)
 	$(PY) -m pipeline.tools.rehearse --output $(OUTPUT) --scale $(SCALE)
 
-clean: $(STAMP)
-	$(PY) -m pipeline.stages.stamps clean --output $(OUTPUT)
+# no install: the system Python runs it (standard library only)
+clean:
+	@$(or $(wildcard $(PY)),$(PYTHON)) -m pipeline.stages.clean --output $(OUTPUT)

@@ -81,7 +81,7 @@ class DataConfig(_Section):
     SECTION: ClassVar[str] = "data"
     folds: int = 3                 # k of the stratified k-fold split
     fold_seed: int = 42            # seed of the split (folds are made once and stored)
-    categories: Tuple[str, ...] = CATEGORIES
+    categories: Tuple[str, ...] = CATEGORIES  # categories this run trains, predicts and submits (the rest: submit.fallback)
     jobs: int = -1                 # joblib workers for preprocessing (-1: all cores)
 
 
@@ -113,10 +113,10 @@ class CodecConfig(_Section):
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig(_Section):
     SECTION: ClassVar[str] = "augment"
-    enabled: bool = True
+    enabled: bool = True           # training augmentation on (false: images as cached)
     rotation: float = 25.0         # max degrees
-    scale_min: float = 0.8
-    scale_max: float = 1.2
+    scale_min: float = 0.8         # smallest random zoom factor
+    scale_max: float = 1.2         # largest random zoom factor
     translate: float = 0.08        # max shift as a fraction of the input side
     flip: bool = True              # horizontal flip with left/right swap
     color: float = 0.2             # brightness/contrast/saturation jitter amplitude
@@ -125,18 +125,18 @@ class AugmentConfig(_Section):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(_Section):
     SECTION: ClassVar[str] = "train"
-    epochs: int = 30
+    epochs: int = 30               # most epochs (a time budget or early stopping may end sooner)
     batch_size: int = 16           # images per replica (one GPU / the CPU); a step takes batch_size × replicas
     lr: float = 2e-3               # learning rate of one replica (scaled by lr_scaling)
     backbone_lr: float = 1.0       # multiplier of the learning rate on a pretrained backbone's weights
     lr_scaling: str = "linear"     # linear: lr × replicas | none
     targets: str = "host"          # host: the input pipeline ships float32 heatmaps | device: keypoints, encoded in the train step
-    min_lr: float = 1e-5
+    min_lr: float = 1e-5           # floor of the plateau halvings; end point of cosine / linear decay
     lr_patience: int = 3           # schedule plateau: epochs without val NE gain before the LR is halved
     schedule: str = "plateau"      # plateau: halve on stalls | cosine / linear: decay lr → min_lr over the run
     warmup: float = 0.0            # cosine / linear: fraction of the run spent ramping the LR up from min_lr
     patience: int = 8              # early stopping on val NE
-    supervise_occluded: bool = True
+    supervise_occluded: bool = True  # loss on occluded (v=0) points too (false: visible points only)
     loss: str = "softmax_ce"       # softmax_ce (spatial cross-entropy to the Gaussian) | mse
     target_scale: float = 1.0      # loss mse: peak height of the Gaussian targets
     ohkm_topk: int = 0             # online hard keypoint mining: last output counts its k largest keypoint losses (0: off)
@@ -146,7 +146,7 @@ class TrainConfig(_Section):
     time_budget_s: float = 0.0     # stop after this many seconds of training (0: no limit)
     checkpoint_s: float = 30.0     # seconds between resume checkpoints (0: every epoch); a kill loses at most this
     steps_per_epoch: int = 0       # 0: one pass over the training folds
-    seed: int = 0
+    seed: int = 0                  # seed of weights init and sample order (+1000 × fold)
     joint: bool = False            # one model for every category (24 maps, loss on each image's own points)
     val_images: int = 0            # validate every epoch on this many images of the fold, evenly spread (0: all)
 
@@ -164,11 +164,11 @@ class CropConfig(_Section):
 @dataclasses.dataclass(frozen=True)
 class PredictConfig(_Section):
     SECTION: ClassVar[str] = "predict"
-    flip_tta: bool = True
+    flip_tta: bool = True          # flip test-time augmentation, both views in one batch
     merge: str = "heatmap"         # heatmap | coords : how the flip (and scale) passes are combined
     scales: Tuple[float, ...] = (1.0,)  # multi-scale TTA: input rescaled about its centre by each factor
     crop_passes: int = 1           # crop.enabled: box passes after the whole image, each on the box of the one before; keypoints averaged
-    batch_size: int = 32
+    batch_size: int = 32           # images per inference batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,14 +183,14 @@ class StackConfig(_Section):
     SECTION: ClassVar[str] = "stack"
     mode: str = "auto"             # auto | on | off
     min_gain: float = 0.0          # relative CV NE gain needed for `auto` to use the stacker
-    n_estimators: int = 100
-    learning_rate: float = 0.05
-    num_leaves: int = 4
-    min_child_samples: int = 20
+    n_estimators: int = 100        # LightGBM trees per corrected coordinate
+    learning_rate: float = 0.05    # LightGBM shrinkage
+    num_leaves: int = 4            # leaves per tree
+    min_child_samples: int = 20    # fewest OOF images per leaf
     colsample: float = 0.5         # fraction of features per tree
     objective: str = "l1"          # l1 | l2 | huber : LightGBM regression objective
     shrink: float = 0.5            # corrections are scaled by this (a prior toward the ensemble)
-    jobs: int = -1
+    jobs: int = -1                 # LightGBM threads (-1: all cores)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -536,6 +536,33 @@ def _coerce(cls, values: Dict[str, Any], sources: Dict[str, str], prefix: str):
     return cls(**kwargs)
 
 
+def split_overrides(text: str) -> List[str]:
+    """make's `SET` string → override items: split on spaces outside brackets and quotes, so
+    'predict.scales=[0.9, 1.0, 1.1] train.epochs=3' is two items ("a b" values keep their space)."""
+    items: List[str] = []
+    current, depth, quote = "", 0, ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch.isspace() and depth <= 0:
+            if current:
+                items.append(current)
+            current = ""
+            continue
+        current += ch
+    if current:
+        items.append(current)
+    if depth or quote:
+        raise ValueError(f"SET={text!r}: unbalanced {'quote' if quote else 'brackets'}")
+    return items
+
+
 def parse_overrides(overrides: Sequence[str]) -> Dict[str, Any]:
     """['train.epochs=3', 'model.width=32'] → nested dict (values parsed as YAML)."""
     out: Dict[str, Any] = {}
@@ -634,10 +661,12 @@ def add_config_args(parser) -> None:
     parser.add_argument("--config", default="configs/demo.yaml", help="YAML config")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    parser.add_argument("--sets", default="", metavar="'A=1 B=[1, 2]'",
+                        help="several overrides in one string, split on spaces outside brackets (make's SET)")
 
 
 def config_from_args(args) -> Config:
-    return load_config(args.config, args.overrides)
+    return load_config(args.config, list(args.overrides) + split_overrides(getattr(args, "sets", "") or ""))
 
 
 def main(argv=None) -> int:

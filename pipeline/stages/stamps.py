@@ -2,7 +2,6 @@
 
     python -m pipeline.stages.stamps stamps --output DIR --input DIR --run RUN [--config C] [--set ...]
     python -m pipeline.stages.stamps where --output DIR --run RUN [--config C]   (the demo's last line)
-    python -m pipeline.stages.stamps clean --output DIR                          (make clean)
 
 `stamps` writes the run's stage stamps and vars.mk (pipeline/store/stamps.py) and prints vars.mk's
 path, which the Makefile includes; a config error is one line on stderr and exit status 2.
@@ -10,29 +9,23 @@ path, which the Makefile includes; a config error is one line on stderr and exit
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 
-from pipeline.config import add_config_args, load_config
+from pipeline.config import add_config_args, config_from_args
 from pipeline.store import layout
 from pipeline.store.stamps import write_make_files
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Per-stage settings stamps and vars.mk for make.")
-    parser.add_argument("command", choices=["stamps", "where", "clean"])
+    parser.add_argument("command", choices=["stamps", "where"])
     parser.add_argument("--output", default="output")
     parser.add_argument("--input", default=None)
     parser.add_argument("--run", default=None)
     add_config_args(parser)
     args = parser.parse_args(argv)
-    if args.command == "clean":
-        for path in layout.clean_paths(args.output):
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-            print(f"clean: removed {path}")
-        return 0
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = config_from_args(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2

@@ -11,13 +11,17 @@ from pipeline.fit.trainer import train
 
 def main(argv=None) -> int:
     parser = stage_parser("Train one model (config model.name) for one category and fold.")
-    parser.add_argument("--category", required=True)
+    parser.add_argument("--category", help="model to train: a category, or `joint` (the default of a joint config)")
     parser.add_argument("--fold", type=int, required=True)
     parser.add_argument("--force", action="store_true", help="discard previous state and retrain")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     with recording("train"):  # every setting read must be one its stamps cover
         models = joint.model_names(cfg)
+        if args.category is None:
+            if len(models) != 1:
+                parser.error(f"give the model to train: CAT=<one of {', '.join(models)}>")
+            args.category = models[0]
         if args.category not in models:
             hint = " (train.joint: one model for every category)" if cfg.train.joint else ""
             parser.error(f"--category must be one of {', '.join(models)}{hint}")

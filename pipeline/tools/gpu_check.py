@@ -111,15 +111,15 @@ def summary(result: Dict) -> str:
 
 
 def main(argv=None) -> int:
-    from pipeline.config import load_config
+    from pipeline.config import add_config_args, config_from_args
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/gpu.yaml")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_config_args(ap)
+    ap.set_defaults(config="configs/gpu.yaml")
     ap.add_argument("--seconds", type=float, default=60.0, help="training seconds timed (after warm-up)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    cfg = load_config(args.config, args.set)
+    cfg = config_from_args(args)
     result = run(cfg, args.seconds)
     print(summary(result))
     if args.json:

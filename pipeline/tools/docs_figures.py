@@ -1,0 +1,170 @@
+"""Published figures from result files: one source, so no two pages disagree (`make docs`).
+
+    python -m pipeline.tools.docs_figures collect --output OUT --run RUN --name NAME [--minutes M] [--machine TEXT]
+    python -m pipeline.tools.docs_figures render [--check]
+
+`collect` copies a scored run's leaderboard row (CV and test NE with their bootstrap intervals,
+per-category test NE, networks) into docs/results/NAME.json, with the wall time and the
+machine you measured on. `render` rewrites every block between `<!-- figures:KEY -->` and
+`<!-- /figures:KEY -->` in README.md and docs/*.md from docs/results/*.json; `--check` exits 1
+when a block is stale (tests/unit/tools/test_docs_figures.py runs it). `make bench` writes its
+results under OUTPUT; updating the docs from them is this explicit step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "docs" / "results"
+CATEGORIES = ("blouse", "outwear", "dress", "skirt", "trousers")
+BLOCK = re.compile(r"(<!-- figures:(?P<key>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=key) -->)", re.S)
+
+
+def load(name: str) -> Dict:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such result file (docs_figures collect writes it)")
+    return json.loads(path.read_text())
+
+
+def _ne(value, lo=None, hi=None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    text = f"{value:.3f}"
+    if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi)):
+        text += f" [{lo:.3f}, {hi:.3f}]"
+    return text
+
+
+def results_table() -> str:
+    """README's one results table: real photos on a CPU, the synthetic demo, public anchors."""
+    rows = ["| what | data | CV NE | test NE [95 % interval] | networks | wall time |", "|---|---|---|---|---|---|"]
+    for name in ("real_cpu", "demo"):
+        r = load(name)
+        rows.append(f"| {r['label']} | {r['data']} | {_ne(r['cv_ne'])} | "
+                    f"{_ne(r['test_ne'], r.get('test_ne_lo'), r.get('test_ne_hi'))} | {r.get('models', '—')} | "
+                    f"{r['minutes']:.0f} min, {r['machine']} |")
+        if r.get("baseline_test_ne") is not None:
+            rows.append(f"| mean shape (baseline) | {r['data']} | — | {_ne(r['baseline_test_ne'])} | 0 | — |")
+    for a in load("anchors")["rows"]:
+        rows.append(f"| {a['label']} | {a['data']} | — | {_ne(a['test_ne'])} | {a.get('models', '—')} | — |")
+    return "\n".join(rows)
+
+
+def real_cpu_categories() -> str:
+    r = load("real_cpu")
+    head = "| | " + " | ".join(CATEGORIES) + " | all |"
+    sep = "|---" * (len(CATEGORIES) + 2) + "|"
+    test = "| test NE | " + " | ".join(_ne(r["per_category_test"].get(c)) for c in CATEGORIES) + \
+        f" | {_ne(r['test_ne'])} |"
+    cv = "| CV NE | " + " | ".join(_ne(r["per_category_cv"].get(c)) for c in CATEGORIES) + f" | {_ne(r['cv_ne'])} |"
+    return "\n".join([head, sep, cv, test])
+
+
+def imagenet_check() -> str:
+    r = load("imagenet_check")
+    return "\n".join(["| conversion | garment class in the top 5 |", "|---|---|",
+                      f"| as shipped | {r['garment_top5']:.0%} |",
+                      f"| input 0..255 instead of [-1, 1] | {r['garment_top5_input_0_255']:.0%} |",
+                      f"| kernels transposed (kh ↔ kw) | {r['garment_top5_kernels_transposed']:.0%} |"])
+
+
+RENDERERS: Dict[str, Callable[[], str]] = {
+    "results": results_table, "real_cpu_categories": real_cpu_categories, "imagenet_check": imagenet_check,
+}
+
+
+def pages() -> List[Path]:
+    return [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))
+
+
+def render_text(text: str, where: str = "") -> str:
+    def block(m):
+        key = m.group("key")
+        if key not in RENDERERS:
+            raise KeyError(f"{where}: unknown figures block {key!r}; known: {sorted(RENDERERS)}")
+        return m.group(1) + RENDERERS[key]() + "\n" + m.group(4)
+
+    return BLOCK.sub(block, text)
+
+
+def render(check: bool = False) -> List[Path]:
+    """Rewrite (or, with `check`, list) the pages whose figures blocks differ from the results."""
+    from pipeline.fsutil import write_text_atomic
+
+    stale = []
+    for page in pages():
+        text = page.read_text()
+        new = render_text(text, str(page))
+        if new != text:
+            stale.append(page)
+            if not check:
+                write_text_atomic(page, new)
+    return stale
+
+
+def collect(output: Path, run: str, name: str, minutes: float, machine: str, label: str, data: str) -> Path:
+    """docs/results/NAME.json from OUTPUT/leaderboard.csv's row of `run` (and its baseline's)."""
+    import pandas as pd
+
+    board = pd.read_csv(Path(output) / "leaderboard.csv")
+    rows = board[board["name"] == run]
+    if rows.empty:
+        raise SystemExit(f"docs_figures: no leaderboard row {run!r} in {output}/leaderboard.csv")
+    row = rows.iloc[0]
+
+    def num(key):
+        v = row.get(key)
+        return None if v is None or pd.isna(v) else float(v)
+
+    base = board[board["name"].astype(str).str.startswith("meanshape")]
+    result = {
+        "label": label, "data": data, "run": run, "minutes": minutes, "machine": machine,
+        "cv_ne": num("cv_ne"), "cv_ne_lo": num("cv_ne_lo"), "cv_ne_hi": num("cv_ne_hi"),
+        "test_ne": num("test_ne"), "test_ne_lo": num("test_ne_lo"), "test_ne_hi": num("test_ne_hi"),
+        "models": None if pd.isna(row.get("models")) else int(row.get("models")),
+        "per_category_cv": {c: num(f"cv_ne_{c}") for c in CATEGORIES},
+        "per_category_test": {c: num(f"test_ne_{c}") for c in CATEGORIES},
+        "baseline_test_ne": float(base.iloc[0]["test_ne"]) if len(base) and not pd.isna(base.iloc[0]["test_ne"]) else None,
+    }
+    from pipeline.fsutil import write_text_atomic
+
+    path = RESULTS / f"{name}.json"
+    write_text_atomic(path, json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--output", type=Path, required=True)
+    c.add_argument("--run", required=True)
+    c.add_argument("--name", required=True)
+    c.add_argument("--minutes", type=float, required=True, help="wall minutes of the chain, install included")
+    c.add_argument("--machine", required=True, help="e.g. '2-core Intel Xeon (AMX)'")
+    c.add_argument("--label", required=True)
+    c.add_argument("--data", required=True)
+    r = sub.add_parser("render")
+    r.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    if args.command == "collect":
+        print(f"docs_figures: {collect(args.output, args.run, args.name, args.minutes, args.machine, args.label, args.data)}")
+        return 0
+    stale = render(args.check)
+    if args.check and stale:
+        print("stale figures in " + ", ".join(str(p.relative_to(REPO)) for p in stale) + ": run `make docs`",
+              file=sys.stderr)
+        return 1
+    print("docs_figures: " + (", ".join(str(p.relative_to(REPO)) for p in stale) or "nothing") + " rewritten")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
