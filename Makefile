@@ -21,6 +21,7 @@ NAME     ?=
 TRUTH    ?=
 REAL     ?=
 RUNTIMES ?=
+UPDATE_DOCS ?=
 # synthetic data size (make data)
 SYNTH_TRAIN ?= 160
 SYNTH_TEST  ?= 40
@@ -105,7 +106,7 @@ help:
 	@echo "make report      PNG plots and OUTPUT/runs/<run>/report/index.html"
 	@echo "make export RUN=<run>   self-contained bundle: models (.keras, SavedModel, TFLite, ONNX), configs, card -> OUTPUT/export/<run>/, .tar.gz"
 	@echo "make predict-dir BUNDLE=<dir> IMAGES=<dir> [CAT=c]   predict a folder from a bundle alone -> PRED_CSV"
-	@echo "make bench       benchmarks -> OUTPUT/bench/results.json, docs/benchmarks.md"
+	@echo "make bench       benchmarks -> OUTPUT/bench/results.json, OUTPUT/bench/benchmarks.md (UPDATE_DOCS=1: docs/ too)"
 	@echo "make gpu-check   timed run of configs/gpu.yaml's model on synthetic data: img/s, peak GPU memory, hours for the full set"
 	@echo "make bench-input   JSON: training-input img/s at CONFIG's input size, per core and all cores"
 	@echo "make rehearse SCALE=0.1  preprocess/predict at the real set's size x SCALE -> OUTPUT/rehearse/, docs/benchmarks.md"
@@ -124,7 +125,7 @@ help:
 	@echo "  PYTHON=$(PYTHON)  interpreter that builds .venv   LOCK_ARGS=$(LOCK_ARGS) LOCK_PY=$(LOCK_PY)  (make lock)"
 	@echo "  A=$(A) B=$(B)  runs of make compare   PRED=$(PRED) NAME=$(NAME) TRUTH=$(TRUTH)  (make score-file)"
 	@echo "  BUNDLE=$(BUNDLE) IMAGES=$(IMAGES) PRED_CSV=$(PRED_CSV) RUNTIMES=$(RUNTIMES)  (make export / predict-dir; RUNTIMES=0: Keras only)"
-	@echo "  BENCH_MODE=$(BENCH_MODE) REAL=$(REAL)  (make bench)   SCALE=$(SCALE)  (make rehearse)"
+	@echo "  BENCH_MODE=$(BENCH_MODE) REAL=$(REAL) UPDATE_DOCS=$(UPDATE_DOCS)  (make bench; UPDATE_DOCS=1 also writes docs/)   SCALE=$(SCALE)  (make rehearse)"
 	@echo "  CHECK_CONFIG=$(CHECK_CONFIG) CHECK_SECONDS=$(CHECK_SECONDS)  (make gpu-check)"
 
 # ------------------------------------------------------------------ install
@@ -308,7 +309,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not multiworker" tests/unit
 
 bench: $(STAMP)
-	$(PY) -m pipeline.tools.bench --output $(OUTPUT) --mode $(BENCH_MODE) $(if $(REAL),--real $(REAL))
+	$(PY) -m pipeline.tools.bench --output $(OUTPUT) --mode $(BENCH_MODE) $(if $(REAL),--real $(REAL)) $(if $(filter 1,$(UPDATE_DOCS)),--update-docs)
 
 # the generated docs: the configuration reference from the config dataclasses, and every figures
 # block of README.md and docs/ from docs/results/*.json (tests fail when either is stale)

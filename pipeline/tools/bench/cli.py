@@ -23,8 +23,8 @@ def run_worker_cli(name: str, args_json: str, out: str) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Benchmarks of DESIGN §5 → OUTPUT/bench/results.json, "
-                                                 "docs/benchmarks.md")
+    parser = argparse.ArgumentParser(description="Benchmarks → OUTPUT/bench/results.json and OUTPUT/bench/benchmarks.md "
+                                                 "(--update-docs: also the tables of docs/benchmarks.md and README.md)")
     parser.add_argument("--output", default="output")
     parser.add_argument("--mode", choices=sorted(MODES), default="full")
     parser.add_argument("--steps", default=None,
@@ -32,8 +32,10 @@ def main(argv=None) -> int:
                              "(development; the tables are then left alone)")
     parser.add_argument("--real", default=None, help="real photos in the competition layout (make bench REAL=DIR): "
                                                      "adds the real-photo NE-per-compute step")
-    parser.add_argument("--docs", default=str(REPO / "docs" / "benchmarks.md"))
-    parser.add_argument("--readme", default=str(REPO / "README.md"))
+    parser.add_argument("--update-docs", action="store_true",
+                        help="write the tables into the tracked docs/benchmarks.md and README.md too")
+    parser.add_argument("--docs", default=None, help="benchmarks page to write (default OUTPUT/bench/benchmarks.md)")
+    parser.add_argument("--readme", default=None)
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-args", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -51,7 +53,15 @@ def main(argv=None) -> int:
     bench = Bench(args.output, args.mode, "python -m pipeline.tools.bench " + shlex.join(shown), args.real)
     results = bench.run(STEPS, steps)
     if steps is None:
-        write_tables(results, Path(args.docs), Path(args.readme))
+        docs = Path(args.docs) if args.docs else (REPO / "docs" / "benchmarks.md" if args.update_docs
+                                                  else Path(args.output) / "bench" / "benchmarks.md")
+        readme = Path(args.readme) if args.readme else (REPO / "README.md" if args.update_docs else None)
+        if not docs.exists():
+            docs.parent.mkdir(parents=True, exist_ok=True)
+            src = REPO / "docs" / "benchmarks.md"
+            docs.write_text(src.read_text() if src.exists() else "# Benchmarks\n")
+        write_tables(results, docs, readme)
+        print(f"bench: tables in {docs}" + ("" if args.update_docs else " (make bench UPDATE_DOCS=1 writes docs/)"))
     else:
         print("bench: --steps given, docs and README tables left alone")
     failed = [k for k, e in results["keys"].items() if e["pass"] is False]

@@ -151,7 +151,7 @@ def write_tables(results: Dict, docs: Path, readme: Path) -> None:
         new = DOCS_TEMPLATE.format(start=BENCH_START, table=block, end=BENCH_END)
     write_text_atomic(docs, new)
     print(f"bench: table written to {docs}")
-    if readme.exists():
+    if readme is not None and readme.exists():
         new = replace_between_markers(readme.read_text(), block)
         if new is None:
             print(f"bench: {readme} holds no {BENCH_START} … {BENCH_END} markers; left alone")

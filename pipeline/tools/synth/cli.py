@@ -20,7 +20,8 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.synth",
                                      description="Write the synthetic FashionAI data set.")
-    parser.add_argument("--out", required=True, help="output directory (e.g. input)")
+    parser.add_argument("--out", "--output", dest="out", required=True,
+                        help="directory the dataset is written into (make's INPUT; --output is the same)")
     parser.add_argument("--train-per-cat", type=int, required=True)
     parser.add_argument("--test-per-cat", type=int, required=True)
     parser.add_argument("--warm-per-cat", type=int, default=0)
