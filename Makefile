@@ -29,7 +29,7 @@ SYNTH_WARM  ?= 0
 SYNTH_SEED  ?= 0
 # a real annotation CSV: realism.json and data-preview show its figures beside the synthetic ones
 REAL_ANN    ?=
-# TensorFlow build (README, "GPU"): GPU=1 installs the CUDA build, GPU=0 the CPU build; by default
+# TensorFlow build (docs/getting-started.md, "Install"): GPU=1 installs the CUDA build, GPU=0 the CPU build; by default
 # GPU=1 where `nvidia-smi -L` lists a GPU. TF_PACKAGE names the requirement itself (overrides both).
 ifeq ($(origin GPU),undefined)
 GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo 1 || echo 0)
@@ -37,7 +37,7 @@ endif
 TF_CPU_PACKAGE := $(if $(filter x86_64 amd64,$(shell uname -m)),tensorflow-cpu>=2.16,tensorflow>=2.16)
 TF_GPU_PACKAGE := tensorflow[and-cuda]>=2.16
 TF_PACKAGE ?= $(if $(filter 1,$(GPU)),$(TF_GPU_PACKAGE),$(TF_CPU_PACKAGE))
-# Pinned installs (README, "Installs"): by default `make install` installs a lock file (exact
+# Pinned installs (docs/getting-started.md, "Install"): by default `make install` installs a lock file (exact
 # versions, sha256 of every file) with `pip --require-hashes`: requirements.lock for the CPU build
 # on x86_64, requirements-gpu.lock for GPU=1. LOCK= (empty) or a TF_PACKAGE of your own installs
 # the ranges of requirements.txt instead. `make lock` rewrites both lock files from those ranges.

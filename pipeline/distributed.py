@@ -71,7 +71,7 @@ def tf_config() -> Dict:
     except json.JSONDecodeError as err:
         raise RuntimeError(f"TF_CONFIG is not valid JSON: {err}") from None
     if not isinstance(value, dict) or "cluster" not in value or "task" not in value:
-        raise RuntimeError("TF_CONFIG needs 'cluster' and 'task' (see README, 'GPU')")
+        raise RuntimeError("TF_CONFIG needs 'cluster' and 'task' (see docs/getting-started.md, 'GPUs')")
     return value
 
 

@@ -146,7 +146,7 @@ def make_strategy(distribute: str, devices: Optional[Sequence[str]] = None):
     if distribute == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise RuntimeError("train.distribute=multiworker needs the TF_CONFIG environment variable "
-                               "(see README, 'Hardware')")
+                               "(see docs/getting-started.md, 'GPUs')")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown train.distribute {distribute!r}")
 

@@ -352,7 +352,7 @@ def list_images(directory, category: Optional[str] = None) -> List[Tuple[str, st
         cat = category or path.parent.name
         if cat not in CATEGORIES:
             raise ValueError(f"{path}: category unknown (its folder {path.parent.name!r} is not one of "
-                             f"{', '.join(CATEGORIES)}); give CATEGORY=")
+                             f"{', '.join(CATEGORIES)}); give CAT=")
         found.append((str(path.relative_to(directory.parent)), cat, path))
     if not found:
         raise FileNotFoundError(f"IMAGES: no image files under {directory}")

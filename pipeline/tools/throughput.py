@@ -12,7 +12,7 @@ keypoints: the work per image does not depend on the content):
 * the share of the per-core time spent encoding heatmaps, and the bytes shipped
   per image (uint8 image + float32 heatmaps).
 
-Compare with the img/s the accelerator trains at (README, "GPU").
+Compare with the img/s the accelerator trains at (docs/getting-started.md, "GPUs").
 """
 from __future__ import annotations
 

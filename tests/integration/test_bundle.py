@@ -120,7 +120,7 @@ def test_bad_bundle_and_folder_errors_name_them(exported, tmp_path):
         Ensemble.load(tmp_path)
     (tmp_path / "misc").mkdir()
     (tmp_path / "misc" / "a.jpg").write_bytes(b"x")
-    with pytest.raises(ValueError, match="misc.*give CATEGORY="):
+    with pytest.raises(ValueError, match="misc.*give CAT="):
         list_images(tmp_path)
     assert list_images(tmp_path, "dress")[0][:2] == (f"{tmp_path.name}/misc/a.jpg", "dress")
 

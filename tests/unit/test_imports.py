@@ -1,4 +1,4 @@
-"""The import rule of the package layout (README "Code map"), read off the source: every import,
+"""The import rule of the package layout (docs/extending.md, "Where code goes"), read off the source: every import,
 function-local ones included, is an edge of the graph.
 
 - no circle; no stage imports another stage;
