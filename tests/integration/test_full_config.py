@@ -48,7 +48,7 @@ def test_full_config_trains_reloads_predicts_and_submits(tmp_path):
 
     model_path = out / "runs/full/skirt/fold0/model.keras"
     model = keras.models.load_model(model_path, compile=False)  # stock Keras, no custom objects
-    assert any(layer.name == "ResNet50" for layer in model.layers)
+    assert any(layer.name == "backbone_resnet50" for layer in model.layers)
     assert model.output_shape == (None, cfg.model.stages, 16, 16, 4)
 
     table = run_predict(out, cfg, "full")

@@ -68,6 +68,7 @@ def test_stem_equals_a_numpy_convolution_of_the_file(state):
     (out, in, kh, kw) kernel; the transposed kernel does not match, so the test can fail."""
     import keras
 
+    keras.mixed_precision.set_global_policy("float32")  # restored by conftest's autouse fixture
     blocks, stem, head, weights = lite.load_converted(lite.weights_file("efficientnet_lite0"))
     net = lite.build_network(blocks, stem, head, (32, 32, 3), "l0")
     net.get_layer("stem_conv").set_weights(weights["stem_conv"])
@@ -83,7 +84,7 @@ def test_stem_equals_a_numpy_convolution_of_the_file(state):
         return out
 
     w = state["_conv_stem.weight"]
-    np.testing.assert_allclose(got, numpy_stem(w), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, numpy_stem(w), rtol=1e-3, atol=1e-3)
     assert not np.allclose(got, numpy_stem(np.swapaxes(w, 2, 3)), atol=1e-2)
 
 
