@@ -56,8 +56,12 @@ def _hook(kind, value, tb, _previous=sys.excepthook):
     message = describe(value) if isinstance(value, BaseException) else None
     if message is None:
         return _previous(kind, value, tb)
-    print(message, file=sys.stderr)
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # os._exit skips the flush of what was printed before
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    print(message, file=sys.stderr, flush=True)
     os._exit(1)  # no second traceback from threads or atexit handlers
 
 
