@@ -135,6 +135,7 @@ class TrainConfig(_Section):
     lr_patience: int = 3           # schedule plateau: epochs without val NE gain before the LR is halved
     schedule: str = "plateau"      # plateau: halve on stalls | cosine / linear: decay lr → min_lr over the run
     warmup: float = 0.0            # cosine / linear: fraction of the run spent ramping the LR up from min_lr
+    ema: float = 0.0               # momentum of an exponential moving average of the weights, validated and saved instead (0: off)
     patience: int = 8              # early stopping on val NE
     supervise_occluded: bool = True  # loss on occluded (v=0) points too (false: visible points only)
     loss: str = "softmax_ce"       # softmax_ce (spatial cross-entropy to the Gaussian) | mse
@@ -275,7 +276,8 @@ _UNSET = object()
 #: the code did before they existed): records made before them stay current, nothing retrains.
 NEUTRAL: Dict[Tuple[str, str], Any] = {("train", "joint"): False, ("train", "val_images"): 0,
                                        ("submit", "max_models"): 0, ("predict", "crop_passes"): 1,
-                                       ("model", "freeze_bn"): False, ("train", "backbone_lr"): 1.0}
+                                       ("model", "freeze_bn"): False, ("train", "backbone_lr"): 1.0,
+                                       ("train", "ema"): 0.0}
 
 
 #: What each stage's outputs depend on: section → key list or "*" (all, less UNRECORDED), as
@@ -606,6 +608,8 @@ def _check_values(cfg: Config, where: str) -> None:
         raise ValueError(f"{where}: train.target_scale must be > 0")
     if cfg.train.checkpoint_s < 0:
         raise ValueError(f"{where}: train.checkpoint_s={cfg.train.checkpoint_s} must be >= 0 (0: every epoch)")
+    if not 0 <= cfg.train.ema < 1:
+        raise ValueError(f"{where}: train.ema={cfg.train.ema} must be a momentum in [0, 1) (0: off)")
     if not 0 <= cfg.train.warmup < 1:
         raise ValueError(f"{where}: train.warmup={cfg.train.warmup} must be a fraction of the run in [0, 1)")
     if cfg.train.ohkm_topk < 0:

@@ -2,7 +2,8 @@
 
 - `NanGuard`: a non-finite loss stops the run (under multiworker at the epoch's end, agreed);
 - `ScheduledLR`: cosine / linear schedules set the LR before every step from the run's progress;
-- `Monitor`: after every epoch, validation NE (original pixels, no TTA), the best weights, the
+- `Monitor`: after every epoch, validation NE (original pixels, no TTA; of the weights' moving
+  average under `train.ema`), the best weights, the
   plateau LR halving, early stopping, the time budget and the checkpoints (`model.keras` and the
   resume state, written together at most every `train.checkpoint_s` seconds and at the end).
 
@@ -12,6 +13,7 @@ they all stop at the same step with the same LR.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -27,6 +29,27 @@ from pipeline.fit.schedule import run_progress, scheduled_lr
 from pipeline.fsutil import atomic_path
 from pipeline.heatmap.inference import compiled_forward
 from pipeline.store.layout import MODEL_FILES
+
+
+@contextlib.contextmanager
+def ema_weights(optimizer):
+    """The optimizer's moving average of the trainable weights (`train.ema`, Keras's `use_ema`)
+    in the model while the block runs; the training weights are back after it. Nothing is
+    swapped when the optimizer keeps no average."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's Adam
+    averages = getattr(inner, "_model_variables_moving_average", None) if getattr(inner, "use_ema", False) else None
+    if not averages:
+        yield
+        return
+    variables = inner._trainable_variables
+    held = [keras.ops.convert_to_numpy(v) for v in variables]
+    for var, average in zip(variables, averages):
+        var.assign(average)
+    try:
+        yield
+    finally:
+        for var, value in zip(variables, held):
+            var.assign(value)
 
 
 class Clock:
@@ -122,8 +145,12 @@ class Monitor(keras.callbacks.Callback):
             return
         logs = logs if logs is not None else {}
         seconds = time.time() - self.t0
-        val_ne, elapsed = self.agree(validation_ne(self.base, self.data, self.cfg, self.forward),
-                                     time.time() - self.clock.started)
+        with ema_weights(self.trainer.optimizer):  # the weights validated are those kept
+            val_ne, elapsed = self.agree(validation_ne(self.base, self.data, self.cfg, self.forward),
+                                         time.time() - self.clock.started)
+            improved = val_ne < state.best_ne
+            if improved:
+                self.best_weights = self.base.get_weights()
         self.clock.agreed = elapsed + state.seconds_before
         logs["val_ne"] = val_ne
         lr = float(keras.ops.convert_to_numpy(self.trainer.optimizer.learning_rate))
@@ -131,9 +158,8 @@ class Monitor(keras.callbacks.Callback):
         state.seconds += time.time() - self.t0
         state.train_seconds += seconds
         state.images += state.steps * state.global_batch
-        if val_ne < state.best_ne:
+        if improved:
             state.best_ne, state.best_epoch, state.wait, state.lr_wait = val_ne, epoch + 1, 0, 0
-            self.best_weights = self.base.get_weights()
         else:
             state.wait += 1
             state.lr_wait += 1

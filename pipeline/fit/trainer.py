@@ -92,7 +92,7 @@ def make_trainer(base, kind: str = "mse", sigma: float = 0.0, target_scale: floa
     return HeatmapTrainer(base)
 
 
-def scaled_adam(lr, variables, multiplier: float):
+def scaled_adam(lr, variables, multiplier: float, **adam_args):
     """Adam whose steps on `variables` (e.g. a pretrained backbone's) use lr × `multiplier`.
 
     The schedule callbacks set the optimizer's one learning rate; the multiplier follows it.
@@ -111,7 +111,7 @@ def scaled_adam(lr, variables, multiplier: float):
                 learning_rate = learning_rate * scale
             return super().update_step(gradient, variable, learning_rate)
 
-    return ScaledAdam(lr)
+    return ScaledAdam(lr, **adam_args)
 
 
 def build_trainer(cfg: Config, num_keypoints: int, strategy=None, lr: Optional[float] = None):
@@ -120,6 +120,7 @@ def build_trainer(cfg: Config, num_keypoints: int, strategy=None, lr: Optional[f
 
     Under `strategy`'s scope when given (the caller sets the precision policy first).
     Under mixed_float16, compile wraps Adam in a LossScaleOptimizer (Keras does it for that policy).
+    With train.ema, Adam keeps a moving average of the trainable weights (Keras's `use_ema`).
     Returns the trainer; `trainer.net` is the heatmap model.
     """
     import keras
@@ -133,14 +134,15 @@ def build_trainer(cfg: Config, num_keypoints: int, strategy=None, lr: Optional[f
         trainer = make_trainer(net, cfg.train.loss, cfg.codec.sigma,
                                cfg.train.target_scale, cfg.train.ohkm_topk)
         lr = cfg.train.lr if lr is None else lr
+        ema = {"use_ema": True, "ema_momentum": cfg.train.ema} if cfg.train.ema else {}
         if cfg.train.backbone_lr != 1.0:
             scaled = backbone_variables(net, cfg)
             if not scaled:
                 raise ValueError(f"train.backbone_lr={cfg.train.backbone_lr} needs a pretrained backbone "
                                  f"(model.backbone={cfg.model.backbone!r} has none)")
-            optimizer = scaled_adam(lr, scaled, cfg.train.backbone_lr)
+            optimizer = scaled_adam(lr, scaled, cfg.train.backbone_lr, **ema)
         else:
-            optimizer = keras.optimizers.Adam(lr)
+            optimizer = keras.optimizers.Adam(lr, **ema)
         trainer.compile(optimizer=optimizer, jit_compile=False)
         trainer.build((None, cfg.model.input_size, cfg.model.input_size, 3))
         trainer.optimizer.build(trainer.trainable_variables)

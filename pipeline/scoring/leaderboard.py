@@ -284,14 +284,11 @@ def update_leaderboard(output, row: Dict) -> pd.DataFrame:
 
     The file is rewritten only when its content changes.
     """
-    import fcntl
-
+    from pipeline.fsutil import file_lock
     from pipeline.store.records import write_if_changed
 
     path = leaderboard_path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / ".leaderboard.lock", "a") as lock:  # parallel scorers: no lost update
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(path.parent / ".leaderboard.lock"):  # parallel scorers: no lost update
         board = read_board(path) if path.exists() else pd.DataFrame(columns=LEADERBOARD_COLUMNS)
         board = board.reindex(columns=LEADERBOARD_COLUMNS)
         board = board[board["name"] != row["name"]]

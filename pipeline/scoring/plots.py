@@ -111,7 +111,7 @@ def plot_keypoint_bars(scores: dict, path: Path, title: str) -> Path:
 def write_index(report_dir: Path, images: List[Path], leaderboard: Path) -> Path:
     board = pd.read_csv(leaderboard).to_html(index=False, float_format=lambda v: f"{v:.4f}",
                                              na_rep="-") if leaderboard.exists() else "<p>no leaderboard yet</p>"
-    parts = ["<html><head><meta charset='utf-8'><title>FashionAI keypoints report</title>",
+    parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'><title>FashionAI keypoints report</title>",
              "<style>body{font-family:sans-serif;margin:20px} img{max-width:100%;margin:8px 0}"
              " table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:3px 6px}</style></head><body>",
              "<h1>FashionAI keypoint pipeline report</h1><h2>Leaderboard</h2>", board]

@@ -75,8 +75,49 @@ def imagenet_check() -> str:
                       f"| kernels transposed (kh ↔ kw) | {r['garment_top5_kernels_transposed']:.0%} |"])
 
 
+def libraries() -> str:
+    """docs/decisions.md: each hand-written helper against its library (pipeline/tools/library_check.py)."""
+    r = load("libraries")
+    c, e, cos, b, lk, ph, t = (r[k] for k in ("config", "early_stopping", "cosine", "bootstrap", "lock", "phash",
+                                              "tables"))
+
+    def yn(flag) -> str:
+        return "yes" if flag else "no"
+
+    rows = [f"Measured on a {r['machine']}.", "",
+            "| our code | library | measured | decision |", "|---|---|---|---|",
+            f"| config loader (`pipeline/config.py`) | OmegaConf 2.3 | a wrong-typed value: does the error name the "
+            f"file? ours {yn(c['ours_names_file'])}, OmegaConf's structured merge {yn(c['omegaconf_names_file'])} "
+            f"(\"{c['omegaconf_message'][:60]}...\") | kept: errors must name the file |",
+            f"| early stopping, plateau, checkpoints, NaN (`fit/callbacks.py` Monitor) | `keras.callbacks` | killed "
+            f"{e['kill_after']} epochs after the best and resumed, EarlyStopping(patience={e['patience']}) trains "
+            f"{e['keras_epochs_past_best']} epochs past the best, ours {e['ours_epochs_past_best']} (its wait "
+            "lives in the resume state) | kept; the NaN stop is one callback beside it |",
+            f"| cosine with warm-up (`fit/schedule.py`) | `CosineDecay` | the same curve (largest relative "
+            f"difference {cos['max_rel_diff']:.1e}, a test checks it); {cos['ours_us']:.1f} µs against "
+            f"{cos['keras_us']:.0f} µs per step | kept: it also reads the time budget |",
+            f"| bootstrap (`scoring/metrics.py`) | `scipy.stats.bootstrap` | {b['n_images']} images, "
+            f"{b['resamples']} resamples: [{b['ours'][0]:.4f}, {b['ours'][1]:.4f}] against percentile "
+            f"[{b['scipy_percentile'][0]:.4f}, {b['scipy_percentile'][1]:.4f}], BCa [{b['scipy_bca'][0]:.4f}, "
+            f"{b['scipy_bca'][1]:.4f}]; {b['ours_ms']:.0f} against {b['scipy_percentile_ms']:.0f} ms | kept: the "
+            "leaderboard pairs every row on the same resampled images |",
+            f"| file locks (`fsutil.file_lock`) | filelock {lk['filelock']} | the same `fcntl.flock` call: "
+            f"{yn(lk['filelock_uses_flock'])}; the held file names its holder in {lk['ours_bytes']} bytes, "
+            f"filelock's holds {lk['filelock_bytes']} | kept: a waiting run says who holds the lock |",
+            f"| perceptual hash (`prep/images.phash`) | imagehash {ph['imagehash']} | {ph['images']} {ph['source']}: "
+            f"a half-size JPEG-70 copy {ph['ours_copy_bits']:.2f} bits apart (imagehash "
+            f"{ph['imagehash_copy_bits']:.2f}), another image {ph['ours_other_bits']:.1f} "
+            f"({ph['imagehash_other_bits']:.1f}); {ph['ours_ms']:.2f} against {ph['imagehash_ms']:.2f} ms an image "
+            "| kept: as sharp, faster, and no PyWavelets |",
+            f"| tables | tabulate {t['tabulate']} | the leaderboard is pandas' `to_string` already; "
+            f"`format_board` is {t['ours_lines_of_code']} lines; pandas' `to_markdown` itself needs tabulate: "
+            f"{yn(t['pandas_to_markdown_needs_tabulate'])} | kept: pandas, no new dependency |"]
+    return "\n".join(rows)
+
+
 RENDERERS: Dict[str, Callable[[], str]] = {
     "results": results_table, "real_cpu_categories": real_cpu_categories, "imagenet_check": imagenet_check,
+    "libraries": libraries,
 }
 
 

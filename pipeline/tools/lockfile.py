@@ -66,12 +66,24 @@ def lock_differences(pins: Dict[str, str], installed: Dict[str, str]) -> List[st
     return lines
 
 
+def _optional(handler_types) -> bool:
+    names = {n.id for n in ast.walk(handler_types) if isinstance(n, ast.Name)} if handler_types is not None else set()
+    return bool(names & {"ImportError", "ModuleNotFoundError"})
+
+
 def top_level_imports(paths: Iterable[Path]) -> Set[str]:
-    """Top-level module names imported (absolute imports only) anywhere in the given .py files."""
+    """Top-level module names imported (absolute imports only) anywhere in the given .py files,
+    less the optional ones: imports inside a `try` that catches ImportError."""
     names = set()
     for path in paths:
         tree = ast.parse(Path(path).read_text(), str(path))
+        optional = set()
         for node in ast.walk(tree):
+            if isinstance(node, ast.Try) and any(_optional(h.type) for h in node.handlers):
+                optional.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+        for node in ast.walk(tree):
+            if id(node) in optional:
+                continue
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -79,7 +91,7 @@ def top_level_imports(paths: Iterable[Path]) -> Set[str]:
     return names
 
 
-def third_party(modules: Iterable[str], own: Iterable[str] = ("pipeline", "tests", "conftest")) -> Set[str]:
+def third_party(modules: Iterable[str], own: Iterable[str] = ("pipeline", "tests", "conftest", "browser")) -> Set[str]:
     """The modules that are neither the standard library's nor the project's own."""
     return {m for m in modules if m not in sys.stdlib_module_names and m not in set(own)}
 

@@ -164,6 +164,23 @@ def test_cli_chain_and_report(chain):
     assert set(result["keypoints"]) == {"waistband_left", "waistband_right", "hemline_left", "hemline_right"}
 
 
+def test_report_opens_in_a_browser(chain):
+    """The report in headless Chromium: every image loads, no script or console errors, standards mode."""
+    from browser import chromium, open_page
+
+    if chromium() is None:
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    page = chain["out"] / "runs" / "tiny" / "report" / "index.html"
+    if not page.exists():
+        args = ["--config", str(ROOT / "configs/demo.yaml")] + sum((["--set", s] for s in TINY), [])
+        subprocess.run([sys.executable, "-m", "pipeline.stages.report", "--output", str(chain["out"]), "--run", "tiny"]
+                       + args, check=True, cwd=ROOT)
+    seen = open_page(page)
+    assert seen["images"] == page.read_text().count("<img") and seen["images"] >= 5
+    assert seen["broken"] == [] and seen["errors"] == [] and not seen["quirks"]
+    assert seen["tables"] == 1  # the leaderboard
+
+
 def test_nan_loss_stops_and_keeps_best_checkpoint(chain, monkeypatch):
     """NaN targets → NaN loss: the run stops with a message; the best model.keras is untouched."""
     from pipeline.fit.trainer import train

@@ -75,3 +75,12 @@ def test_environment_installed_from_the_lock_matches_it():
     if len(words) < 2 or not (ROOT / words[1]).exists():
         pytest.skip("this environment was not installed from a lock (LOCK= or a TF_PACKAGE of its own)")
     assert lock_differences(read_lock(ROOT / words[1]), installed_versions()) == []
+
+
+def test_optional_imports_are_not_requirements(tmp_path):
+    from pipeline.tools.lockfile import top_level_imports
+
+    src = tmp_path / "m.py"
+    src.write_text("import numpy\ntry:\n    import omegaconf\nexcept ImportError:\n    omegaconf = None\n"
+                   "try:\n    import yaml\nexcept ValueError:\n    pass\n")
+    assert top_level_imports([src]) == {"numpy", "yaml"}
