@@ -57,8 +57,9 @@ def results_table() -> str:
     return "\n".join(rows)
 
 
-def real_cpu_categories() -> str:
-    r = load("real_cpu")
+def real_cpu_categories(name: str = "real_cpu") -> str:
+    """Per-category CV and test NE of docs/results/NAME.json, as a markdown table."""
+    r = load(name)
     head = "| | " + " | ".join(CATEGORIES) + " | all |"
     sep = "|---" * (len(CATEGORIES) + 2) + "|"
     test = "| test NE | " + " | ".join(_ne(r["per_category_test"].get(c)) for c in CATEGORIES) + \
@@ -117,6 +118,7 @@ def libraries() -> str:
 
 RENDERERS: Dict[str, Callable[[], str]] = {
     "results": results_table, "real_cpu_categories": real_cpu_categories, "imagenet_check": imagenet_check,
+    "real_cpu_lite0_categories": lambda: real_cpu_categories("real_cpu_lite0"),
     "libraries": libraries,
 }
 
