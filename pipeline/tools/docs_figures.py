@@ -4,7 +4,7 @@
     python -m pipeline.tools.docs_figures render [--check]
 
 `collect` copies a scored run's leaderboard row (CV and test NE with their bootstrap intervals,
-per-category test NE, networks) into docs/results/NAME.json, with the wall time and the
+per-category test NE, networks) and each fold model's epochs, best val NE and img/s into docs/results/NAME.json, with the wall time and the
 machine you measured on. `render` rewrites every block between `<!-- figures:KEY -->` and
 `<!-- /figures:KEY -->` in README.md and docs/*.md from docs/results/*.json; `--check` exits 1
 when a block is stale (tests/unit/tools/test_docs_figures.py runs it). `make bench` writes its
@@ -68,6 +68,39 @@ def real_cpu_categories(name: str = "real_cpu") -> str:
     return "\n".join([head, sep, cv, test])
 
 
+def real_cpu_runs(names=("real_cpu", "real_cpu_intel", "real_cpu_checked", "real_cpu_lite0")) -> str:
+    """One row per full-chain run of configs/real_cpu.yaml (docs/results/NAME.json): machine, data, wall time,
+    epochs and monitored val NE of each fold model, CV and test NE; a missing file is skipped."""
+    rows = ["| result file | machine | data | wall | epochs per fold | fold val NE | CV NE | test NE |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        if not (RESULTS / f"{name}.json").exists():
+            continue
+        r = load(name)
+        folds = r.get("folds") or []
+        epochs = " / ".join(str(f["epochs"]) for f in folds) or "—"
+        val = " / ".join(_ne(f["best_val_ne"]) for f in folds) or "—"
+        rows.append(f"| `{name}` | {r['machine']} | {r['data']} | {r['minutes']:.1f} min | {epochs} | {val} | "
+                    f"{_ne(r['cv_ne'], r.get('cv_ne_lo'), r.get('cv_ne_hi'))} | "
+                    f"{_ne(r['test_ne'], r.get('test_ne_lo'), r.get('test_ne_hi'))} |")
+    return "\n".join(rows)
+
+
+def fold_records(output: Path, run: str) -> List[Dict]:
+    """Per fold model of OUTPUT/runs/RUN: epochs trained, best monitored val NE, median img/s (history.csv)."""
+    import pandas as pd
+
+    records = []
+    for hist in sorted(Path(output, "runs", run).glob("*/fold*/history.csv")):
+        h = pd.read_csv(hist)
+        if h.empty:
+            continue
+        records.append({"model": f"{hist.parent.parent.name}/{hist.parent.name}", "epochs": int(len(h)),
+                        "best_val_ne": round(float(h["val_ne"].min()), 6),
+                        "img_per_s": round(float(h["img_per_s"].median()), 2) if "img_per_s" in h else None})
+    return records
+
+
 def imagenet_check() -> str:
     r = load("imagenet_check")
     return "\n".join(["| conversion | garment class in the top 5 |", "|---|---|",
@@ -119,7 +152,7 @@ def libraries() -> str:
 RENDERERS: Dict[str, Callable[[], str]] = {
     "results": results_table, "real_cpu_categories": real_cpu_categories, "imagenet_check": imagenet_check,
     "real_cpu_lite0_categories": lambda: real_cpu_categories("real_cpu_lite0"),
-    "libraries": libraries,
+    "libraries": libraries, "real_cpu_runs": real_cpu_runs,
 }
 
 
@@ -175,6 +208,7 @@ def collect(output: Path, run: str, name: str, minutes: float, machine: str, lab
         "per_category_cv": {c: num(f"cv_ne_{c}") for c in CATEGORIES},
         "per_category_test": {c: num(f"test_ne_{c}") for c in CATEGORIES},
         "baseline_test_ne": float(base.iloc[0]["test_ne"]) if len(base) and not pd.isna(base.iloc[0]["test_ne"]) else None,
+        "folds": fold_records(output, run),
     }
     from pipeline.fsutil import write_text_atomic
 
