@@ -4,8 +4,8 @@
     python -m pipeline.tools.docs_figures render [--check]
 
 `collect` copies a scored run's leaderboard row (CV and test NE with their bootstrap intervals,
-per-category test NE, networks) and each fold model's epochs, best val NE and img/s into docs/results/NAME.json, with the wall time and the
-machine you measured on. `render` rewrites every block between `<!-- figures:KEY -->` and
+per-category test NE, networks) and each fold model's epochs, best val NE and img/s into
+docs/results/NAME.json, with the wall time and the machine you measured on. `render` rewrites every block between `<!-- figures:KEY -->` and
 `<!-- /figures:KEY -->` in README.md and docs/*.md from docs/results/*.json; `--check` exits 1
 when a block is stale (tests/unit/tools/test_docs_figures.py runs it). `make bench` writes its
 results under OUTPUT; updating the docs from them is this explicit step.
@@ -27,10 +27,11 @@ BLOCK = re.compile(r"(<!-- figures:(?P<key>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /fi
 
 
 def load(name: str) -> Dict:
+    """docs/results/NAME.json, with its file name under "name"."""
     path = RESULTS / f"{name}.json"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such result file (docs_figures collect writes it)")
-    return json.loads(path.read_text())
+    return {**json.loads(path.read_text()), "name": name}
 
 
 def _ne(value, lo=None, hi=None) -> str:
@@ -42,18 +43,21 @@ def _ne(value, lo=None, hi=None) -> str:
     return text
 
 
+def _present(names) -> List[Dict]:
+    """The result files of `names` that exist, loaded, in order."""
+    return [load(n) for n in names if (RESULTS / f"{n}.json").exists()]
+
+
 def results_table() -> str:
-    """README's one results table: real photos on a CPU, the synthetic demo, public anchors."""
+    """README's one results table: real photos on a CPU (each machine kind measured), the synthetic demo, anchors."""
     rows = ["| what | data | CV NE | test NE [95 % interval] | networks | wall time |", "|---|---|---|---|---|---|"]
-    for name, nxt in (("real_cpu", "real_cpu_intel"), ("real_cpu_intel", "demo"), ("demo", None)):
-        if name == "real_cpu_intel" and not (RESULTS / f"{name}.json").exists():
-            continue  # the second machine kind's row is optional
-        r = load(name)
+    runs = [load("real_cpu")] + _present(["real_cpu_intel"]) + [load("demo")]
+    for i, r in enumerate(runs):
         rows.append(f"| {r['label']} | {r['data']} | {_ne(r['cv_ne'])} | "
                     f"{_ne(r['test_ne'], r.get('test_ne_lo'), r.get('test_ne_hi'))} | {r.get('models', '—')} | "
                     f"{r['minutes']:.0f} min, {r['machine']} |")
-        same_data_next = nxt is not None and (RESULTS / f"{nxt}.json").exists() and load(nxt)["data"] == r["data"]
-        if r.get("baseline_test_ne") is not None and not same_data_next:  # one baseline row per data set
+        last_of_its_data = i + 1 == len(runs) or runs[i + 1]["data"] != r["data"]
+        if r.get("baseline_test_ne") is not None and last_of_its_data:  # one baseline row per data set
             rows.append(f"| mean shape (baseline) | {r['data']} | — | {_ne(r['baseline_test_ne'])} | 0 | — |")
     for a in load("anchors")["rows"]:
         rows.append(f"| {a['label']} | {a['data']} | — | {_ne(a['test_ne'])} | {a.get('models', '—')} | — |")
@@ -72,18 +76,15 @@ def real_cpu_categories(name: str = "real_cpu") -> str:
 
 
 def real_cpu_runs(names=("real_cpu", "real_cpu_intel", "real_cpu_checked", "real_cpu_lite0")) -> str:
-    """One row per full-chain run of configs/real_cpu.yaml (docs/results/NAME.json): machine, data, wall time,
-    epochs and monitored val NE of each fold model, CV and test NE; a missing file is skipped."""
+    """One row per full-chain run of configs/real_cpu.yaml (docs/results/NAME.json; a missing file is skipped):
+    machine, data, wall time, epochs and monitored val NE of each fold model, CV and test NE."""
     rows = ["| result file | machine | data | wall | epochs per fold | fold val NE | CV NE | test NE |",
             "|---|---|---|---|---|---|---|---|"]
-    for name in names:
-        if not (RESULTS / f"{name}.json").exists():
-            continue
-        r = load(name)
+    for r in _present(names):
         folds = r.get("folds") or []
         epochs = " / ".join(str(f["epochs"]) for f in folds) or "—"
         val = " / ".join(_ne(f["best_val_ne"]) for f in folds) or "—"
-        rows.append(f"| `{name}` | {r['machine']} | {r['data']} | {r['minutes']:.1f} min | {epochs} | {val} | "
+        rows.append(f"| `{r['name']}` | {r['machine']} | {r['data']} | {r['minutes']:.1f} min | {epochs} | {val} | "
                     f"{_ne(r['cv_ne'], r.get('cv_ne_lo'), r.get('cv_ne_hi'))} | "
                     f"{_ne(r['test_ne'], r.get('test_ne_lo'), r.get('test_ne_hi'))} |")
     return "\n".join(rows)
