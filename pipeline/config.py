@@ -81,6 +81,7 @@ class DataConfig(_Section):
     SECTION: ClassVar[str] = "data"
     folds: int = 3                 # k of the stratified k-fold split
     fold_seed: int = 42            # seed of the split (folds are made once and stored)
+    fold_models: int = 0           # models trained: one per fold 0..N-1, each on the other k-1 folds; CV covers those N folds' images (0: all k)
     categories: Tuple[str, ...] = CATEGORIES  # categories this run trains, predicts and submits (the rest: submit.fallback)
     jobs: int = -1                 # joblib workers for preprocessing (-1: all cores)
 
@@ -242,6 +243,11 @@ class Config:
         return self.model.input_size // self.model.stride
 
     @property
+    def fold_ids(self) -> Tuple[int, ...]:
+        """Folds that get a model (and an OOF prediction): 0..fold_models-1, or all k."""
+        return tuple(range(self.data.fold_models or self.data.folds))
+
+    @property
     def cache_size(self) -> int:
         """Side of the run's image cache: the model input, or the larger source of crops (crop.enabled)."""
         return self.crop.source_size if self.crop.enabled else self.model.input_size
@@ -277,17 +283,17 @@ _UNSET = object()
 NEUTRAL: Dict[Tuple[str, str], Any] = {("train", "joint"): False, ("train", "val_images"): 0,
                                        ("submit", "max_models"): 0, ("predict", "crop_passes"): 1,
                                        ("model", "freeze_bn"): False, ("train", "backbone_lr"): 1.0,
-                                       ("train", "ema"): 0.0}
+                                       ("train", "ema"): 0.0, ("data", "fold_models"): 0}
 
 
 #: What each stage's outputs depend on: section → key list or "*" (all, less UNRECORDED), as
 #: recorded in its stamps and records. Kept exact by `recording`: a stage that reads a setting
 #: this table, UNRECORDED and its upstream stages do not cover fails the tests (tests/unit/test_settings.py).
 STAGE_SETTINGS: Dict[str, Dict[str, Any]] = {
-    "prep": {"data": ("folds", "fold_seed"), "model": ("input_size", "margin")},
+    "prep": {"data": ("folds", "fold_seed", "fold_models"), "model": ("input_size", "margin")},
     "train": {"data": ("folds", "fold_seed"), "model": "*", "codec": ("sigma",), "augment": "*", "train": "*"},
     "predict": {"model": ("input_size", "stride", "margin"), "codec": "*", "predict": "*"},
-    "ensemble": {"data": ("folds", "fold_seed", "categories"), "ensemble": "*"},
+    "ensemble": {"data": ("folds", "fold_seed", "fold_models", "categories"), "ensemble": "*"},
     "stack": {"stack": "*", "train": ("seed",)},
     "submit": {"data": ("categories",), "submit": "*"},
     "score": {"data": ("categories",)},
@@ -604,6 +610,9 @@ def _check_values(cfg: Config, where: str) -> None:
     """Checks across keys of a resolved config; errors name `where` (file, category)."""
     if cfg.model.input_size % cfg.model.stride:
         raise ValueError(f"{where}: model.input_size must be a multiple of model.stride")
+    if not 0 <= cfg.data.fold_models <= cfg.data.folds:
+        raise ValueError(f"{where}: data.fold_models={cfg.data.fold_models} must be in 0..data.folds="
+                         f"{cfg.data.folds} (0: a model for every fold)")
     if not cfg.train.target_scale > 0:
         raise ValueError(f"{where}: train.target_scale must be > 0")
     if cfg.train.checkpoint_s < 0:

@@ -30,7 +30,8 @@ RUN = "meanshape"
 
 def baseline_name(cfg) -> str:
     """Run name of the mean-shape baseline for a config's folds (its OOF needs the same split)."""
-    return f"{RUN}_k{cfg.data.folds}_seed{cfg.data.fold_seed}"
+    models = len(cfg.fold_ids)
+    return f"{RUN}_k{cfg.data.folds}_seed{cfg.data.fold_seed}" + (f"_m{models}" if models < cfg.data.folds else "")
 
 JOINT = "joint"
 

@@ -40,10 +40,10 @@ def _average(parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray]], ids: np.nda
     return xy_sum / len(parts), score_sum / len(parts)
 
 
-def member_oof(output, run: str, category: str, k: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Concatenate one run's OOF predictions over its k folds."""
+def member_oof(output, run: str, category: str, folds: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate one run's OOF predictions over its model folds `folds` (RunData.fold_ids)."""
     ids, xys, scores = [], [], []
-    for f in range(k):
+    for f in folds:
         data = load_npz(model_file(output, run, category, f, "oof"))
         ids.append(data["image_id"])
         xys.append(data["xy"])
@@ -51,21 +51,21 @@ def member_oof(output, run: str, category: str, k: int) -> Tuple[np.ndarray, np.
     return np.concatenate(ids), np.concatenate(xys), np.concatenate(scores)
 
 
-def ensemble_category(output, members: Sequence[str], category: str, k: int,
+def ensemble_category(output, members: Sequence[str], category: str, folds: Sequence[int],
                       train_ids: np.ndarray, test_ids: np.ndarray = None) -> Dict[str, tuple]:
-    """OOF and test ensembles of one category.
+    """OOF and test ensembles of one category over the model folds `folds`.
 
     Members may differ in input size, stride or model: every prediction file holds
     original-image pixels, so they average directly. Returns {"oof": (xy (M, K, 2),
-    score), "test": (xy, score)} aligned with train_ids / test_ids.
+    score), "test": (xy, score)} aligned with train_ids (the images of those folds) / test_ids.
     """
     out = {}
-    oof_parts = [member_oof(output, m, category, k) for m in members]
+    oof_parts = [member_oof(output, m, category, folds) for m in members]
     out["oof"] = _average(oof_parts, train_ids, f"OOF of {category} ({', '.join(members)})")
     if test_ids is not None:
         parts = []
         for m in members:
-            for f in range(k):
+            for f in folds:
                 data = load_npz(model_file(output, m, category, f, "test"))
                 parts.append((data["image_id"], data["xy"], data["score"]))
         out["test"] = _average(parts, test_ids, f"test predictions of {category}")
@@ -79,17 +79,19 @@ def members_data(output, name: str, members: Sequence[str]) -> RunData:
     for m, d in zip(members[1:], datas[1:]):
         if d.identity(with_cache=False) != first.identity(with_cache=False):
             raise ValueError(f"ensemble {name}: member {m!r} was trained on dataset {d.dataset} with folds "
-                             f"k={d.k} seed={d.seed}, member {members[0]!r} on dataset {first.dataset} with "
-                             f"folds k={first.k} seed={first.seed}; members must share one fold assignment")
+                             f"k={d.k} seed={d.seed} (models on folds {list(d.fold_ids)}), member "
+                             f"{members[0]!r} on dataset {first.dataset} with folds k={first.k} seed={first.seed} "
+                             f"(models on folds {list(first.fold_ids)}); members must share one fold assignment")
     return first
 
 
-def member_files(output, members: Sequence[str], categories: Sequence[str], k: int, with_test: bool) -> List[Path]:
+def member_files(output, members: Sequence[str], categories: Sequence[str], folds: Sequence[int],
+                 with_test: bool) -> List[Path]:
     """Every prediction file the ensemble reads; FileNotFoundError names the first missing one."""
     files = []
     for m in members:
         for cat in categories:
-            for f in range(k):
+            for f in folds:
                 for split in ("oof", "test") if with_test else ("oof",):
                     path = fold_dir(output, m, cat, f) / f"{split}.npz"
                     if not path.exists():
@@ -107,8 +109,8 @@ def run_ensemble(output, name: str, members: Sequence[str], categories: Sequence
     and the content id of every member prediction file.
     """
     prep = members_data(output, name, members)
-    k = prep.k
-    files = member_files(output, members, categories, k, prep.has_test)
+    folds = prep.fold_ids
+    files = member_files(output, members, categories, folds, prep.has_test)
     inputs = {"settings": settings or {"members": list(members), "categories": list(categories)},
               "prep": prep.identity(with_cache=False), "files": files_id(files)}
     record = run_file(output, name, "ensemble")
@@ -117,17 +119,17 @@ def run_ensemble(output, name: str, members: Sequence[str], categories: Sequence
     if is_current(record, inputs, outputs):
         print(f"ensemble {name}: up to date")
         return False
-    train = prep.train_index()
+    train = prep.oof_index()
     test = prep.test_index()
     for cat in categories:
         train_ids = train.image_id[train.category == cat]
         test_ids = None if test is None else test.image_id[test.category == cat]
-        result = ensemble_category(output, members, cat, k, train_ids, test_ids)
+        result = ensemble_category(output, members, cat, folds, train_ids, test_ids)
         write_category_csv(category_csv(output, name, cat, "oof"), train_ids, cat, *result["oof"])
         if test is not None:
             write_category_csv(category_csv(output, name, cat, "test"), test_ids, cat, *result["test"])
     if name not in members:
         bind_run(output, name, prep)
     write_record(record, inputs, outputs, members=list(members), categories=list(categories))
-    print(f"ensemble {name}: {', '.join(members)} × {k} folds → {run_dir(output, name)}")
+    print(f"ensemble {name}: {', '.join(members)} × {len(folds)} folds → {run_dir(output, name)}")
     return True

@@ -78,7 +78,7 @@ def run_baseline(output, prep: RunData, name: str) -> dict:
     for cat in sorted(set(train.category)):
         idx = category_indices(cat)
         in_cat = train.category == cat
-        for f in range(prep.k):
+        for f in prep.fold_ids:
             fit, val = in_cat & (folds != f), in_cat & (folds == f)
             shape = mean_shape(train.keypoints[fit][:, idx], train.sizes[fit])
             xy = place(shape, train.sizes[val])

@@ -80,7 +80,7 @@ def stack_arrays(pred: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return pred
 
 
-def member_arrays(output, member: str, category: str, k: int, split: str, wanted: np.ndarray,
+def member_arrays(output, member: str, category: str, folds: Sequence[int], split: str, wanted: np.ndarray,
                   fold: int = None) -> Dict:
     """A member's variants and peak features aligned with `wanted` ids.
 
@@ -89,7 +89,7 @@ def member_arrays(output, member: str, category: str, k: int, split: str, wanted
     construction as the OOF features the stacker is fitted on.
     """
     keys = [v for v in VARIANTS] + list(PEAK_FEATURES)
-    folds = range(k) if split == "oof" else [fold]
+    folds = list(folds) if split == "oof" else [fold]
     parts = [stack_arrays(load_npz(fold_dir(output, member, category, f) / f"{split}.npz")) for f in folds]
     ids = np.concatenate([p["image_id"] for p in parts])
     arrays = {key: np.concatenate([p[key] for p in parts]) for key in keys + ["xy"]}
@@ -161,10 +161,11 @@ def _fit_predict(x_fit, y_fit, x_apply, cfg: Config):
     return out, importance, texts
 
 
-def _keypoint_job(k, x_train, y_train, has_truth, folds, n_folds, cfg):
-    """Nested-CV OOF corrections and the full-fit (test-time) boosters of one keypoint."""
+def _keypoint_job(k, x_train, y_train, has_truth, folds, fold_ids, cfg):
+    """Nested-CV OOF corrections and the full-fit (test-time) boosters of one keypoint
+    (folds (M,): each row's fold, one of `fold_ids`)."""
     oof = np.zeros((len(x_train), 2))
-    for f in range(n_folds):
+    for f in fold_ids:
         fit = (folds != f) & has_truth
         apply = folds == f
         oof[apply], _, _ = _fit_predict(x_train[fit], y_train[fit], x_train[apply], cfg)
@@ -205,8 +206,9 @@ def apply_stacker(stacker: Dict, fold_members: Sequence[Sequence[Dict]], sizes: 
 
 
 def stack_category(output, cfg: Config, name: str, members: Sequence[str], category: str, train, folds,
-                   k: int, test=None) -> Dict:
-    """Nested-CV stacker of one category (k folds); writes oof_stack.csv and test_stack.csv."""
+                   fold_ids: Sequence[int], test=None) -> Dict:
+    """Nested-CV stacker of one category over its model folds `fold_ids` (train: the images of those
+    folds, RunData.oof_index; folds: their folds); writes oof_stack.csv and test_stack.csv."""
     from joblib import Parallel, delayed
 
     mask = train.category == category
@@ -215,13 +217,13 @@ def stack_category(output, cfg: Config, name: str, members: Sequence[str], categ
     truth = train.keypoints[mask][:, category_indices(category)]
     fold_of = folds[mask]
     _, ens_xy, ens_score = read_category_csv(category_csv(output, name, category, "oof"), category)
-    oof_members = [member_arrays(output, m, category, k, "oof", ids) for m in members]
+    oof_members = [member_arrays(output, m, category, fold_ids, "oof", ids) for m in members]
     x_train, col_names, s_hat = features(ens_xy, oof_members, sizes, category)
     jobs = []
     for j in range(truth.shape[1]):
         has_truth = truth[:, j, 2] >= 0
         y = (truth[:, j, :2] - ens_xy[:, j]) / s_hat[:, None]
-        jobs.append(delayed(_keypoint_job)(j, x_train[j], y, has_truth, fold_of, k, cfg))
+        jobs.append(delayed(_keypoint_job)(j, x_train[j], y, has_truth, fold_of, fold_ids, cfg))
     results = Parallel(n_jobs=cfg.stack.jobs)(jobs)
     oof_xy = ens_xy.copy()
     importance = np.zeros(len(col_names))
@@ -238,8 +240,8 @@ def stack_category(output, cfg: Config, name: str, members: Sequence[str], categ
         # features of those same single models (as in OOF); the corrected folds are then averaged
         t_mask = test.category == category
         t_ids, _, t_score = read_category_csv(category_csv(output, name, category, "test"), category)
-        fold_members = [[member_arrays(output, m, category, k, "test", t_ids, fold=f) for m in members]
-                        for f in range(k)]
+        fold_members = [[member_arrays(output, m, category, fold_ids, "test", t_ids, fold=f) for m in members]
+                        for f in fold_ids]
         t_xy = apply_stacker(load_stacker(stacker_path(output, name, category)), fold_members,
                              test.sizes[t_mask], category)
         write_category_csv(category_csv(output, name, category, "test", True), t_ids, category, t_xy, t_score)
@@ -283,13 +285,13 @@ def run_stack(output, cfg: Config, name: str, members: Sequence[str]) -> Dict:
         print(f"stack {name}: up to date")
         return result
     prep = run_data(output, name)
-    train = prep.train_index()
+    train = prep.oof_index()
     folds = prep.folds(train.image_id)
     test = prep.test_index()
     categories = ensemble_categories(output, name)
     total = None
     for cat in tqdm(categories, desc="stack", unit="category"):
-        imp = stack_category(output, cfg, name, members, cat, train, folds, prep.k, test)["importance"]
+        imp = stack_category(output, cfg, name, members, cat, train, folds, prep.fold_ids, test)["importance"]
         imp = imp.groupby(_generic).sum()
         total = imp if total is None else total.add(imp, fill_value=0)
     plain = categories_ne(train.keypoints, oof_predictions(output, name, train, categories=categories),

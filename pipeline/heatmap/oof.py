@@ -110,7 +110,7 @@ def run_predict(output, cfg: Config, run: str, force: bool = False) -> pd.DataFr
     rows = []
     from tqdm import tqdm
 
-    jobs = [(c, f) for c in cfg.data.categories for f in range(cfg.data.folds)]
+    jobs = [(c, f) for c in cfg.data.categories for f in prep.fold_ids]
     fold_inputs = {}
     for cat, fold in tqdm(jobs, desc="predict", unit="model"):
         report = predict_fold(output, cfg, run, cat, fold, prep, train_index, folds, test_index, force)

@@ -510,13 +510,14 @@ def remove_stale_temporaries(directory: Path) -> None:
 
 def preprocess(input_dir, output_dir, size: int = 128, k: int = 3, seed: int = 42, jobs: int = -1,
                categories: Sequence[str] = CATEGORIES, force: bool = False, margin: int = 0,
-               run: Optional[str] = None) -> Dict:
+               run: Optional[str] = None, models: int = 0) -> Dict:
     """Bring the keyed prep artifacts for these settings up to date; bind them to `run`.
 
     prep/<dataset>/ (keyed by the input fingerprint) holds index.csv, test_index.csv,
     rejects.csv and manifest.json; cache/s<S>_m<M>/ the image caches; folds/k<k>_seed<s>.csv
     the folds. Nothing already built is rebuilt or overwritten. With `run`, runs/<run>/prep.json
-    records which artifacts the run consumes (rewritten only when that changes).
+    records which artifacts the run consumes (rewritten only when that changes), and `models`
+    how many folds get a model (`data.fold_models`; 0: all k).
     Returns a summary dict (the dataset manifest plus the binding).
     """
     input_dir = Path(input_dir)
@@ -529,11 +530,12 @@ def preprocess(input_dir, output_dir, size: int = 128, k: int = 3, seed: int = 4
     with file_lock(Path(output_dir) / "prep" / f".{key}.lock",
                    message=f"preprocess: waiting for another preprocess of {ds_dir} to finish"):
         return _preprocess_locked(input_dir, output_dir, key, ds_dir, size, k, seed, jobs, categories, force,
-                                  margin, run)
+                                  margin, run, models)
 
 
 def _preprocess_locked(input_dir: Path, output_dir, key: str, ds_dir: Path, size: int, k: int, seed: int, jobs: int,
-                       categories: Sequence[str], force: bool, margin: int, run: Optional[str]) -> Dict:
+                       categories: Sequence[str], force: bool, margin: int, run: Optional[str],
+                       models: int = 0) -> Dict:
     manifest_path = ds_dir / "manifest.json"
     if force and ds_dir.exists():
         import shutil
@@ -559,7 +561,7 @@ def _preprocess_locked(input_dir: Path, output_dir, key: str, ds_dir: Path, size
         raise SystemExit(f"preprocess: no usable training image left for categor{'y' if len(empty) == 1 else 'ies'} "
                          f"{', '.join(empty)}; see {ds_dir / 'rejects.csv'} ({manifest['n_rejected']} rejected rows)")
     ensure_folds(ds_dir, k, seed)
-    binding = RunData(Path(output_dir), key, manifest["input"], size, margin, k, seed)
+    binding = RunData(Path(output_dir), key, manifest["input"], size, margin, k, seed, models)
     if run:
         bind_run(output_dir, run, binding)
     summary = {**manifest, "dataset": key, "dataset_dir": str(ds_dir), "size": size, "margin": margin,

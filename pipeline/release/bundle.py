@@ -86,7 +86,7 @@ class Ensemble:
             models = {}
             # train.joint cannot differ per category (config check): the run-level names hold
             for model in (m for m in joint.model_names(mcfg) if m == joint.JOINT or m in categories):
-                models[model] = [model_file(output, member, model, f, "model") for f in range(mcfg.data.folds)]
+                models[model] = [model_file(output, member, model, f, "model") for f in mcfg.fold_ids]
             out.append(Member(member, mcfg, models))
         stack = read_record(run_file(output, name, "stack")) or {}
         stackers = {}
@@ -261,7 +261,7 @@ def export_run(output, name: str, other_runtimes: bool = True, progress: bool = 
     for member in live.members:
         save_config(member.cfg, tmp / "members" / member.run / "config.yaml")
         members_meta.append({"run": member.run, "config": f"members/{member.run}/config.yaml",
-                             "models": files[member.run], "folds": member.cfg.data.folds,
+                             "models": files[member.run], "folds": len(member.cfg.fold_ids),
                              "training": training[member.run]})
     stackers = {}
     for category, path in live.stackers.items():
@@ -327,7 +327,7 @@ def model_card(meta: Dict, live: Ensemble) -> str:
                             for r in runs) or "-"
         lines.append(f"| {m.run} | {m.cfg.model.name} w{m.cfg.model.width}"
                      f"{' joint' if t.joint else ''} | {m.cfg.model.input_size}"
-                     f"{' + crop' if m.cfg.crop.enabled else ''} | {budget} | {trained} | {m.cfg.data.folds} |")
+                     f"{' + crop' if m.cfg.crop.enabled else ''} | {budget} | {trained} | {len(m.cfg.fold_ids)} of {m.cfg.data.folds} |")
     lines += ["", "## Run it", "", "```",
               "python -m pipeline.stages.predict_image --bundle <this directory> --category dress IMAGE.jpg",
               "make predict-dir BUNDLE=<this directory> IMAGES=<dir with <category>/*.jpg> [CATEGORY=dress]",

@@ -130,7 +130,7 @@ def test_answers(input_dir, test) -> Optional[np.ndarray]:
 def score_run(output, name: str, categories: Sequence[str], config_hash: str = "", stacked: bool = False) -> Dict:
     """CV and test NE of a run/ensemble over `categories`; returns {"row": leaderboard row, "details"}."""
     prep = run_data(output, name)
-    train = prep.train_index()
+    train = prep.oof_index()  # the images with an OOF prediction (all, unless data.fold_models)
     suffix = "_stack" if stacked else ""
     oof = oof_predictions(output, name, train, suffix, categories)
     cv = categories_ne(train.keypoints, oof, train.category, categories)

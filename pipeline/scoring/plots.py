@@ -134,7 +134,7 @@ def run_report(output, run: str, k: int, categories, models=None) -> Path:
     output = Path(output)
     report_dir = layout_report_dir(output, run)
     report_dir.mkdir(parents=True, exist_ok=True)
-    train = run_data(output, run).train_index()
+    train = run_data(output, run).oof_index()
     images: List[Path] = []
     scores_path = run_file(output, run, "scores")
     if scores_path.exists():

@@ -21,7 +21,8 @@ def main(argv=None) -> int:
         run = args.run or cfg.name
         try:
             summary = preprocess(args.input, args.output, cfg.cache_size, cfg.data.folds, cfg.data.fold_seed,
-                                 cfg.data.jobs, cfg.data.categories, args.force, cfg.model.margin, run=run)
+                                 cfg.data.jobs, cfg.data.categories, args.force, cfg.model.margin, run=run,
+                                 models=cfg.data.fold_models)
         except AssertionError as err:
             print(f"preprocess: error: {err}", file=sys.stderr)
             return 1

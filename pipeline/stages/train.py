@@ -25,8 +25,10 @@ def main(argv=None) -> int:
         if args.category not in models:
             hint = " (train.joint: one model for every category)" if cfg.train.joint else ""
             parser.error(f"--category must be one of {', '.join(models)}{hint}")
-        if not 0 <= args.fold < cfg.data.folds:
-            parser.error(f"--fold must be in 0..{cfg.data.folds - 1}")
+        if args.fold not in cfg.fold_ids:
+            which = "" if cfg.fold_ids == tuple(range(cfg.data.folds)) else \
+                f" (data.fold_models={cfg.data.fold_models} of data.folds={cfg.data.folds})"
+            parser.error(f"--fold must be in 0..{len(cfg.fold_ids) - 1}{which}")
         try:
             gpu = distributed.claim_gpu(cfg.for_category(args.category).train.distribute, hardware.parallel_jobs())
             if gpu is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,13 @@ class Index:
     params: Optional[np.ndarray]
     cache_row: np.ndarray
 
+    def subset(self, mask: np.ndarray) -> "Index":
+        """The rows where `mask` (N,) bool is true, in order (cache_row still points into the full cache)."""
+        mask = np.asarray(mask, bool)
+        pick = lambda a: None if a is None else a[mask]  # noqa: E731
+        return Index(self.frame[mask].reset_index(drop=True), self.image_id[mask], self.category[mask],
+                     pick(self.keypoints), self.sizes[mask], pick(self.params), self.cache_row[mask])
+
 
 def index_frame(ids, source_ids, sources, cats, files, sizes, rows, kps) -> pd.DataFrame:
     frame = pd.DataFrame({
@@ -125,6 +132,16 @@ class RunData:
     margin: int
     k: int
     seed: int
+    models: int = 0  # folds 0..models-1 get a model and an OOF prediction (0, or k: every fold)
+
+    def __post_init__(self):
+        if self.models >= self.k:  # every fold: one spelling, so bindings and records compare equal
+            object.__setattr__(self, "models", 0)
+
+    @property
+    def fold_ids(self) -> Tuple[int, ...]:
+        """Folds that have a model, hence OOF predictions: 0..models-1, or all k."""
+        return tuple(range(self.models or self.k))
 
     @property
     def ds_dir(self) -> Path:
@@ -145,6 +162,8 @@ class RunData:
     def identity(self, with_cache: bool = True) -> Dict[str, str]:
         """Keys of the artifacts consumed: what downstream records hold as their upstream identity."""
         ids = {"dataset": self.dataset, "folds": folds_key(self.k, self.seed)}
+        if self.models:
+            ids["fold_models"] = self.models
         if with_cache:
             ids["cache"] = cache_key(self.size, self.margin)
         return ids
@@ -158,12 +177,23 @@ class RunData:
     def folds(self, image_id: Sequence[str]) -> np.ndarray:
         return read_folds(self.folds_file, image_id)
 
+    def oof_index(self) -> Index:
+        """The training images that have an OOF prediction (those of `fold_ids`): what CV scores.
+        Every training image unless `data.fold_models` trains fewer models than folds."""
+        index = self.train_index()
+        if not self.models:
+            return index
+        return index.subset(np.isin(self.folds(index.image_id), self.fold_ids))
+
     def cache(self, split: str) -> np.ndarray:
         return load_cache(self.ds_dir, split, self.size, self.margin)
 
     def to_dict(self) -> Dict:
-        return {"dataset": self.dataset, "input": self.input, "size": self.size, "margin": self.margin,
-                "k": self.k, "seed": self.seed}
+        out = {"dataset": self.dataset, "input": self.input, "size": self.size, "margin": self.margin,
+               "k": self.k, "seed": self.seed}
+        if self.models:
+            out["models"] = self.models
+        return out
 
 
 def bind_run(output, run: str, data: RunData) -> bool:
@@ -184,16 +214,19 @@ def run_data(output, run: str, cfg=None) -> RunData:
     if not path.exists():
         raise FileNotFoundError(f"{path} missing: run `make preprocess` for run {run!r} first")
     ref = json.loads(path.read_text())
-    data = RunData(Path(output), ref["dataset"], ref["input"], ref["size"], ref["margin"], ref["k"], ref["seed"])
+    data = RunData(Path(output), ref["dataset"], ref["input"], ref["size"], ref["margin"], ref["k"], ref["seed"],
+                   ref.get("models", 0))
     if cfg is not None:
         want = {"size": cfg.cache_size, "margin": cfg.model.margin, "k": cfg.data.folds,
-                "seed": cfg.data.fold_seed}
+                "seed": cfg.data.fold_seed, "fold_ids": cfg.fold_ids}
         have = {key: getattr(data, key) for key in want}
         if want != have:
-            raise PrepMismatch(f"run {run!r}: {path} was built for input size {have['size']}, margin "
-                               f"{have['margin']}, {have['k']} folds, fold seed {have['seed']}, but the config "
-                               f"asks for input size {want['size']}, margin {want['margin']}, {want['k']} folds, "
-                               f"fold seed {want['seed']}; rerun `make preprocess` with this config")
+            def said(v):
+                models = "" if len(v["fold_ids"]) == v["k"] else f" ({len(v['fold_ids'])} of them with models)"
+                return (f"input size {v['size']}, margin {v['margin']}, {v['k']} folds{models}, "
+                        f"fold seed {v['seed']}")
+            raise PrepMismatch(f"run {run!r}: {path} was built for {said(have)}, but the config asks for "
+                               f"{said(want)}; rerun `make preprocess` with this config")
     for needed in (data.ds_dir / "index.csv", data.folds_file):
         if not needed.exists():
             raise FileNotFoundError(f"{needed} missing (bound by {path}); rerun `make preprocess`")

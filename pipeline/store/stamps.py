@@ -71,7 +71,7 @@ def make_vars(cfg, run: str, output) -> str:
     base = baseline_name(cfg)
     fallback = cfg.submit.fallback or base
     names = model_names(cfg)
-    folds = range(cfg.data.folds)
+    folds = cfg.fold_ids
     lines = {
         "CATS": " ".join(cfg.data.categories),
         "MODEL_NAMES": " ".join(names),
@@ -113,7 +113,7 @@ def drop_broken_models(output, run: str, cfg) -> None:
     from pipeline.store.records import broken_model
 
     for name in joint.model_names(cfg):
-        for fold in range(cfg.data.folds):
+        for fold in cfg.fold_ids:
             metrics = layout.model_file(output, run, name, fold, "metrics")
             if metrics.exists():
                 problem = broken_model(metrics.parent)

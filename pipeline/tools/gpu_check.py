@@ -31,11 +31,12 @@ def tta_passes(cfg) -> int:
 
 
 def estimate_hours(cfg, train_img_s: float, predict_img_s: float, full=FULL_SET) -> Dict[str, float]:
-    """Hours of the full set: each of the k fold models trains on (k-1)/k of the photos for
-    train.epochs epochs, and predicts its OOF fold and the test set with every TTA pass."""
-    k = cfg.data.folds
-    train_h = k * cfg.train.epochs * full["train"] * (k - 1) / k / train_img_s / 3600
-    predict_h = k * (full["train"] / k + full["test"]) * tta_passes(cfg) / predict_img_s / 3600
+    """Hours of the full set: each of the n fold models (`data.fold_models`, else k) trains on
+    (k-1)/k of the photos for train.epochs epochs, and predicts its OOF fold and the test set with
+    every TTA pass."""
+    k, n = cfg.data.folds, len(cfg.fold_ids)
+    train_h = n * cfg.train.epochs * full["train"] * (k - 1) / k / train_img_s / 3600
+    predict_h = n * (full["train"] / k + full["test"]) * tta_passes(cfg) / predict_img_s / 3600
     return {"train_hours": train_h, "predict_hours": predict_h, "total_hours": train_h + predict_h}
 
 
@@ -90,7 +91,7 @@ def run(cfg, seconds: float = 60.0) -> Dict:
         "model": cfg.model.name, "backbone": cfg.model.backbone, "input_size": cfg.model.input_size,
         "batch_size": batch, "train_img_per_s": train_img_s, "predict_img_per_s": predict_img_s,
         "tta_passes_per_image": tta_passes(cfg), "peak_gpu_memory_gib": peak,
-        "networks": cfg.data.folds, "epochs": cfg.train.epochs, "full_set": FULL_SET,
+        "networks": len(cfg.fold_ids), "epochs": cfg.train.epochs, "full_set": FULL_SET,
     }
     out.update(estimate_hours(cfg, train_img_s, predict_img_s))
     return out

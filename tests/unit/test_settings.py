@@ -126,7 +126,7 @@ def test_a_stage_reading_a_setting_nobody_recorded_fails(tmp_path, monkeypatch):
     args = ["--input", str(tmp_path / "input"), "--output", str(tmp_path / "out"), "--config", str(DEMO),
             "--set", "data.folds=2", "--set", "data.jobs=1"]
     assert preprocess.main(args) == 0
-    missed = {**STAGE_SETTINGS, "prep": {"data": ("folds",), "model": ("input_size", "margin")}}
+    missed = {**STAGE_SETTINGS, "prep": {"data": ("folds", "fold_models"), "model": ("input_size", "margin")}}
     monkeypatch.setattr(config_module, "STAGE_SETTINGS", missed)
     with pytest.raises(UncoveredSetting, match=r"stage prep read data\.fold_seed"):
         preprocess.main(args)
