@@ -51,7 +51,7 @@ def _present(names) -> List[Dict]:
 def results_table() -> str:
     """README's one results table: real photos on a CPU (each machine kind measured), the synthetic demo, anchors."""
     rows = ["| what | data | CV NE | test NE [95 % interval] | networks | wall time |", "|---|---|---|---|---|---|"]
-    runs = [load("real_cpu")] + _present(["real_cpu_intel"]) + [load("demo")]
+    runs = _present(["real_cpu_k4"]) + [load("real_cpu")] + _present(["real_cpu_intel"]) + [load("demo")]
     for i, r in enumerate(runs):
         rows.append(f"| {r['label']} | {r['data']} | {_ne(r['cv_ne'])} | "
                     f"{_ne(r['test_ne'], r.get('test_ne_lo'), r.get('test_ne_hi'))} | {r.get('models', '—')} | "
@@ -64,9 +64,10 @@ def results_table() -> str:
     return "\n".join(rows)
 
 
-def real_cpu_categories(name: str = "real_cpu") -> str:
-    """Per-category CV and test NE of docs/results/NAME.json, as a markdown table."""
-    r = load(name)
+def real_cpu_categories(name: str = None) -> str:
+    """Per-category CV and test NE of docs/results/NAME.json (default: the current config's run with
+    test answers, `real_cpu_k4`, else `real_cpu`), as a markdown table."""
+    r = load(name) if name else _present(["real_cpu_k4", "real_cpu"])[0]
     head = "| | " + " | ".join(CATEGORIES) + " | all |"
     sep = "|---" * (len(CATEGORIES) + 2) + "|"
     test = "| test NE | " + " | ".join(_ne(r["per_category_test"].get(c)) for c in CATEGORIES) + \
@@ -75,7 +76,8 @@ def real_cpu_categories(name: str = "real_cpu") -> str:
     return "\n".join([head, sep, cv, test])
 
 
-def real_cpu_runs(names=("real_cpu", "real_cpu_intel", "real_cpu_checked", "real_cpu_lite0")) -> str:
+def real_cpu_runs(names=("real_cpu_k4", "real_cpu_k4_checked", "real_cpu", "real_cpu_intel", "real_cpu_checked",
+                         "real_cpu_lite0")) -> str:
     """One row per full-chain run of configs/real_cpu.yaml (docs/results/NAME.json; a missing file is skipped):
     machine, data, wall time, epochs and monitored val NE of each fold model, CV and test NE."""
     rows = ["| result file | machine | data | wall | epochs per fold | fold val NE | CV NE | test NE |",

@@ -285,7 +285,8 @@ class Bench:
 
         cfg = load_config(config, list(overrides))
         return preprocess(input_dir or self.data, self.work, cfg.cache_size, cfg.data.folds, cfg.data.fold_seed,
-                          cfg.data.jobs, cfg.data.categories, margin=cfg.model.margin, run=run)
+                          cfg.data.jobs, cfg.data.categories, margin=cfg.model.margin, run=run,
+                          models=cfg.data.fold_models)
 
     def train_one(self, config: Path, run: str, category: str, extra: Sequence[str] = (),
                   budget: Optional[float] = None, epochs: int = 1000, patience: Optional[int] = 1000,
